@@ -1,0 +1,164 @@
+"""Load OpenAI CLIP weights into a plain ``clip.model.CLIP``.
+
+Where the weights come from, in order:
+
+1. ``MODEL.BACKBONE.PATH`` when set: a JIT archive (as OpenAI publishes them) or a
+   plain state dict with OpenAI key names (``visual.*``, ``transformer.*``, ...).
+2. The file the ``clip`` package caches for ``MODEL.BACKBONE.NAME``:
+   ``<cache>/<basename of the download URL>``, e.g. ``~/.cache/clip/ViT-B-16.pt``.
+   ``CLIPFIT_CLIP_CACHE`` moves the cache directory.
+3. A download into that cache directory (skipped when ``CLIPFIT_CLIP_OFFLINE=1``).
+
+Otherwise :class:`CLIPWeightsNotFoundError` names the path looked at, the URL and
+the config key to set. The model is built with ``clip.model.build_model``, so any
+size works (including the tiny random models of :mod:`clipfit.testing.tiny_clip`),
+and returned in fp32 on the CPU: precision and device are the trainer's choice.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from typing import Dict, Union
+
+import torch
+from yacs.config import CfgNode
+
+with warnings.catch_warnings():  # openai-clip imports the deprecated pkg_resources
+    warnings.simplefilter("ignore")
+    import clip
+    from clip.model import CLIP, build_model
+
+CACHE_ENV = "CLIPFIT_CLIP_CACHE"
+OFFLINE_ENV = "CLIPFIT_CLIP_OFFLINE"
+DEFAULT_CACHE = os.path.join("~", ".cache", "clip")
+_REQUIRED_KEYS = ("text_projection", "positional_embedding", "token_embedding.weight", "ln_final.weight")
+
+
+class CLIPWeightsNotFoundError(FileNotFoundError):
+    """CLIP weights are neither configured, cached nor downloadable."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def clip_cache_dir() -> str:
+    """The directory the weights are cached in (``$CLIPFIT_CLIP_CACHE`` or ``~/.cache/clip``)."""
+    return os.path.expanduser(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
+
+
+def download_url(name: str) -> str:
+    """OpenAI's download URL for a backbone name of ``clip.available_models()``."""
+    if name not in clip.available_models():
+        raise ValueError(
+            f"Unknown CLIP backbone {name!r} (MODEL.BACKBONE.NAME). Known names: "
+            f"{', '.join(clip.available_models())}. For other weights set MODEL.BACKBONE.PATH "
+            "to a JIT archive or an OpenAI-format state dict."
+        )
+    return clip._MODELS[name]
+
+
+def cached_weights_path(name: str) -> str:
+    """Where the ``clip`` package stores (and we look for) the weights of ``name``."""
+    return os.path.join(clip_cache_dir(), os.path.basename(download_url(name)))
+
+
+def _sha256_matches(path: str, url: str) -> bool:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest() == url.split("/")[-2]
+
+
+def resolve_weights(name: str, path: str = "") -> str:
+    """The local weights file for backbone ``name`` (see the module docstring for the order)."""
+    if path:
+        path = os.path.expanduser(path)
+        if not os.path.isfile(path):
+            raise CLIPWeightsNotFoundError(
+                f"MODEL.BACKBONE.PATH is {path!r}, which is not a file. Set it to a CLIP JIT "
+                "archive or an OpenAI-format state dict, or set it to '' to use the download "
+                f"cache for MODEL.BACKBONE.NAME ({name})."
+            )
+        return path
+    url = download_url(name)
+    target = cached_weights_path(name)
+    if os.path.isfile(target) and _sha256_matches(target, url):
+        return target
+    found = "exists but its SHA256 checksum does not match (partial download?)" if os.path.isfile(
+        target
+    ) else "does not exist"
+    if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
+        reason = f"downloads are disabled by {OFFLINE_ENV}={os.environ[OFFLINE_ENV]}"
+    else:
+        try:
+            return clip._download(url, clip_cache_dir())
+        except Exception as err:  # offline, proxy, disk full, bad checksum: all end the same way
+            reason = f"the download failed ({type(err).__name__}: {err})"
+    raise CLIPWeightsNotFoundError(
+        f"CLIP weights for {name} not found: {target} {found} and {reason}. Download {url} "
+        f"and put it at {target} (the cache directory is set by {CACHE_ENV}), or set "
+        f"MODEL.BACKBONE.PATH to the downloaded file."
+    )
+
+
+def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """The OpenAI-format state dict in ``path`` (JIT archive or saved state dict)."""
+    with open(path, "rb") as f:
+        try:
+            state_dict = torch.jit.load(f, map_location="cpu").state_dict()
+        except RuntimeError:
+            f.seek(0)
+            try:
+                state_dict = torch.load(f, map_location="cpu", weights_only=True)
+            except Exception as err:
+                raise RuntimeError(
+                    f"{path} is neither a TorchScript archive nor a saved state dict ({err}). "
+                    "If it is a partial download, delete it and load again."
+                ) from err
+    if not isinstance(state_dict, dict) or any(k not in state_dict for k in _REQUIRED_KEYS):
+        keys = list(state_dict)[:5] if isinstance(state_dict, dict) else type(state_dict).__name__
+        raise RuntimeError(
+            f"{path} does not hold CLIP weights with OpenAI key names (expected keys such as "
+            f"{', '.join(_REQUIRED_KEYS)}; found {keys}). Save the model's state_dict() itself."
+        )
+    return dict(state_dict)
+
+
+def load_clip(source: Union[CfgNode, str], path: str = "") -> CLIP:
+    """A CLIP model in fp32 on the CPU, from a config (``MODEL.BACKBONE``) or a backbone name."""
+    if isinstance(source, CfgNode):
+        name, path = source.MODEL.BACKBONE.NAME, source.MODEL.BACKBONE.PATH
+    else:
+        name = source
+    weights = resolve_weights(name, path)
+    print(f"Loading CLIP (backbone: {name}) from {weights}")
+    model = build_model(read_state_dict(weights))
+    return model.float().eval()
+
+
+def architecture(model: CLIP) -> Dict[str, Union[str, int]]:
+    """The dimensions ``build_model`` infers from the weights: identifies an architecture."""
+    visual = model.visual
+    vit = hasattr(visual, "conv1") and hasattr(visual, "ln_pre")
+    if vit:
+        vision_layers: Union[int, str] = len(visual.transformer.resblocks)
+        vision_width = visual.conv1.out_channels
+        patch = visual.conv1.kernel_size[0]
+    else:
+        vision_layers = "-".join(str(len(getattr(visual, f"layer{i}"))) for i in range(1, 5))
+        vision_width = visual.layer1[0].conv1.out_channels
+        patch = 0
+    return {
+        "image_encoder": "ViT" if vit else "ResNet",
+        "image_resolution": int(visual.input_resolution),
+        "vision_layers": vision_layers,
+        "vision_width": int(vision_width),
+        "patch_size": int(patch),
+        "embed_dim": int(model.text_projection.shape[1]),
+        "text_width": int(model.ln_final.weight.shape[0]),
+        "text_layers": len(model.transformer.resblocks),
+        "context_length": int(model.context_length),
+        "vocab_size": int(model.vocab_size),
+    }

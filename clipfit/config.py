@@ -1,0 +1,133 @@
+"""Project config keys layered on top of Dassl's defaults (CoOp's ``extend_cfg``).
+
+Every option a user may change lives here with its default; trainers read keys,
+never literals.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Iterable, List, Sequence
+
+from yacs.config import CfgNode as CN
+
+
+def extend_cfg(cfg: CN) -> CN:
+    """Add this project's keys (and CoOp's, so CoOp-style opts are accepted)."""
+    cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
+    cfg.DATASET.TEMPLATE = ""  # prompt template with "{}"; empty: the dataset's default
+    # Generic image-folder / CSV dataset (DATASET.NAME "ImageFolder" or "CSVDataset")
+    cfg.DATASET.CSV_FILE = ""
+    cfg.DATASET.IMAGE_DIR = ""
+
+    cfg.MODEL.BACKBONE.PATH = ""  # local CLIP weights: JIT archive or OpenAI state dict
+
+    cfg.DETERMINISTIC = False  # deterministic algorithms, fixed worker seeds
+
+    cfg.TRAINER.UPDATE_IMAGE_LN = False  # "+UL": also tune the image LayerNorms
+
+    cfg.TRAINER.COOP = CN()
+    cfg.TRAINER.COOP.N_CTX = 16  # number of context vectors
+    cfg.TRAINER.COOP.CSC = False  # class-specific context
+    cfg.TRAINER.COOP.CTX_INIT = ""  # initialisation phrase, e.g. "a photo of a"
+    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, amp
+    cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end, middle, front
+    cfg.TRAINER.COOP.W = 8.0  # KgCoOp: weight of the knowledge-guided term
+    cfg.TRAINER.COOP.KG_DISTANCE = "cosine"  # KgCoOp: cosine (its code) or euclidean (its paper)
+
+    cfg.TRAINER.COCOOP = CN()
+    cfg.TRAINER.COCOOP.N_CTX = 16
+    cfg.TRAINER.COCOOP.CTX_INIT = ""
+    cfg.TRAINER.COCOOP.PREC = "fp16"
+
+    cfg.TRAINER.CLIP_ADAPTER = CN()
+    cfg.TRAINER.CLIP_ADAPTER.REDUCTION = 4  # bottleneck reduction factor
+    cfg.TRAINER.CLIP_ADAPTER.RATIO = 0.2  # residual ratio of adapted features
+    cfg.TRAINER.CLIP_ADAPTER.PREC = "fp16"
+
+    cfg.TRAINER.CLIPFIT = CN()
+    cfg.TRAINER.CLIPFIT.BETA = 8.0  # weight of the regulariser
+    cfg.TRAINER.CLIPFIT.REG = "kd"  # kd, mse, none
+    cfg.TRAINER.CLIPFIT.TEXT_PARAMS = "proj_bias"  # proj_bias, ffn_bias, all_bias, none
+    cfg.TRAINER.CLIPFIT.IMAGE_PARAMS = "layernorm"  # layernorm, bias, none
+    cfg.TRAINER.CLIPFIT.TEXT_LAYERS = []  # block indices to tune; empty: all
+    cfg.TRAINER.CLIPFIT.IMAGE_LAYERS = []  # block indices to tune; empty: all
+    cfg.TRAINER.CLIPFIT.PREC = "fp16"  # fp16, amp, fp32
+    cfg.TRAINER.CLIPFIT.TEMPLATE = ""  # empty: the dataset's default template
+    cfg.TRAINER.CLIPFIT.LOG_GRAD_STATS = False  # record per-layer gradient statistics
+    return cfg
+
+
+def flat_keys(cfg: CN, prefix: str = "") -> List[str]:
+    """All leaf keys of ``cfg`` as dotted names."""
+    keys: List[str] = []
+    for k, v in cfg.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, CN):
+            keys.extend(flat_keys(v, name + "."))
+        else:
+            keys.append(name)
+    return keys
+
+
+def closest_key(key: str, known: Iterable[str]) -> str:
+    """The known key most similar to ``key`` (empty when nothing is close)."""
+    known = list(known)
+    match = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    if not match:  # compare the last component too: DATASET.NUM_SHOT -> DATASET.NUM_SHOTS
+        tails = {k.split(".")[-1]: k for k in known}
+        m = difflib.get_close_matches(key.split(".")[-1], list(tails), n=1, cutoff=0.6)
+        match = [tails[m[0]]] if m else []
+    return match[0] if match else ""
+
+
+class ConfigKeyError(KeyError):
+    """A config key that does not exist, with the closest known key."""
+
+    def __init__(self, key: str, source: str, suggestion: str):
+        hint = f" Did you mean {suggestion}?" if suggestion else ""
+        super().__init__(f"Unknown config key {key} (in {source}).{hint}")
+        self.key, self.source, self.suggestion = key, source, suggestion
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def _unknown_keys(cfg: CN, other: CN, prefix: str = "") -> List[str]:
+    missing = []
+    for k, v in other.items():
+        name = f"{prefix}{k}"
+        if k not in cfg:
+            missing.append(name)
+        elif isinstance(v, CN) and isinstance(cfg[k], CN):
+            missing.extend(_unknown_keys(cfg[k], v, name + "."))
+    return missing
+
+
+def merge_from_file(cfg: CN, path: str) -> None:
+    """``cfg.merge_from_file`` with an error naming the unknown key and its closest match."""
+    with open(path, "r") as f:
+        other = cfg.load_cfg(f)
+    missing = _unknown_keys(cfg, other)
+    if missing:
+        raise ConfigKeyError(missing[0], path, closest_key(missing[0], flat_keys(cfg)))
+    cfg.merge_from_other_cfg(other)
+
+
+def merge_from_list(cfg: CN, opts: Sequence[str]) -> None:
+    """``cfg.merge_from_list`` with an error naming the unknown key and its closest match."""
+    if len(opts) % 2:
+        raise ValueError(
+            f"Config opts must come in KEY VALUE pairs, got {len(opts)} items: {list(opts)}"
+        )
+    known = set(flat_keys(cfg))
+    for key in opts[0::2]:
+        if key not in known:
+            raise ConfigKeyError(key, "command-line opts", closest_key(key, known))
+    cfg.merge_from_list(list(opts))
+
+
+def get_cfg() -> CN:
+    """Dassl's defaults (from the active engine) plus this project's keys."""
+    from clipfit.engine import get_cfg_default
+
+    return extend_cfg(get_cfg_default())

@@ -1,0 +1,221 @@
+"""Reading run folders: final metrics, whether a run finished, where it stopped.
+
+A run folder is one ``--output-dir`` of ``train.py``. Its final metrics come from
+``metrics.json`` (full precision, written by our trainers) and otherwise from Dassl's log
+(``log.txt``, one decimal), so folders made by CoOp's or KgCoOp's own code read too.
+A run is *finished* when it has final metrics; a folder without them is *unfinished*.
+
+``python -m clipfit.results status DIR`` and ``... last-epoch DIR`` serve the shell scripts.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+import os.path as osp
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+METRICS_FILE = "metrics.json"
+LOG_FILE = "log.txt"
+TRAIN_END_SIGNAL = "Finish training"  # Dassl prints it before the final test of a training run
+TEST_END_SIGNAL = "=> result"  # Dassl's evaluator prints it before every result block
+
+# Log keyword (as in "* accuracy: 71.2%") -> key in metrics.json
+JSON_KEYS: Dict[str, str] = {
+    "accuracy": "accuracy", "error": "error_rate", "macro_f1": "macro_f1",
+    "total": "total", "correct": "correct",
+}
+_METRIC_LINE = re.compile(r"^\* (\w+): ([\d,.eE+-]+)%?$")
+_PROGRESS_LINE = re.compile(r"^epoch \[(\d+)/(\d+)\]")
+_SEED_DIR = re.compile(r"^seed(\d+)$")
+_CHECKPOINT = re.compile(r"^model\.pth\.tar-(\d+)$")
+
+FINISHED, UNFINISHED, MISSING = "finished", "unfinished", "missing"
+
+
+@dataclass
+class RunResult:
+    """The final metrics of one run folder, or why there are none."""
+
+    path: str
+    status: str  # finished, unfinished or missing
+    metrics: Dict[str, float] = field(default_factory=dict)  # log keywords: accuracy, error, ...
+    source: str = ""  # the file the metrics came from
+    reason: str = ""  # for unfinished or missing runs: what is wrong
+
+    @property
+    def finished(self) -> bool:
+        return self.status == FINISHED
+
+    @property
+    def accuracy(self) -> float:
+        return self.metrics["accuracy"]
+
+
+def read_metrics_json(path: str) -> Optional[Dict[str, float]]:
+    """Metrics of a ``metrics.json`` under log keyword names; None when absent or invalid."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("accuracy"), (int, float)):
+        return None
+    return {kw: float(data[key]) for kw, key in JSON_KEYS.items()
+            if isinstance(data.get(key), (int, float))}
+
+
+def parse_log(path: str, end_signal: Optional[str] = None) -> Optional[Dict[str, float]]:
+    """Final metrics in a Dassl log, or None when it has none (an unfinished run).
+
+    As CoOp's ``parse_test_res.py``: every ``* name: value`` line after the end signal counts,
+    the last one of a name wins. With ``end_signal=None`` the log type is detected: a training
+    log counts from "Finish training" (its earlier result blocks are validation), a log with
+    training progress but no "Finish training" is unfinished, an eval-only log counts from
+    "=> result".
+    """
+    try:
+        with open(path, errors="replace") as f:
+            lines = [line.strip() for line in f]
+    except OSError:
+        return None
+    if end_signal is None:
+        if TRAIN_END_SIGNAL in lines:
+            end_signal = TRAIN_END_SIGNAL
+        elif any(_PROGRESS_LINE.match(line) for line in lines):
+            return None
+        else:
+            end_signal = TEST_END_SIGNAL
+    metrics: Dict[str, float] = {}
+    started = False
+    for line in lines:
+        started = started or line == end_signal
+        match = _METRIC_LINE.match(line) if started else None
+        if match:
+            metrics[match.group(1)] = float(match.group(2).replace(",", ""))
+    return metrics if "accuracy" in metrics else None
+
+
+def log_files(run_dir: str) -> List[str]:
+    """``log.txt`` and Dassl's time-stamped logs of later attempts, newest first."""
+    paths = glob.glob(osp.join(run_dir, LOG_FILE)) + glob.glob(osp.join(run_dir, LOG_FILE + "-*"))
+    return sorted(paths, key=osp.getmtime, reverse=True)
+
+
+def read_run(run_dir: str, end_signal: Optional[str] = None) -> RunResult:
+    """The final metrics of ``run_dir``: ``metrics.json`` first, else the newest log with a
+    result."""
+    if not osp.isdir(run_dir):
+        return RunResult(run_dir, MISSING, reason="folder does not exist")
+    json_path = osp.join(run_dir, METRICS_FILE)
+    metrics = read_metrics_json(json_path)
+    if metrics is not None:
+        return RunResult(run_dir, FINISHED, metrics, json_path)
+    logs = log_files(run_dir)
+    for path in logs:
+        metrics = parse_log(path, end_signal)
+        if metrics is not None:
+            return RunResult(run_dir, FINISHED, metrics, path)
+    if not logs:
+        return RunResult(run_dir, UNFINISHED, reason=f"no {METRICS_FILE} and no {LOG_FILE}")
+    return RunResult(run_dir, UNFINISHED, source=logs[0],
+                     reason=f"{osp.basename(logs[0])} has no final result (interrupted or "
+                            "still running)")
+
+
+def run_status(run_dir: str) -> str:
+    """finished, unfinished or missing."""
+    return read_run(run_dir).status
+
+
+def last_checkpoint_epoch(run_dir: str) -> Optional[int]:
+    """The highest ``N`` of ``<run_dir>/<model name>/model.pth.tar-N``, None without one."""
+    epochs = [int(m.group(1)) for p in glob.glob(osp.join(run_dir, "*", "model.pth.tar-*"))
+              if (m := _CHECKPOINT.match(osp.basename(p)))]
+    return max(epochs) if epochs else None
+
+
+def progress(run_dir: str) -> str:
+    """The last training progress of a running run: "epoch 3/10, eta 0:01:02" (or "")."""
+    logs = log_files(run_dir)
+    if not logs:
+        return ""
+    return last_progress(logs[0])
+
+
+def last_progress(log_path: str) -> str:
+    """The epoch and ETA of the last Dassl progress line in ``log_path`` ("" when none)."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 65536))
+            tail = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(tail):
+        match = _PROGRESS_LINE.match(line.strip())
+        if match:
+            eta = re.search(r"eta (\S+)", line)
+            return f"epoch {match.group(1)}/{match.group(2)}" + (f", eta {eta.group(1)}" if eta else "")
+    return ""
+
+
+def seed_of(run_dir: str) -> Optional[int]:
+    """The seed of a ``seed<N>`` folder, None for other names."""
+    match = _SEED_DIR.match(osp.basename(osp.normpath(run_dir)))
+    return int(match.group(1)) if match else None
+
+
+@dataclass
+class Stat:
+    """Mean and standard deviation over seeds (``np.std``, ddof=0, as CoOp's parser)."""
+
+    mean: float
+    std: float
+    n: int
+    values: List[float]
+
+
+def summarize(values: Sequence[float]) -> Optional[Stat]:
+    """Mean and std of ``values``; None when empty."""
+    if not values:
+        return None
+    return Stat(float(np.mean(values)), float(np.std(values)), len(values), list(values))
+
+
+def ci95(values: Sequence[float]) -> float:
+    """Half-width of the 95% confidence interval, as CoOp's parser computes it."""
+    return 1.96 * float(np.std(values)) / math.sqrt(len(values))
+
+
+def harmonic_mean(base: float, new: float) -> float:
+    """HM = 2 * Base * New / (Base + New), 0 when both are 0."""
+    return 2 * base * new / (base + new) if base + new else 0.0
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Query one run folder (used by scripts/*.sh).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="print finished, unfinished or missing").add_argument("dir")
+    sub.add_parser("last-epoch", help="print the last saved checkpoint epoch (empty: none)"
+                   ).add_argument("dir")
+    sub.add_parser("accuracy", help="print the final accuracy (empty: none)").add_argument("dir")
+    args = parser.parse_args(argv)
+    if args.command == "status":
+        print(run_status(args.dir))
+    elif args.command == "last-epoch":
+        epoch = last_checkpoint_epoch(args.dir)
+        print("" if epoch is None else epoch)
+    else:
+        run = read_run(args.dir)
+        print(f"{run.accuracy:.2f}" if run.finished else "")
+
+
+if __name__ == "__main__":
+    main()

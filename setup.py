@@ -1,0 +1,33 @@
+"""Install the ``clipfit`` library package and every runtime dependency.
+
+``trainers/`` and ``datasets/`` stay at the repository root (as in CoOp) and are
+deliberately not installed: a top-level ``datasets`` package in site-packages would
+shadow Hugging Face ``datasets``.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="clipfit",
+    version="0.1.0",
+    description="CLIPFit: parameter-efficient fine-tuning of CLIP as a Dassl/CoOp plugin trainer",
+    python_requires=">=3.9",
+    packages=find_packages(include=["clipfit", "clipfit.*"]),
+    package_data={"clipfit": ["reference/*.json", "reference/*.csv"]},
+    install_requires=[
+        "torch",
+        "torchvision",
+        "setuptools<81",  # openai-clip imports pkg_resources, gone from setuptools 81
+        "openai-clip",
+        "yacs",
+        "tabulate",
+        "ftfy",
+        "regex",
+        "tqdm",
+        "Pillow",
+        "numpy",
+        "scipy",
+        "scikit-learn",
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest"], "tensorboard": ["tensorboard"]},
+)

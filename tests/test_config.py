@@ -1,0 +1,50 @@
+"""Config layering and errors for unknown keys, as train.py uses them."""
+from __future__ import annotations
+
+import pytest
+
+from clipfit.config import ConfigKeyError, get_cfg, merge_from_file, merge_from_list
+from clipfit.launch import build_parser, setup_cfg
+
+
+def test_project_keys_and_dassl_defaults():
+    cfg = get_cfg()
+    assert cfg.OPTIM.NAME == "adam" and cfg.OPTIM.WARMUP_CONS_LR == 1e-5  # Dassl's defaults
+    assert cfg.DATASET.SUBSAMPLE_CLASSES == "all" and cfg.MODEL.BACKBONE.PATH == ""
+    assert cfg.TRAINER.CLIPFIT.BETA == 8.0 and cfg.TRAINER.COOP.N_CTX == 16
+
+
+def test_unknown_opt_names_closest_key():
+    cfg = get_cfg()
+    with pytest.raises(ConfigKeyError, match=r"DATASET\.NUM_SHOT .*Did you mean DATASET\.NUM_SHOTS\?"):
+        merge_from_list(cfg, ["DATASET.NUM_SHOT", "16"])
+    with pytest.raises(ValueError, match="KEY VALUE pairs"):
+        merge_from_list(cfg, ["DATASET.NUM_SHOTS"])
+
+
+def test_unknown_file_key_names_file_and_closest_key(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("OPTIM:\n  MAX_EPOCHS: 3\n")
+    with pytest.raises(ConfigKeyError) as e:
+        merge_from_file(get_cfg(), str(f))
+    assert "OPTIM.MAX_EPOCHS" in str(e.value) and "bad.yaml" in str(e.value)
+    assert "OPTIM.MAX_EPOCH?" in str(e.value)
+
+
+def test_layering_order(tmp_path):
+    d = tmp_path / "d.yaml"
+    d.write_text("DATASET:\n  NAME: A\nOPTIM:\n  MAX_EPOCH: 3\n")
+    t = tmp_path / "t.yaml"
+    t.write_text("OPTIM:\n  MAX_EPOCH: 5\n  LR: 0.1\n")
+    args = build_parser().parse_args([
+        "--dataset-config-file", str(d), "--config-file", str(t), "--trainer", "X", "--seed", "0",
+        "OPTIM.LR", "0.5"])
+    cfg = setup_cfg(args)
+    assert cfg.DATASET.NAME == "A" and cfg.OPTIM.MAX_EPOCH == 5  # trainer config after dataset
+    assert cfg.OPTIM.LR == 0.5 and cfg.TRAINER.NAME == "X" and cfg.SEED == 0  # opts last
+
+
+def test_missing_config_file_is_named():
+    args = build_parser().parse_args(["--config-file", "nope/missing.yaml"])
+    with pytest.raises(FileNotFoundError, match="nope/missing.yaml"):
+        setup_cfg(args)
