@@ -11,8 +11,13 @@ from typing import Iterable, List, Sequence
 from yacs.config import CfgNode as CN
 
 
-def extend_cfg(cfg: CN) -> CN:
-    """Add this project's keys (and CoOp's, so CoOp-style opts are accepted)."""
+def project_keys() -> CN:
+    """This project's keys and CoOp's (so CoOp-style opts are accepted), with defaults."""
+    cfg = CN()
+    cfg.DATASET = CN()
+    cfg.MODEL = CN()
+    cfg.MODEL.BACKBONE = CN()
+    cfg.TRAINER = CN()
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
     cfg.DATASET.TEMPLATE = ""  # prompt template with "{}"; empty: the dataset's default
     # Generic image-folder / CSV dataset (DATASET.NAME "ImageFolder" or "CSVDataset")
@@ -54,6 +59,24 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.TRAINER.CLIPFIT.PREC = "fp16"  # fp16, amp, fp32
     cfg.TRAINER.CLIPFIT.TEMPLATE = ""  # empty: the dataset's default template
     cfg.TRAINER.CLIPFIT.LOG_GRAD_STATS = False  # record per-layer gradient statistics
+    return cfg
+
+
+def _add_missing(cfg: CN, extra: CN) -> None:
+    for k, v in extra.items():
+        if k not in cfg:
+            cfg[k] = v
+        elif isinstance(v, CN) and isinstance(cfg[k], CN):
+            _add_missing(cfg[k], v)
+
+
+def extend_cfg(cfg: CN) -> CN:
+    """Add the keys of :func:`project_keys` that ``cfg`` lacks.
+
+    Keys already present are kept, so calling this from a CoOp or KgCoOp ``train.py``
+    (after their own ``extend_cfg``) leaves their defaults untouched.
+    """
+    _add_missing(cfg, project_keys())
     return cfg
 
 

@@ -110,6 +110,18 @@ def set_deterministic() -> None:
     torch.use_deterministic_algorithms(True)
 
 
+def save_config(cfg) -> str:
+    """Write the full config of a run to ``<OUTPUT_DIR>/config.yaml`` (atomically)."""
+    from clipfit.engine import mkdir_if_missing
+
+    mkdir_if_missing(cfg.OUTPUT_DIR)
+    path = osp.join(cfg.OUTPUT_DIR, "config.yaml")
+    with open(path + ".tmp", "w") as f:
+        f.write(cfg.dump())
+    os.replace(path + ".tmp", path)
+    return path
+
+
 def print_args(args: argparse.Namespace, cfg) -> None:
     print("***************")
     print("** Arguments **")
@@ -138,6 +150,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         torch.backends.cudnn.benchmark = True
 
     print_args(args, cfg)
+    save_config(cfg)
     print(f"Engine: {engine.ENGINE}")
     print("Collecting env info ...")
     print(f"** System info **\n{engine.collect_env_info()}\n")

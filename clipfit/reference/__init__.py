@@ -37,6 +37,8 @@ API
       anything else raises ValueError.
     - The setting's tables are searched in the order above; the first non-null
       value wins (Table 2 supplies the 2-shot CoOp Average that Table 10 lost).
+    - Values are as printed, including the cells a table lists under
+      ``known_inconsistencies`` (the paper's own HM/average mismatches).
 
 ``settings() -> dict[str, dict]``
     Per setting: ``{"tables": [...], "shots": [...], "metrics": [...]}``.
@@ -159,8 +161,9 @@ def _index() -> dict[tuple[str, str, str, int | None, str], float]:
         for row in table["rows"]:
             shots = None if row["method"] in _ZERO_SHOT_METHODS else row["shots"]
             for metric in table["metrics"]:
+                key = (table["setting"], row["method"], row["dataset"], shots, metric)
                 if row[metric] is not None:
-                    index.setdefault((table["setting"], row["method"], row["dataset"], shots, metric), row[metric])
+                    index.setdefault(key, row[metric])
     return index
 
 
@@ -192,7 +195,9 @@ def _setting_and_metric(setting: str, metric: str) -> tuple[str, str]:
     return key, name
 
 
-def lookup(method: str, setting: str, dataset: str, metric: str = "accuracy", shots: int = 16) -> float | None:
+def lookup(
+    method: str, setting: str, dataset: str, metric: str = "accuracy", shots: int = 16
+) -> float | None:
     """The paper's number for this method, setting, dataset, metric and shots, or None if it has none."""
     setting_key, metric_key = _setting_and_metric(setting, metric)
     method_key, dataset_key = canonical_method(method), canonical_dataset(dataset)
