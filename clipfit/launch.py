@@ -87,6 +87,9 @@ def setup_cfg(args: argparse.Namespace):
         merge_from_file(cfg, _config_path(args.config_file, "--config-file"))
     _reset_cfg(cfg, args)
     merge_from_list(cfg, args.opts or [])
+    if cfg.DETERMINISTIC and cfg.SEED < 0:
+        print("Deterministic mode needs a seed; none given, using SEED 1")
+        cfg.SEED = 1
     cfg.freeze()
     return cfg
 
