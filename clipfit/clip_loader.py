@@ -26,12 +26,13 @@ from yacs.config import CfgNode
 
 with warnings.catch_warnings():  # openai-clip imports the deprecated pkg_resources
     warnings.simplefilter("ignore")
-    import clip
+    from clip import clip as clip_api  # the module holding _MODELS and _download
     from clip.model import CLIP, build_model
 
 CACHE_ENV = "CLIPFIT_CLIP_CACHE"
 OFFLINE_ENV = "CLIPFIT_CLIP_OFFLINE"
 DEFAULT_CACHE = os.path.join("~", ".cache", "clip")
+_ARCHIVE_EXTRAS = ("input_resolution", "context_length", "vocab_size")  # JIT-only entries
 _REQUIRED_KEYS = ("text_projection", "positional_embedding", "token_embedding.weight", "ln_final.weight")
 
 
@@ -48,14 +49,14 @@ def clip_cache_dir() -> str:
 
 
 def download_url(name: str) -> str:
-    """OpenAI's download URL for a backbone name of ``clip.available_models()``."""
-    if name not in clip.available_models():
+    """OpenAI's download URL for a backbone name of ``clip_api.available_models()``."""
+    if name not in clip_api.available_models():
         raise ValueError(
             f"Unknown CLIP backbone {name!r} (MODEL.BACKBONE.NAME). Known names: "
-            f"{', '.join(clip.available_models())}. For other weights set MODEL.BACKBONE.PATH "
+            f"{', '.join(clip_api.available_models())}. For other weights set MODEL.BACKBONE.PATH "
             "to a JIT archive or an OpenAI-format state dict."
         )
-    return clip._MODELS[name]
+    return clip_api._MODELS[name]
 
 
 def cached_weights_path(name: str) -> str:
@@ -93,7 +94,7 @@ def resolve_weights(name: str, path: str = "") -> str:
         reason = f"downloads are disabled by {OFFLINE_ENV}={os.environ[OFFLINE_ENV]}"
     else:
         try:
-            return clip._download(url, clip_cache_dir())
+            return clip_api._download(url, clip_cache_dir())
         except Exception as err:  # offline, proxy, disk full, bad checksum: all end the same way
             reason = f"the download failed ({type(err).__name__}: {err})"
     raise CLIPWeightsNotFoundError(
@@ -134,8 +135,17 @@ def load_clip(source: Union[CfgNode, str], path: str = "") -> CLIP:
         name = source
     weights = resolve_weights(name, path)
     print(f"Loading CLIP (backbone: {name}) from {weights}")
-    model = build_model(read_state_dict(weights))
-    return model.float().eval()
+    return build_clip(read_state_dict(weights))
+
+
+def build_clip(state_dict: Dict[str, torch.Tensor]) -> CLIP:
+    """``clip.model.build_model`` in fp32, keeping the exact values of fp32 weights.
+
+    (``build_model`` rounds every weight to fp16 while loading; the reload undoes that.)
+    """
+    model = build_model(dict(state_dict)).float()
+    model.load_state_dict({k: v for k, v in state_dict.items() if k not in _ARCHIVE_EXTRAS})
+    return model.eval()
 
 
 def architecture(model: CLIP) -> Dict[str, Union[str, int]]:

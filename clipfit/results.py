@@ -16,10 +16,9 @@ import math
 import os
 import os.path as osp
 import re
+import statistics
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
-
-import numpy as np
 
 METRICS_FILE = "metrics.json"
 LOG_FILE = "log.txt"
@@ -117,6 +116,11 @@ def read_run(run_dir: str, end_signal: Optional[str] = None) -> RunResult:
     metrics = read_metrics_json(json_path)
     if metrics is not None:
         return RunResult(run_dir, FINISHED, metrics, json_path)
+    return read_logs(run_dir, end_signal)
+
+
+def read_logs(run_dir: str, end_signal: Optional[str] = None) -> RunResult:
+    """The final metrics of ``run_dir`` from its newest log with a result (not metrics.json)."""
     logs = log_files(run_dir)
     for path in logs:
         metrics = parse_log(path, end_signal)
@@ -139,14 +143,6 @@ def last_checkpoint_epoch(run_dir: str) -> Optional[int]:
     epochs = [int(m.group(1)) for p in glob.glob(osp.join(run_dir, "*", "model.pth.tar-*"))
               if (m := _CHECKPOINT.match(osp.basename(p)))]
     return max(epochs) if epochs else None
-
-
-def progress(run_dir: str) -> str:
-    """The last training progress of a running run: "epoch 3/10, eta 0:01:02" (or "")."""
-    logs = log_files(run_dir)
-    if not logs:
-        return ""
-    return last_progress(logs[0])
 
 
 def last_progress(log_path: str) -> str:
@@ -172,9 +168,70 @@ def seed_of(run_dir: str) -> Optional[int]:
     return int(match.group(1)) if match else None
 
 
+# Run-folder layouts of the experiment scripts, read from the end of a run folder's path:
+#   base2new: .../{train_base,test_new}/<dataset>/shots_<S>/<trainer>/<cfg>/seed<N>  (CoOp's)
+#   fewshot:  .../fewshot/<dataset>/shots_<S>/<trainer>/<cfg>/seed<N>
+#   xd:       .../xd/train/imagenet/shots_<S>/<trainer>/<cfg>/seed<N>  (ImageNet source models,
+#             shared by the distribution shift tests) and .../xd/test/<dataset>/...
+#   dg:       .../dg/test/<dataset>/shots_<S>/<trainer>/<cfg>/seed<N>
+BASE2NEW_ROLES = {"train_base": "base", "test_new": "new"}
+_SHOTS_DIR = re.compile(r"^shots_(\d+)")
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """Where a run folder sits in the experiment layout."""
+
+    setting: str  # base2new, fewshot, xd or dg
+    role: str  # base, new (base2new); test (fewshot); source, target (xd, dg)
+    dataset: str
+    shots: int
+    trainer: str
+    cfg: str
+    seed: int
+
+
+def classify(run_dir: str) -> Optional[RunKey]:
+    """The :class:`RunKey` of a ``seed<N>`` folder of a known layout, else None."""
+    parts = osp.abspath(run_dir).split(os.sep)
+    seed = seed_of(run_dir)
+    if seed is None or len(parts) < 8:
+        return None
+    shots = _SHOTS_DIR.match(parts[-4])
+    if not shots:
+        return None
+    dataset, trainer, cfg = parts[-5], parts[-3], parts[-2]
+    tail = (dataset, int(shots.group(1)), trainer, cfg, seed)
+    if parts[-6] in BASE2NEW_ROLES:
+        return RunKey("base2new", BASE2NEW_ROLES[parts[-6]], *tail)
+    if parts[-6] == "fewshot":
+        return RunKey("fewshot", "test", *tail)
+    if parts[-7] == "xd" and parts[-6] == "train":
+        return RunKey("xd", "source", *tail)
+    if parts[-7] in ("xd", "dg") and parts[-6] == "test":
+        return RunKey(parts[-7], "target", *tail)
+    return None
+
+
+def find_runs(root: str) -> Dict[RunKey, RunResult]:
+    """Every run folder of a known layout under ``root`` (``root`` itself included)."""
+    if not osp.isdir(root):
+        raise FileNotFoundError(f"No folder {root}: pass the output root of the scripts "
+                                "(OUT, default ./output) or one of its setting folders.")
+    runs: Dict[RunKey, RunResult] = {}
+    for current, dirs, _ in os.walk(root):
+        key = classify(current)
+        if key is not None:
+            runs[key] = read_run(current)
+            dirs.clear()  # nothing of interest inside a run folder
+        else:
+            dirs.sort()
+    return runs
+
+
 @dataclass
 class Stat:
-    """Mean and standard deviation over seeds (``np.std``, ddof=0, as CoOp's parser)."""
+    """Mean and standard deviation over seeds (population std, ddof=0, as CoOp's ``np.std``)."""
 
     mean: float
     std: float
@@ -186,12 +243,12 @@ def summarize(values: Sequence[float]) -> Optional[Stat]:
     """Mean and std of ``values``; None when empty."""
     if not values:
         return None
-    return Stat(float(np.mean(values)), float(np.std(values)), len(values), list(values))
+    return Stat(statistics.fmean(values), statistics.pstdev(values), len(values), list(values))
 
 
 def ci95(values: Sequence[float]) -> float:
     """Half-width of the 95% confidence interval, as CoOp's parser computes it."""
-    return 1.96 * float(np.std(values)) / math.sqrt(len(values))
+    return 1.96 * statistics.pstdev(values) / math.sqrt(len(values))
 
 
 def harmonic_mean(base: float, new: float) -> float:
@@ -202,19 +259,17 @@ def harmonic_mean(base: float, new: float) -> float:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Query one run folder (used by scripts/*.sh).")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("status", help="print finished, unfinished or missing").add_argument("dir")
+    sub.add_parser("status", help="print finished ACCURACY, unfinished or missing"
+                   ).add_argument("dir")
     sub.add_parser("last-epoch", help="print the last saved checkpoint epoch (empty: none)"
                    ).add_argument("dir")
-    sub.add_parser("accuracy", help="print the final accuracy (empty: none)").add_argument("dir")
     args = parser.parse_args(argv)
     if args.command == "status":
-        print(run_status(args.dir))
-    elif args.command == "last-epoch":
+        run = read_run(args.dir)
+        print(run.status + (f" {run.accuracy:.2f}" if run.finished else ""))
+    else:
         epoch = last_checkpoint_epoch(args.dir)
         print("" if epoch is None else epoch)
-    else:
-        run = read_run(args.dir)
-        print(f"{run.accuracy:.2f}" if run.finished else "")
 
 
 if __name__ == "__main__":

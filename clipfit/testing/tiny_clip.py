@@ -7,7 +7,7 @@
 writes it as a plain state dict or as a TorchScript archive like OpenAI's files, so
 :func:`clipfit.clip_loader.load_clip` exercises its real loading path on it.
 
-``build_vit_b16`` builds the full ViT-B/16 architecture with random weights (on the
+``build_tiny_clip`` returns the built model directly. ``build_vit_b16`` builds the full ViT-B/16 architecture with random weights (on the
 ``meta`` device for parameter counts without memory, or on a real device for speed).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from typing import Dict, Sequence, Tuple, Union
+from typing import Dict, Tuple, Union
 
 import torch
 
@@ -87,8 +87,8 @@ def make_tiny_clip(
     arch: str = "vit",
     *,
     image_resolution: int = TINY_IMAGE_SIZE,
-    width: int = 64,
-    layers: int = 2,
+    width: int = 0,
+    layers: int = 0,
     text_width: int = 64,
     text_layers: int = 2,
     embed_dim: int = 32,
@@ -97,12 +97,12 @@ def make_tiny_clip(
 ) -> Dict[str, torch.Tensor]:
     """A random CLIP state dict in OpenAI key format (fp32). ``arch``: "vit" or "rn".
 
-    For "rn", ``width`` is the ResNet stem width (8 keeps it tiny) and ``layers`` the
-    bottlenecks per stage; ``image_resolution`` must be a multiple of 32.
-    The global RNG is left untouched.
+    ``width``/``layers`` (0: default) are the vision width and depth: 64 and 2 blocks
+    for "vit"; for "rn" the stem width (default 8) and bottlenecks per stage (default 1),
+    and ``image_resolution`` must be a multiple of 32. The global RNG is left untouched.
     """
-    if arch == "rn" and width == 64:
-        width = 8
+    width = width or (64 if arch == "vit" else 8)
+    layers = layers or (2 if arch == "vit" else 1)
     dims = _tiny_dims(arch, image_resolution, width, layers, text_width, text_layers, embed_dim, patch_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -112,10 +112,15 @@ def make_tiny_clip(
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _clip_from_state_dict(state_dict: Dict[str, torch.Tensor]) -> CLIP:
-    from clip.model import build_model
+def build_tiny_clip(arch: str = "vit", **kwargs) -> CLIP:
+    """``make_tiny_clip`` built into a ``clip.model.CLIP`` (fp32, eval mode), as the loader would."""
+    return _clip_from_state_dict(make_tiny_clip(arch, **kwargs))
 
-    return build_model(dict(state_dict)).float().eval()
+
+def _clip_from_state_dict(state_dict: Dict[str, torch.Tensor]) -> CLIP:
+    from clipfit.clip_loader import build_clip
+
+    return build_clip(state_dict)
 
 
 def save_tiny_clip(
@@ -133,12 +138,13 @@ def save_tiny_clip(
         torch.save(state_dict, tmp)
     elif fmt == "jit":
         model = _clip_from_state_dict(state_dict)
-        res = model.visual.input_resolution
+        res, context = model.visual.input_resolution, model.context_length
+        for key, value in (("context_length", context), ("vocab_size", model.vocab_size)):
+            delattr(model, key)  # plain attributes on CLIP; buffers in OpenAI's archives
+            model.register_buffer(key, torch.tensor(value))
         model.register_buffer("input_resolution", torch.tensor(res))
-        model.register_buffer("context_length", torch.tensor(model.context_length))
-        model.register_buffer("vocab_size", torch.tensor(model.vocab_size))
         image = torch.zeros(1, 3, res, res)
-        text = torch.zeros(1, model.context_length, dtype=torch.long)
+        text = torch.zeros(1, context, dtype=torch.long)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about python values
             traced = torch.jit.trace_module(model, {"forward": (image, text)}, check_trace=False)
@@ -161,19 +167,14 @@ def build_vit_b16(device: Union[str, torch.device] = "meta", seed: int = 0) -> C
     return model.eval()
 
 
-def class_names(num_classes: int, words: Sequence[str] = ()) -> list:
-    """``num_classes`` distinct, realistic-length class names (one to three words)."""
-    vocab = list(words) or [
+def class_names(num_classes: int) -> list:
+    """``num_classes`` distinct class names of realistic length (two or three words)."""
+    vocab = [
         "red", "small", "striped", "wild", "old", "spotted", "golden", "dark", "sea", "mountain",
         "cat", "dog", "bird", "flower", "car", "texture", "aircraft", "food", "scene", "fish",
     ]
-    names = []
-    for i in range(num_classes):
-        parts = [vocab[i % len(vocab)]]
-        if i >= len(vocab):
-            parts.append(vocab[(i // len(vocab)) % len(vocab)])
-        if i >= len(vocab) ** 2:
-            parts.append(str(i))
-        names.append("_".join(parts) + (f"_{i}" if len(names) != len(set(names)) else ""))
-    assert len(set(names)) == num_classes
-    return names
+    n = len(vocab)
+    return [
+        f"{vocab[i % n]}_{vocab[(i // n) % n]}" + (f"_{i // (n * n)}" if i >= n * n else "")
+        for i in range(num_classes)
+    ]

@@ -1,0 +1,234 @@
+"""Benchmark (not a test): CLIPFit as built vs the straightforward implementation.
+
+The real ViT-B/16 architecture with random weights, on the current device, for K class
+prompts. "straightforward" is what the authors' code does: the text encoder runs all 77
+positions, ``test()`` re-encodes the class prompts for every batch, and a checkpoint
+stores the whole model. Both variants tune the same tensors with the same loss.
+
+Per variant and K it measures ms per training image (forward, backward, SGD step),
+ms per test image (one ``test()``-style pass), peak memory and checkpoint size, then
+prints a table with the ratios and checks the targets (K = 500: training <= 0.5 and
+test <= 0.3 of the straightforward time; checkpoint < 1 MB). Each measurement runs in
+its own process, so peak memory is per variant. Defaults keep it to a few minutes on
+two CPU cores; ``--batch-size 32 --iters 5 --test-images 500 --test-batch-size 100``
+scales it to the paper's settings.
+
+    python bench/train_speed.py [--classes 50 500] [--device cuda] [--prec fp16]
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import warnings
+from typing import Dict, List
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import clip  # noqa: E402
+    from clip.model import convert_weights  # noqa: E402
+
+from clipfit import checkpoint as ck  # noqa: E402
+from clipfit.clip_loader import architecture  # noqa: E402
+from clipfit.model import CLIPFitModel  # noqa: E402
+from clipfit.testing.tiny_clip import build_vit_b16, class_names  # noqa: E402
+from clipfit.text import normalize  # noqa: E402
+
+VARIANTS = ("clipfit", "straightforward")
+TARGETS = {"train": 0.5, "test": 0.3, "checkpoint_bytes": 1 << 20}
+
+
+class StraightforwardCLIPFit(CLIPFitModel):
+    """Same tuned tensors and loss; class features through ``CLIP.encode_text`` on 77 tokens."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        full = clip.tokenize([self.template.format(n.replace("_", " ")) for n in self.classnames])
+        self.register_buffer("full_tokens", full.to(self.prompt_tokens.device), persistent=False)
+
+    def class_text_features(self) -> torch.Tensor:
+        return normalize(self.clip.encode_text(self.full_tokens))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def _checkpoint_bytes(model: CLIPFitModel, optim: torch.optim.Optimizer, full: bool) -> int:
+    """Size of the checkpoint file each variant writes (the whole model's tensors for ``full``)."""
+    if full:  # the state dict of every CLIP tensor; counted, not written (hundreds of MB)
+        tensors = sum(t.numel() * t.element_size() for t in model.clip.state_dict().values())
+        momentum = sum(s["momentum_buffer"].numel() * 4 for s in optim.state.values() if "momentum_buffer" in s)
+        return tensors + momentum
+    state = {
+        "state_dict": ck.learned_state(model.learned_parameters()),
+        "epoch": 1,
+        "optimizer": optim.state_dict(),
+        "scheduler": None,
+        "val_result": None,
+        "meta": ck.make_meta("ViT-B/16", architecture(model.clip), model.learned_parameters(),
+                             model.checkpoint_settings()),
+    }
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getbuffer().nbytes
+
+
+def measure(variant: str, classes: int, args: argparse.Namespace) -> Dict[str, float]:
+    """Build the variant and time training steps and one test pass (runs in a worker process)."""
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    clip_model = build_vit_b16("cpu").to(device)
+    if args.prec == "fp16":
+        convert_weights(clip_model)
+    cls = StraightforwardCLIPFit if variant == "straightforward" else CLIPFitModel
+    model = cls(clip_model, class_names(classes), args.template).to(device)
+    params = list(model.learned_parameters().values())
+    optim = torch.optim.SGD(params, lr=0.002, momentum=0.9, weight_decay=5e-4)
+    res = clip_model.visual.input_resolution
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randn(args.batch_size, 3, res, res, generator=gen).to(device)
+    labels = torch.randint(0, classes, (args.batch_size,), generator=gen).to(device)
+
+    model.train()
+    step_times = []
+    for i in range(args.warmup + args.iters):
+        _sync(device)
+        start = time.perf_counter()
+        loss, _ = model.loss(images, labels)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        _sync(device)
+        if i >= args.warmup:
+            step_times.append(time.perf_counter() - start)
+    train_ms = 1000.0 * sum(step_times) / len(step_times) / args.batch_size
+
+    model.eval()
+    test_batches = [
+        torch.randn(min(args.test_batch_size, args.test_images - s), 3, res, res, generator=gen).to(device)
+        for s in range(0, args.test_images, args.test_batch_size)
+    ]
+    _sync(device)
+    start = time.perf_counter()
+    with torch.no_grad():
+        cached = model.class_text_features() if variant == "clipfit" else None  # once per test() call
+        for batch in test_batches:
+            model.logits(batch, cached).argmax(dim=1)
+    _sync(device)
+    test_ms = 1000.0 * (time.perf_counter() - start) / args.test_images
+    return {
+        "train_ms": train_ms,
+        "test_ms": test_ms,
+        "peak_mb": _peak_bytes(device) / 2**20,
+        "checkpoint_bytes": _checkpoint_bytes(model, optim, full=variant == "straightforward"),
+        "text_positions": int(model.prompt_tokens.shape[1]) if variant == "clipfit" else 77,
+    }
+
+
+def _run_worker(variant: str, classes: int, argv: List[str]) -> Dict[str, float]:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", variant, str(classes), *argv]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"worker {variant} K={classes} failed:\n{proc.stdout}\n{proc.stderr}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
+
+
+def report(results: Dict[int, Dict[str, Dict[str, float]]]) -> bool:
+    """Print the table and the target checks; True when every target is met."""
+    from tabulate import tabulate
+
+    rows, ok = [], True
+    for k, by_variant in sorted(results.items()):
+        for v in VARIANTS:
+            r = by_variant[v]
+            rows.append([k, v, r["text_positions"], f"{r['train_ms']:.1f}", f"{r['test_ms']:.1f}",
+                         f"{r['peak_mb']:.0f}", _size(r["checkpoint_bytes"])])
+        a, b = by_variant["clipfit"], by_variant["straightforward"]
+        ratio = {key: a[key] / b[key] for key in ("train_ms", "test_ms", "peak_mb", "checkpoint_bytes")}
+        rows.append([k, "ratio", "", f"{ratio['train_ms']:.3f}", f"{ratio['test_ms']:.3f}",
+                     f"{ratio['peak_mb']:.3f}", f"{ratio['checkpoint_bytes']:.5f}"])
+        if k == 500:
+            ok &= ratio["train_ms"] <= TARGETS["train"] and ratio["test_ms"] <= TARGETS["test"]
+        ok &= a["checkpoint_bytes"] < TARGETS["checkpoint_bytes"]
+    print(tabulate(rows, headers=["K", "variant", "text pos.", "train ms/img", "test ms/img",
+                                  "peak MiB", "checkpoint"]))
+    print(f"Targets (K=500: train <= {TARGETS['train']}, test <= {TARGETS['test']} of straightforward; "
+          f"checkpoint < 1 MiB): {'met' if ok else 'NOT met'}")
+    return ok
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--classes", type=int, nargs="+", default=[50, 500], help="numbers of classes K")
+    p.add_argument("--batch-size", type=int, default=8, help="training images per step (paper: 32)")
+    p.add_argument("--iters", type=int, default=1, help="timed training steps")
+    p.add_argument("--warmup", type=int, default=0, help="untimed training steps first")
+    p.add_argument("--test-images", type=int, default=8, help="images in the test pass")
+    p.add_argument("--test-batch-size", type=int, default=4, help="test batch size (configs: 100)")
+    p.add_argument("--template", default="a photo of a {}.", help="prompt template")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--prec", choices=["fp32", "fp16"], default="fp32", help="fp16 needs --device cuda")
+    p.add_argument("--worker", nargs=2, metavar=("VARIANT", "K"), help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: List[str] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    if args.prec == "fp16" and args.device == "cpu":
+        raise SystemExit("--prec fp16 needs --device cuda")
+    if args.worker:
+        variant, k = args.worker[0], int(args.worker[1])
+        print("RESULT " + json.dumps(measure(variant, k, args)), flush=True)
+        return 0
+    shared = _strip_classes(argv)
+    print(f"ViT-B/16, random weights, device {args.device}, {args.prec}, {torch.get_num_threads()} threads; "
+          f"train batch {args.batch_size} x {args.iters} timed step(s), test {args.test_images} images "
+          f"in batches of {args.test_batch_size}", flush=True)
+    results: Dict[int, Dict[str, Dict[str, float]]] = {}
+    for k in args.classes:
+        for v in VARIANTS:
+            start = time.time()
+            results.setdefault(k, {})[v] = _run_worker(v, k, shared)
+            print(f"  measured K={k} {v} ({time.time() - start:.0f} s)", flush=True)
+    return 0 if report(results) else 1
+
+
+def _strip_classes(argv: List[str]) -> List[str]:
+    """``argv`` without ``--classes`` and its values (workers get K separately)."""
+    out, skipping = [], False
+    for a in argv:
+        if a == "--classes":
+            skipping = True
+            continue
+        if skipping and not a.startswith("--"):
+            continue
+        skipping = False
+        out.append(a)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

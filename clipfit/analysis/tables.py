@@ -1,0 +1,23 @@
+"""CSV output of the analysis commands (written atomically)."""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import astuple, fields
+from typing import Iterable, Sequence
+
+
+def write_csv(path: str, header: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """``header`` then ``rows``, through a temporary file; returns ``path``."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    os.replace(tmp, path)
+    return path
+
+
+def write_rows_csv(rows: Sequence, path: str) -> str:
+    """Dataclass instances as CSV, one column per field."""
+    return write_csv(path, [f.name for f in fields(rows[0])], (astuple(r) for r in rows))

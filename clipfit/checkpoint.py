@@ -1,0 +1,132 @@
+"""Small checkpoints: only the learned tensors, plus what is needed to check them.
+
+Files are written with the engine's ``save_checkpoint`` (Dassl's layout:
+``<dir>/<name>/model.pth.tar-<epoch>``, a ``checkpoint`` file naming the latest one,
+``model-best.pth.tar``; keys ``state_dict``, ``epoch``, ``optimizer``, ``scheduler``,
+``val_result``) with one more key, ``meta``: the backbone name, its architecture,
+every learned tensor's shape and the settings that decide which tensors are learned.
+:func:`read` uses ``torch.load(..., weights_only=True)`` and :func:`check_compatible`
+refuses a checkpoint whose meta differs, saying what differs.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Mapping, Optional
+
+import torch
+
+FORMAT = "clipfit-learned-tensors-1"
+LAST_FILE = "checkpoint"
+BEST_FILE = "model-best.pth.tar"
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint that was made for another model or parameter selection."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def checkpoint_file(epoch: Optional[int]) -> str:
+    """Dassl's file name: ``model.pth.tar-<epoch>``, or the best model for ``None``."""
+    return BEST_FILE if epoch is None else f"model.pth.tar-{epoch}"
+
+
+def learned_state(params: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Detached CPU copies of the learned tensors, in their own dtype."""
+    return {name: p.detach().to("cpu", copy=True) for name, p in params.items()}
+
+
+def make_meta(
+    backbone: str, arch: Mapping[str, Any], params: Mapping[str, torch.Tensor], settings: Mapping[str, Any],
+    info: Optional[Mapping[str, Any]] = None,
+) -> Dict[str, Any]:
+    """What a checkpoint must match to be loaded (``info`` is kept for the record only)."""
+    return {
+        "format": FORMAT,
+        "backbone": backbone,
+        "arch": dict(arch),
+        "shapes": {name: list(p.shape) for name, p in params.items()},
+        "settings": dict(settings),
+        "info": dict(info or {}),
+    }
+
+
+def latest_file(directory: str) -> str:
+    """The file the ``checkpoint`` file of ``directory`` names (Dassl's resume rule)."""
+    with open(os.path.join(directory, LAST_FILE)) as f:
+        return os.path.join(directory, f.readline().strip())
+
+
+def read(path: str) -> Dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; clear errors for missing or foreign files."""
+    if not os.path.isfile(path):
+        directory = os.path.dirname(path)
+        found = sorted(f for f in os.listdir(directory) if f.startswith("model")) if os.path.isdir(
+            directory
+        ) else []
+        hint = f"found there: {', '.join(found)}; pass --load-epoch N for one of them" if found else (
+            "check --model-dir (it holds one sub-directory per model, as written by training)"
+        )
+        raise FileNotFoundError(f"No checkpoint at {path} ({hint}).")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointMismatchError(
+            f"{path} cannot be loaded safely with weights_only=True ({type(err).__name__}: {err}). "
+            "It was not written by this toolkit (e.g. by the authors' CLIPFit code, which stores "
+            "the whole model); retrain with this toolkit or load it yourself."
+        ) from err
+    if not isinstance(ckpt, dict) or ckpt.get("meta", {}).get("format") != FORMAT:
+        raise CheckpointMismatchError(
+            f"{path} is not a checkpoint of this toolkit (no '{FORMAT}' meta): it may come from "
+            "the authors' code or another trainer. Retrain with this toolkit."
+        )
+    return ckpt
+
+
+def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> List[str]:
+    """Human-readable differences between a checkpoint's meta and the current model's."""
+    out = []
+    if saved["backbone"] != current["backbone"]:
+        out.append(f"MODEL.BACKBONE.NAME: checkpoint {saved['backbone']}, current {current['backbone']}")
+    for k in sorted(set(saved["arch"]) | set(current["arch"])):
+        a, b = saved["arch"].get(k), current["arch"].get(k)
+        if a != b:
+            out.append(f"architecture {k}: checkpoint {a}, current {b}")
+    for k in sorted(set(saved["settings"]) | set(current["settings"])):
+        a, b = saved["settings"].get(k), current["settings"].get(k)
+        if a != b:
+            out.append(f"{k}: checkpoint {a}, current {b}")
+    s_shapes, c_shapes = saved["shapes"], current["shapes"]
+    missing = [n for n in c_shapes if n not in s_shapes]
+    extra = [n for n in s_shapes if n not in c_shapes]
+    resized = [f"{n} {s_shapes[n]} vs {c_shapes[n]}" for n in c_shapes if n in s_shapes and s_shapes[n] != c_shapes[n]]
+    for label, names in (("tensors missing from the checkpoint", missing),
+                         ("tensors the current model does not learn", extra),
+                         ("shapes differ (checkpoint vs current)", resized)):
+        if names:
+            shown = ", ".join(names[:4]) + (f", ... ({len(names)} in all)" if len(names) > 4 else "")
+            out.append(f"{label}: {shown}")
+    return out
+
+
+def check_compatible(ckpt: Mapping[str, Any], current_meta: Mapping[str, Any], path: str) -> None:
+    """Raise :class:`CheckpointMismatchError` listing every difference, if any."""
+    diffs = differences(ckpt["meta"], current_meta)
+    stored, meta = set(ckpt["state_dict"]), ckpt["meta"]["shapes"]
+    if stored != set(meta):
+        diffs.append("the checkpoint's tensors do not match its own meta (corrupt file?)")
+    if diffs:
+        raise CheckpointMismatchError(
+            f"Checkpoint {path} does not fit the current model:\n  - " + "\n  - ".join(diffs)
+            + "\nUse the config of the run that made it (same backbone and parameter-selection "
+            "keys) or pick the --model-dir of a matching run."
+        )
+
+
+def restore(params: Mapping[str, torch.nn.Parameter], state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Copy checkpoint tensors into the learned parameters (cast to their dtype and device)."""
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(state_dict[name])

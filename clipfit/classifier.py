@@ -1,0 +1,85 @@
+"""CLIP as an image classifier over class text features: the interface the shared trainer drives.
+
+A subclass decides which tensors are learned, how the class features are made and
+what the training loss is; :class:`clipfit.trainer.CLIPTrainer` does the rest
+(precision, optimiser, test-time caching of class features, small checkpoints).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Dict, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from .losses import cosine_logits
+from .text import class_text_features
+
+LossParts = Dict[str, torch.Tensor]
+
+
+class CLIPClassifier(nn.Module):
+    """Wraps a plain ``clip.model.CLIP`` (``self.clip``), which always stays in eval mode.
+
+    CLIP has no dropout, and keeping it in eval mode keeps BatchNorm running statistics
+    (ResNet encoders) frozen while their affine parameters may be tuned.
+    """
+
+    def __init__(self, clip_model: nn.Module):
+        super().__init__()
+        self.clip = clip_model
+
+    # What a subclass provides --------------------------------------------------------
+    def learned_parameters(self) -> Dict[str, nn.Parameter]:
+        """The tensors training changes, by stable names (used by optimiser and checkpoints)."""
+        return {}
+
+    def checkpoint_settings(self) -> Dict[str, Any]:
+        """Config values (by dotted key) that determine the learned tensors; a checkpoint
+        made with other values is refused."""
+        return {}
+
+    def class_text_features(self) -> torch.Tensor:
+        """Normalised class features ``[K, embed_dim]`` (with gradient when they are learned)."""
+        raise NotImplementedError
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, LossParts]:
+        """The training loss and its parts; ``parts["logits"]`` holds the batch logits."""
+        raise NotImplementedError(f"{type(self).__name__} is not trainable")
+
+    # Shared ------------------------------------------------------------------------------
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Image features (not normalised); no autograd graph when no image parameter is tuned."""
+        tuned = any(p.requires_grad for p in self.clip.visual.parameters())
+        grad = contextlib.nullcontext() if tuned else torch.no_grad()
+        with grad:
+            return self.clip.encode_image(images)
+
+    def logits(self, images: torch.Tensor, text_features: torch.Tensor = None) -> torch.Tensor:
+        """``exp(logit_scale) * cos`` between images and classes (fp32). Pass precomputed
+        ``text_features`` to avoid re-encoding the class prompts."""
+        if text_features is None:
+            text_features = self.class_text_features()
+        return cosine_logits(self.image_features(images), text_features, self.clip.logit_scale)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.logits(images)
+
+    def train(self, mode: bool = True) -> "CLIPClassifier":
+        super().train(mode)
+        self.clip.eval()
+        return self
+
+
+class ZeroShotClassifier(CLIPClassifier):
+    """Zero-shot CLIP: class features of a hand-crafted template, computed once."""
+
+    def __init__(self, clip_model: nn.Module, classnames: Sequence[str], template: str):
+        super().__init__(clip_model)
+        self.template = template
+        self.register_buffer(
+            "text_features", class_text_features(clip_model, template, classnames), persistent=False
+        )
+
+    def class_text_features(self) -> torch.Tensor:
+        return self.text_features

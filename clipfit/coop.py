@@ -1,0 +1,105 @@
+"""CoOp (Zhou et al., IJCV 2022) and KgCoOp (Yao et al., CVPR 2023) on a frozen CLIP.
+
+CoOp learns the context vectors of the class prompts (:mod:`clipfit.prompt_learner`)
+with cross-entropy. KgCoOp adds ``W * L_kg``, which keeps the learned class features
+``w_i`` near those of the hand-crafted prompt, ``w_i_clip`` (the dataset's template,
+encoded once by the untouched CLIP). Two distances (``TRAINER.COOP.KG_DISTANCE``):
+
+``cosine`` (default; KgCoOp's public code)
+    ``1 - mean_i cos(w_i, w_i_clip)``: the same term as CLIPFit's knowledge distillation
+    (:func:`clipfit.losses.kd_regulariser`).
+``euclidean`` (KgCoOp's paper, Eq. 6)
+    ``mean_i ||w_i - w_i_clip||^2``, on the L2-normalised features the classifier uses.
+    On unit vectors ``||a - b||^2 = 2 (1 - cos(a, b))``, so this equals exactly twice the
+    cosine term: the same optimum and gradient direction, with twice the weight.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from yacs.config import CfgNode
+
+from .addon import AddOnClassifier
+from .losses import kd_regulariser
+from .prompt_learner import CFG_PREFIX, PromptLearner, PromptSettings
+from .templates import DEFAULT_TEMPLATE, check_template, resolve_template
+from .text import class_text_features, encode_embeddings, normalize
+
+KG_DISTANCES = ("cosine", "euclidean")
+
+
+def check_kg_distance(distance: str) -> str:
+    """``distance`` if it is one of :data:`KG_DISTANCES`; else an error naming the config key."""
+    if distance not in KG_DISTANCES:
+        raise ValueError(f"{CFG_PREFIX}KG_DISTANCE is {distance!r}; choose one of {', '.join(KG_DISTANCES)}.")
+    return distance
+
+
+def kg_regulariser(text_features: torch.Tensor, clip_features: torch.Tensor, distance: str = "cosine") -> torch.Tensor:
+    """KgCoOp's ``L_kg`` between learned and hand-crafted class features (fp32 scalar)."""
+    if check_kg_distance(distance) == "cosine":
+        return kd_regulariser(text_features, clip_features)
+    diff = normalize(text_features.float()) - normalize(clip_features.float())
+    return diff.pow(2).sum(dim=-1).mean()
+
+
+class CoOpModel(AddOnClassifier):
+    """Learned context vectors in front of (or around) each class name; CLIP frozen."""
+
+    def __init__(self, clip_model: nn.Module, classnames: Sequence[str], prompt: Optional[PromptSettings] = None,
+                 update_image_ln: bool = False):
+        super().__init__(clip_model, update_image_ln)
+        self.prompt_learner = PromptLearner(clip_model, classnames, prompt)
+
+    @staticmethod
+    def cfg_args(cfg: CfgNode) -> Dict[str, Any]:
+        """Keyword arguments from ``TRAINER.COOP`` and ``TRAINER.UPDATE_IMAGE_LN``."""
+        return dict(prompt=PromptSettings.from_cfg(cfg.TRAINER.COOP), update_image_ln=bool(cfg.TRAINER.UPDATE_IMAGE_LN))
+
+    @classmethod
+    def from_cfg(cls, clip_model: nn.Module, classnames: Sequence[str], cfg: CfgNode) -> "CoOpModel":
+        return cls(clip_model, classnames, **cls.cfg_args(cfg))
+
+    def class_text_features(self) -> torch.Tensor:
+        prompts = self.prompt_learner()
+        return normalize(encode_embeddings(self.clip, prompts, self.prompt_learner.eot))
+
+    def checkpoint_settings(self) -> Dict[str, Any]:
+        pl = self.prompt_learner
+        return {**super().checkpoint_settings(), CFG_PREFIX + "N_CTX": pl.n_ctx, CFG_PREFIX + "CSC": pl.csc}
+
+    def method_lines(self) -> List[str]:
+        return self.prompt_learner.describe()
+
+
+class KgCoOpModel(CoOpModel):
+    """CoOp plus ``weight * L_kg`` towards the hand-crafted prompt's class features."""
+
+    def __init__(self, clip_model: nn.Module, classnames: Sequence[str], template: str = DEFAULT_TEMPLATE,
+                 weight: float = 8.0, distance: str = "cosine", **coop_args: Any):
+        check_kg_distance(distance)
+        if not weight >= 0:
+            raise ValueError(f"{CFG_PREFIX}W is {weight}; it must be a number >= 0.")
+        template = check_template(template, "DATASET.TEMPLATE")
+        clip_features = class_text_features(clip_model, template, classnames)  # before any tuning
+        super().__init__(clip_model, classnames, **coop_args)
+        self.template, self.weight, self.distance = template, float(weight), distance
+        self.register_buffer("clip_text_features", clip_features, persistent=False)
+
+    @classmethod
+    def from_cfg(cls, clip_model: nn.Module, classnames: Sequence[str], cfg: CfgNode) -> "KgCoOpModel":
+        return cls(
+            clip_model, classnames, resolve_template(cfg), float(cfg.TRAINER.COOP.W),
+            cfg.TRAINER.COOP.KG_DISTANCE, **cls.cfg_args(cfg),
+        )
+
+    def regularisers(self, text_features: torch.Tensor) -> Dict[str, Tuple[float, torch.Tensor]]:
+        return {"kg": (self.weight, kg_regulariser(text_features, self.clip_text_features, self.distance))}
+
+    def method_lines(self) -> List[str]:
+        return super().method_lines() + [
+            f"Hand-crafted template: {self.template!r}",
+            f"KgCoOp: W {self.weight}, distance {self.distance} ({CFG_PREFIX}W, {CFG_PREFIX}KG_DISTANCE)",
+        ]

@@ -1,0 +1,271 @@
+"""Check a data root before training: ``python -m clipfit.doctor --root DATA [--dataset dtd ...]``.
+
+For every CoOp dataset found under DATA (or each one named) it checks the folder tree and
+the files the loader needs, the split file, the number of classes and images per split
+against CoOp's published sizes, the images per class, that images open, and that the
+few-shot caches still match the split. It prints one line per problem with its fix, then
+a summary table, and exits with status 1 when a problem was found. It writes nothing: a
+missing split is made in memory only.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import random
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import yaml
+from PIL import Image
+from tabulate import tabulate
+
+from clipfit.data_splits import DOCS, FEWSHOT_FOLDER, CoOpDataset, DatasetLayoutError, read_json_file, stale_rows
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# classes, train, val, test of CoOp's splits (CLIPFit paper, Table 8; variants: their papers)
+PUBLISHED: Dict[str, Tuple[int, Optional[int], Optional[int], int]] = {
+    "ImageNet": (1000, 1281167, None, 50000),
+    "Caltech101": (100, 4128, 1649, 2465),
+    "OxfordPets": (37, 2944, 736, 3669),
+    "StanfordCars": (196, 6509, 1635, 8041),
+    "OxfordFlowers": (102, 4093, 1633, 2463),
+    "Food101": (101, 50500, 20200, 30300),
+    "FGVCAircraft": (100, 3334, 3333, 3333),
+    "SUN397": (397, 15880, 3970, 19850),
+    "DescribableTextures": (47, 2820, 1128, 1692),
+    "EuroSAT": (10, 13500, 5400, 8100),
+    "UCF101": (101, 7639, 1898, 3783),
+    "ImageNetV2": (1000, None, None, 10000),
+    "ImageNetSketch": (1000, None, None, 50889),
+    "ImageNetA": (200, None, None, 7500),
+    "ImageNetR": (200, None, None, 30000),
+}
+FULL_SHOTS = 16  # the largest few-shot setting of the protocol
+CACHE_FILE = re.compile(r"shot_(\d+)-seed_(-?\d+)\.json$")
+MAX_LISTED = 20  # unreadable images listed one per line before the rest are counted
+
+
+@dataclass
+class Problem:
+    dataset: str
+    what: str
+    fix: str
+
+    def line(self) -> str:
+        return f"[{self.dataset}] {self.what} Fix: {self.fix}"
+
+
+@dataclass
+class Report:
+    dataset: str
+    folder: str
+    status: str = "ok"
+    sizes: Tuple = ("", "", "", "")  # classes, train, val, test
+    caches: int = 0
+    checked: int = 0
+    problems: List[Problem] = field(default_factory=list)
+
+    def add(self, what: str, fix: str) -> None:
+        self.problems.append(Problem(self.dataset, what, fix))
+
+
+def import_loaders() -> None:
+    """Register the loaders of the repository's ``datasets/`` package (it is not installed)."""
+    if REPO_ROOT not in sys.path:
+        sys.path.insert(0, REPO_ROOT)
+    import datasets  # noqa: F401
+
+
+def resolve_name(name: str) -> str:
+    """A registry name from a registry name or a config name (``configs/datasets/<name>.yaml``)."""
+    if name in PUBLISHED:
+        return name
+    config = os.path.join(REPO_ROOT, "configs", "datasets", f"{name}.yaml")
+    if os.path.isfile(config):
+        with open(config) as f:
+            return yaml.safe_load(f)["DATASET"]["NAME"]
+    raise SystemExit(f"Unknown dataset {name!r}; use a config name (dtd, oxford_pets, ...) or one of {', '.join(PUBLISHED)}")
+
+
+def one_line(error: Exception) -> str:
+    """The problem part of a loader error, without the expected tree."""
+    return " ".join(str(error).split("\nExpected layout")[0].split())
+
+
+def load_splits(cls: type, cfg, report: Report) -> Tuple[Optional[Tuple[list, Optional[list], list]], bool]:
+    """Train, val, test as the loader sees them, and whether they come from a saved split.
+
+    A missing split file is reported and the split made in memory (not saved, and with the
+    global random state restored), so that the rest can still be checked.
+    """
+    docs = f'{DOCS}, section "{cls.doc_section}"'
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            if issubclass(cls, CoOpDataset) and cls.split_file:
+                loader = cls.__new__(cls)
+                loader.locate(cfg)
+                if not os.path.exists(loader.split_path):
+                    report.add(f"{loader.split_path} is missing: the first run will make a new random split, "
+                               "not comparable with published results.",
+                               f"download CoOp's {cls.split_file} into {loader.dataset_dir} (see {docs}).")
+                    state = random.getstate()
+                    try:
+                        return loader.create_split(), False
+                    finally:
+                        random.setstate(state)
+            dataset = cls(cfg)
+    except (DatasetLayoutError, ValueError, KeyError, OSError) as e:
+        report.add(one_line(e), f"see {docs}.")
+        return None, False
+    val = None if dataset.val is None or dataset.val is dataset.test else dataset.val
+    train = None if dataset.train_x is dataset.test else dataset.train_x
+    return (train, val, dataset.test), True
+
+
+def check_sizes(report: Report, splits: Tuple, skip_counts: bool) -> None:
+    """Classes and images per split against CoOp's, and classes too small or absent."""
+    train, val, test = splits
+    labels = {x.label for x in test} | {x.label for x in train or []}
+    sizes = (len(labels),) + tuple(None if s is None else len(s) for s in splits)
+    report.sizes = tuple("" if s is None else s for s in sizes)
+    if not skip_counts:
+        names = ("classes", "train", "val", "test")
+        differ = [f"{what} {have:,} (published {published:,})"
+                  for what, have, published in zip(names, sizes, PUBLISHED[report.dataset])
+                  if published is not None and have is not None and have != published]
+        if differ:
+            report.add(f"sizes differ from the published ones: {', '.join(differ)}.",
+                       "use CoOp's split file and a complete copy of the dataset (or pass --skip-counts for a "
+                       "deliberate subset).")
+    if train is None:
+        return
+    names = {x.label: x.classname for x in train + test}
+    per_class = Counter(x.label for x in train)
+    short = sorted((n, names[y]) for y, n in per_class.items() if n < FULL_SHOTS)
+    if short:
+        listed = ", ".join(f"{name} ({n})" for n, name in short[:10])
+        report.add(f"{len(short)} class(es) have fewer than {FULL_SHOTS} training images: {listed}.",
+                   f"add images; until then {FULL_SHOTS}-shot runs keep all the images these classes have.")
+    for part, items in (("val", val), ("test", test)):
+        if items is not None:
+            absent = sorted(names[y] for y in set(names) - {x.label for x in items})
+            if absent:
+                report.add(f"class(es) without {part} images: {', '.join(absent[:10])}.",
+                           "use CoOp's split file, or give every class some images in this split.")
+
+
+def check_images(report: Report, splits: Tuple, max_images: int) -> None:
+    """Open (and decode) up to ``max_images`` images, spread over the dataset; 0 checks all."""
+    paths = sorted({x.impath for items in splits if items is not None for x in items})
+    if max_images and len(paths) > max_images:
+        paths = paths[:: -(-len(paths) // max_images)]
+    bad = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except Exception as e:  # any decoding failure makes the image unusable for training
+            bad.append((path, e))
+    report.checked = len(paths)
+    for path, e in bad[:MAX_LISTED]:
+        report.add(f"unreadable image {path} ({type(e).__name__}: {e}).", "replace it from the original archive.")
+    if len(bad) > MAX_LISTED:
+        report.add(f"{len(bad) - MAX_LISTED} more unreadable images.", "extract the dataset again.")
+
+
+def check_caches(report: Report, fewshot_dir: str, image_dir: str, splits: Tuple) -> None:
+    """Every few-shot cache must hold at most K images per class, all from the current split."""
+    if not os.path.isdir(fewshot_dir):
+        return
+    train, val, _ = splits
+    for name in sorted(os.listdir(fewshot_dir)):
+        path = os.path.join(fewshot_dir, name)
+        if name.endswith(".tmp"):
+            report.add(f"{path} is a partial file left by an interrupted write.", "delete it.")
+            continue
+        match = CACHE_FILE.match(name)
+        if not match:
+            continue
+        report.caches += 1
+        shots = int(match.group(1))
+        try:
+            data = read_json_file(path, "Few-shot cache")
+        except DatasetLayoutError as e:
+            report.add(one_line(e), "delete it; the next run with this seed samples again.")
+            continue
+        for part, items in (("train", train), ("val", val)):
+            if part not in data or items is None:
+                continue
+            stale = stale_rows(data[part], items, image_dir)
+            most = max(Counter(row[1] for row in data[part]).values(), default=0)
+            if stale:
+                report.add(f"{path}: {len(stale)} {part} image(s) are not in the current split (e.g. {stale[0]}).",
+                           "delete it; the next run with this seed samples again from the current split.")
+            elif most > shots:
+                report.add(f"{path}: a class has {most} {part} images, more than {shots} shots.", "delete it.")
+
+
+def check_dataset(name: str, root: str, max_images: int = 200, skip_counts: bool = False,
+                  requested: bool = False) -> Report:
+    """Check one dataset (registry name) under ``root``; an absent folder is a problem only if requested."""
+    from clipfit.config import get_cfg
+    from clipfit.engine import DATASET_REGISTRY
+
+    cls = DATASET_REGISTRY.get(name)
+    folder = os.path.join(os.path.abspath(os.path.expanduser(root)), cls.dataset_dir)
+    report = Report(name, cls.dataset_dir + "/")
+    if not os.path.isdir(folder):
+        report.status = "absent"
+        if requested:
+            report.add(f"{folder} not found.", f'prepare it as {DOCS}, section "{cls.doc_section}", explains.')
+        return report
+    cfg = get_cfg()
+    cfg.DATASET.ROOT, cfg.DATASET.NAME, cfg.DATASET.NUM_SHOTS = root, name, 0
+    splits, saved = load_splits(cls, cfg, report)
+    if splits is not None:
+        check_sizes(report, splits, skip_counts)
+        check_images(report, splits, max_images)
+        if saved:  # caches are compared with the saved split only
+            image_dir = os.path.join(folder, cls.image_folder) if cls.image_folder else folder
+            check_caches(report, os.path.join(folder, FEWSHOT_FOLDER), image_dir, splits)
+    report.status = f"{len(report.problems)} problem(s)" if report.problems else "ok"
+    return report
+
+
+def summary(reports: Sequence[Report]) -> str:
+    rows = [[r.dataset, r.folder, r.status, *r.sizes, r.caches, r.checked] for r in reports]
+    headers = ["Dataset", "Folder", "Status", "Classes", "Train", "Val", "Test", "Few-shot caches", "Images opened"]
+    return tabulate(rows, headers=headers)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m clipfit.doctor", description=__doc__.split("\n\n")[1])
+    parser.add_argument("--root", required=True, help="the data root (train.py's --root)")
+    parser.add_argument("--dataset", nargs="+", default=[],
+                        help="only these datasets (config or DATASET.NAME names); default: every one present")
+    parser.add_argument("--max-images", type=int, default=200,
+                        help="images opened per dataset, spread over it; 0 opens all (default 200)")
+    parser.add_argument("--skip-counts", action="store_true",
+                        help="do not compare sizes with CoOp's published ones (for a deliberate subset)")
+    args = parser.parse_args(argv)
+    import_loaders()
+    names = [resolve_name(n) for n in args.dataset] or list(PUBLISHED)
+    reports = [check_dataset(n, args.root, args.max_images, args.skip_counts, requested=bool(args.dataset))
+               for n in names]
+    problems = [p for r in reports for p in r.problems]
+    for problem in problems:
+        print(problem.line())
+    if not any(r.status != "absent" for r in reports):
+        print(f"No dataset found under {os.path.abspath(args.root)}; see {DOCS} for the expected folders.")
+    print(summary(reports))
+    print(f"{len(problems)} problem(s) found." if problems else "No problems found.")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

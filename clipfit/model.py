@@ -1,0 +1,144 @@
+"""CLIPFit on a plain ``clip.model.CLIP``, usable without Dassl.
+
+    from clipfit.clip_loader import load_clip
+    from clipfit.model import CLIPFitModel
+
+    clip_model = load_clip("ViT-B/16")                     # or clip.load(...)[0].float()
+    model = CLIPFitModel(clip_model, ["cat", "dog"], "a photo of a {}.")
+    optim = torch.optim.SGD(model.learned_parameters().values(), lr=2e-3, momentum=0.9)
+    loss, parts = model.loss(images, labels)               # CE + beta * (1 - mean cos)
+    loss.backward(); optim.step()
+
+Building the model freezes every CLIP parameter except the selected ones
+(:mod:`clipfit.params`) and encodes the class prompts once with the untouched
+text encoder: those frozen features are all the regulariser needs, so no second
+CLIP is kept.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from yacs.config import CfgNode
+
+from .classifier import CLIPClassifier, LossParts
+from .losses import REG_CHOICES, classification_loss, kd_regulariser, mse_regulariser
+from .params import Selection, freeze_all_except, select_parameters
+from .templates import DEFAULT_TEMPLATE, check_template
+from .text import TokenizedPrompts, encode_tokens, normalize, tokenize_classes
+
+CFG_PREFIX = "TRAINER.CLIPFIT."
+
+
+@dataclass
+class CLIPFitSettings:
+    """The method's options (``TRAINER.CLIPFIT.*`` without precision and template)."""
+
+    text_params: str = "proj_bias"
+    image_params: str = "layernorm"
+    text_layers: List[int] = field(default_factory=list)
+    image_layers: List[int] = field(default_factory=list)
+    reg: str = "kd"
+    beta: float = 8.0
+
+    @classmethod
+    def from_cfg(cls, node: CfgNode) -> "CLIPFitSettings":
+        """From the ``TRAINER.CLIPFIT`` config node."""
+        return cls(
+            node.TEXT_PARAMS, node.IMAGE_PARAMS, list(node.TEXT_LAYERS), list(node.IMAGE_LAYERS),
+            node.REG, float(node.BETA),
+        )
+
+    def check(self) -> None:
+        """Errors that name the config key and the accepted values."""
+        if self.reg not in REG_CHOICES:
+            raise ValueError(f"{CFG_PREFIX}REG is {self.reg!r}; choose one of {', '.join(REG_CHOICES)}.")
+        if not self.beta >= 0:
+            raise ValueError(f"{CFG_PREFIX}BETA is {self.beta}; it must be a number >= 0.")
+
+
+class CLIPFitModel(CLIPClassifier):
+    """CLIPFit around ``clip_model`` (modified in place: parameters frozen except the tuned ones)."""
+
+    def __init__(
+        self,
+        clip_model: nn.Module,
+        classnames: Sequence[str],
+        template: str = DEFAULT_TEMPLATE,
+        settings: CLIPFitSettings = None,
+    ):
+        super().__init__(clip_model)
+        self.settings = settings or CLIPFitSettings()
+        self.settings.check()
+        self.template = check_template(template, CFG_PREFIX + "TEMPLATE")
+        self.classnames = list(classnames)
+        device = clip_model.positional_embedding.device
+        prompts = tokenize_classes(self.template, classnames, clip_model.context_length).to(device)
+        self.register_buffer("prompt_tokens", prompts.tokens, persistent=False)
+        self.register_buffer("prompt_eot", prompts.eot, persistent=False)
+
+        s = self.settings
+        self.selection: Selection = select_parameters(
+            clip_model, s.text_params, s.image_params, s.text_layers, s.image_layers, CFG_PREFIX
+        )
+        freeze_all_except(clip_model, self.selection.named_parameters())
+        with torch.no_grad():
+            frozen = normalize(encode_tokens(clip_model, self._prompts()))
+        self.register_buffer("frozen_text_features", frozen, persistent=False)
+
+        text_biases = list(self.selection.groups["text"].values())
+        if s.reg == "mse":
+            if not text_biases:
+                raise ValueError(
+                    f"{CFG_PREFIX}REG mse penalises changes of the tuned text biases, but "
+                    f"{CFG_PREFIX}TEXT_PARAMS is 'none': tune text biases or use REG kd or none."
+                )
+            for i, b in enumerate(text_biases):
+                self.register_buffer(f"bias_ref_{i}", b.detach().float().clone(), persistent=False)
+
+    def _prompts(self) -> TokenizedPrompts:
+        return TokenizedPrompts(self.prompt_tokens, self.prompt_eot)
+
+    def learned_parameters(self) -> Dict[str, nn.Parameter]:
+        return self.selection.named_parameters()
+
+    def checkpoint_settings(self) -> Dict[str, Any]:
+        s = self.settings
+        return {
+            CFG_PREFIX + "TEXT_PARAMS": s.text_params,
+            CFG_PREFIX + "IMAGE_PARAMS": s.image_params,
+            CFG_PREFIX + "TEXT_LAYERS": list(s.text_layers),
+            CFG_PREFIX + "IMAGE_LAYERS": list(s.image_layers),
+        }
+
+    def describe(self) -> List[str]:
+        """Log lines: the settings, the template and the tuned parameters per group."""
+        return [f"CLIPFit settings: {asdict(self.settings)}", f"Template: {self.template!r}"] + (
+            self.selection.describe(self.clip)
+        )
+
+    def class_text_features(self) -> torch.Tensor:
+        if not self.selection.groups["text"]:  # text encoder frozen: features never change
+            return self.frozen_text_features
+        return normalize(encode_tokens(self.clip, self._prompts()))
+
+    def regulariser(self, text_features: torch.Tensor) -> torch.Tensor:
+        """The ``REG`` term (fp32 scalar) for the current class features."""
+        if self.settings.reg == "kd":
+            return kd_regulariser(text_features, self.frozen_text_features)
+        if self.settings.reg == "mse":
+            biases = list(self.selection.groups["text"].values())
+            refs = [getattr(self, f"bias_ref_{i}") for i in range(len(biases))]
+            return mse_regulariser(biases, refs)
+        return text_features.new_zeros((), dtype=torch.float32)
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, LossParts]:
+        """``CE + BETA * REG`` and its parts (``logits``, ``ce``, ``reg``; detached)."""
+        text_features = self.class_text_features()
+        logits = self.logits(images, text_features)
+        ce = classification_loss(logits, labels)
+        reg = self.regulariser(text_features)
+        loss = ce + self.settings.beta * reg
+        return loss, {"logits": logits.detach(), "ce": ce.detach(), "reg": reg.detach()}

@@ -1,0 +1,94 @@
+"""The one text path every trainer uses: tokenise prompts, encode them, normalise.
+
+CLIP's text transformer is causal and reads its feature at the end-of-text (EOT)
+token, so positions after the last EOT of a batch of prompts never influence the
+result. :func:`encode_embeddings` therefore runs only the first ``max(eot) + 1``
+positions (with the matching corner of the causal mask): the features equal those of
+the full 77-token pass, at a fraction of the cost. It takes token embeddings, so
+prompt learners (CoOp) can feed their learned context vectors; :func:`encode_tokens`
+is the plain path from token ids.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import clip
+    from clip.model import CLIP
+
+from .templates import class_prompts
+
+
+@dataclass
+class TokenizedPrompts:
+    """Token ids cut after the last EOT of the batch, and each prompt's EOT position."""
+
+    tokens: torch.Tensor  # [K, L] long, L = max(eot) + 1 <= context length
+    eot: torch.Tensor  # [K] long
+
+    def to(self, device: torch.device) -> "TokenizedPrompts":
+        return TokenizedPrompts(self.tokens.to(device), self.eot.to(device))
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+
+def tokenize(prompts: Sequence[str], context_length: int = 77) -> TokenizedPrompts:
+    """Tokenise with CLIP's tokenizer; the EOT token has the largest id in each row."""
+    full = clip.tokenize(list(prompts), context_length=context_length).long()
+    eot = full.argmax(dim=-1)
+    return TokenizedPrompts(full[:, : int(eot.max()) + 1].contiguous(), eot)
+
+
+def tokenize_classes(template: str, classnames: Sequence[str], context_length: int = 77) -> TokenizedPrompts:
+    """Tokenised class prompts (``template`` filled with each class name)."""
+    return tokenize(class_prompts(template, classnames), context_length)
+
+
+def causal_mask(length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """CLIP's additive causal mask for ``length`` positions (-inf above the diagonal)."""
+    return torch.full((length, length), float("-inf"), dtype=dtype, device=device).triu_(1)
+
+
+def encode_embeddings(model: CLIP, embeddings: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+    """Text features (not normalised) of prompt embeddings ``[K, L, width]``.
+
+    ``L`` may be shorter than the context length as long as every EOT position is
+    below it; ``eot`` holds each row's EOT position. Same arithmetic as
+    ``CLIP.encode_text`` on the first ``L`` positions.
+    """
+    dtype = model.dtype
+    length = embeddings.shape[1]
+    x = embeddings.type(dtype) + model.positional_embedding[:length].type(dtype)
+    x = x.permute(1, 0, 2)  # NLD -> LND
+    mask = causal_mask(length, x.dtype, x.device)
+    for block in model.transformer.resblocks:
+        h = block.ln_1(x)
+        x = x + block.attn(h, h, h, need_weights=False, attn_mask=mask)[0]
+        x = x + block.mlp(block.ln_2(x))
+    x = model.ln_final(x.permute(1, 0, 2)).type(dtype)
+    return x[torch.arange(x.shape[0], device=x.device), eot] @ model.text_projection
+
+
+def encode_tokens(model: CLIP, prompts: TokenizedPrompts) -> torch.Tensor:
+    """Text features (not normalised) of tokenised prompts."""
+    return encode_embeddings(model, model.token_embedding(prompts.tokens), prompts.eot)
+
+
+def normalize(features: torch.Tensor) -> torch.Tensor:
+    """Features scaled to unit L2 norm along the last dimension."""
+    return features / features.norm(dim=-1, keepdim=True)
+
+
+def class_text_features(model: CLIP, template: str, classnames: Sequence[str]) -> torch.Tensor:
+    """Normalised text features ``[K, embed_dim]`` of the class prompts (no gradient)."""
+    prompts = tokenize_classes(template, classnames, model.context_length).to(
+        model.positional_embedding.device
+    )
+    with torch.no_grad():
+        return normalize(encode_tokens(model, prompts))

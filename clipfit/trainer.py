@@ -1,0 +1,304 @@
+"""The shared base of every CLIP trainer (zero-shot CLIP, CLIPFit, CoOp-style baselines).
+
+A subclass sets :attr:`CLIPTrainer.prec_key` (and optionally :attr:`template_key`)
+and implements :meth:`CLIPTrainer.build_classifier`, returning a
+:class:`clipfit.classifier.CLIPClassifier`. The base does the rest, with Dassl's
+public behaviour on either engine:
+
+- loads CLIP (:func:`clipfit.clip_loader.load_clip`), checks ``INPUT.SIZE``, moves it to
+  the device and sets the precision: ``fp16`` holds CLIP in half precision as
+  ``clip.model.build_model`` does; ``amp`` keeps fp32 weights (the master copies of
+  the tuned tensors) and runs the forward pass under autocast with loss scaling;
+  ``fp32``. Without a GPU, fp16 and amp fall back to fp32 with a one-line warning;
+- builds the optimiser and scheduler over the learned tensors only (frozen ones get
+  neither gradients nor optimiser state) and steps the scheduler once per epoch;
+- stops on a non-finite loss with a message naming epoch, batch and precision;
+- ``test()`` encodes the class prompts once per call, prints Dassl's result block and,
+  for the test split, writes ``<OUTPUT_DIR>/metrics.json``;
+- checkpoints hold only the learned tensors and what is needed to check them
+  (:mod:`clipfit.checkpoint`), under Dassl's file names, so ``--resume``,
+  ``--eval-only --model-dir DIR --load-epoch N`` and ``TEST.FINAL_MODEL best_val`` work.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import os.path as osp
+import warnings
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from tqdm import tqdm
+
+from . import checkpoint as ckpt_io
+from .classifier import CLIPClassifier
+from .clip_loader import architecture, load_clip
+from .engine import (TrainerX, build_lr_scheduler, build_optimizer, capture_rng_state,
+                     compute_accuracy, restore_rng_state, save_checkpoint)
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from clip.model import convert_weights
+
+PREC_CHOICES = ("fp16", "amp", "fp32")
+METRICS_FILE = "metrics.json"
+
+
+def cfg_value(cfg, dotted_key: str) -> Any:
+    """The value of a dotted config key such as ``"TRAINER.CLIPFIT.PREC"``."""
+    node = cfg
+    for part in dotted_key.split("."):
+        node = node[part]
+    return node
+
+
+def write_json_atomic(path: str, data: Dict[str, Any]) -> None:
+    """Write ``data`` as JSON through a temporary file, so readers never see half a file."""
+    os.makedirs(osp.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+class CLIPTrainer(TrainerX):
+    """Base trainer over a :class:`CLIPClassifier` (see the module docstring)."""
+
+    prec_key: str = ""  # dotted config key of the precision, e.g. "TRAINER.CLIPFIT.PREC"
+    template_key: Optional[str] = None  # the trainer's own template key, if it has one
+    model_name: str = "model"  # registered model name = checkpoint sub-directory
+
+    # Subclass hook -------------------------------------------------------------------
+    def build_classifier(self, clip_model: torch.nn.Module, classnames: Sequence[str]) -> CLIPClassifier:
+        """The classifier around ``clip_model`` (already on the device, in its precision)."""
+        raise NotImplementedError
+
+    def describe_classifier(self) -> List[str]:
+        """Extra log lines after the model is built (e.g. the tuned parameter counts)."""
+        return []
+
+    # Config and precision ---------------------------------------------------------------
+    def check_cfg(self, cfg) -> None:
+        prec = cfg_value(cfg, self.prec_key)
+        if prec not in PREC_CHOICES:
+            raise ValueError(f"{self.prec_key} is {prec!r}; choose one of {', '.join(PREC_CHOICES)}.")
+
+    def _resolve_precision(self) -> str:
+        requested = cfg_value(self.cfg, self.prec_key)
+        if requested != "fp32" and self.device.type != "cuda":
+            print(f"WARNING: {self.prec_key} {requested} needs a CUDA GPU; running in fp32 on {self.device.type}")
+            return "fp32"
+        return requested
+
+    def autocast(self):
+        """The forward-pass context of the precision (autocast for amp, else nothing)."""
+        if self.precision == "amp":
+            return torch.autocast(device_type=self.device.type, dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    # Model ----------------------------------------------------------------------------
+    def build_model(self) -> None:
+        cfg = self.cfg
+        clip_model = load_clip(cfg)
+        res = clip_model.visual.input_resolution
+        if tuple(cfg.INPUT.SIZE) != (res, res):
+            raise ValueError(
+                f"INPUT.SIZE is {tuple(cfg.INPUT.SIZE)} but the CLIP image encoder of "
+                f"{cfg.MODEL.BACKBONE.NAME} takes {res}x{res} images: set INPUT.SIZE ({res}, {res})."
+            )
+        self.precision = self._resolve_precision()
+        clip_model.to(self.device)
+        if self.precision == "fp16":
+            convert_weights(clip_model)
+        print(f"Precision: {self.precision} ({self.prec_key})")
+        with self.autocast():
+            self.model = self.build_classifier(clip_model, self.dm.dataset.classnames)
+        self.model.to(self.device)
+        for line in self.describe_classifier():
+            print(line)
+        self.weights_epoch = 0  # epochs of training the current weights have seen
+        self._test_text_features: Optional[torch.Tensor] = None  # set while test() runs
+        learned = self.model.learned_parameters()
+        self.scaler = None
+        if learned:
+            self.optim = build_optimizer(list(learned.values()), cfg.OPTIM)
+            self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+            self.register_model(self.model_name, self.model, self.optim, self.sched)
+            if self.precision == "amp":
+                self.scaler = torch.amp.GradScaler(self.device.type)
+
+    # Training -------------------------------------------------------------------------
+    def parse_batch_train(self, batch):
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    def detect_anomaly(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss).all():
+            advice = {
+                "fp16": f"set {self.prec_key} amp (fp32 weights, loss scaling) or fp32",
+                "amp": f"set {self.prec_key} fp32",
+                "fp32": "lower OPTIM.LR",
+            }[self.precision]
+            raise FloatingPointError(
+                f"Training stopped: the loss is {loss.item()} at epoch {self.epoch + 1}/{self.max_epoch}, "
+                f"batch {self.batch_idx + 1}/{self.num_batches}, with {self.prec_key} {self.precision}. "
+                f"Try again with {advice}."
+            )
+
+    def after_backward(self) -> None:
+        """Hook between backward and optimiser step (gradients are unscaled under amp)."""
+
+    def forward_backward(self, batch) -> Dict[str, float]:
+        image, label = self.parse_batch_train(batch)
+        with self.autocast():
+            loss, parts = self.model.loss(image, label)
+        self.detect_anomaly(loss)
+        self.model_zero_grad()
+        if self.scaler is None:
+            loss.backward()
+            self.after_backward()
+            self.model_update()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optim)
+            self.after_backward()
+            self.scaler.step(self.optim)
+            self.scaler.update()
+        summary = {"loss": loss.item(), "acc": compute_accuracy(parts["logits"], label)[0].item()}
+        summary.update({k: v.item() for k, v in parts.items() if k != "logits"})
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return summary
+
+    def after_epoch(self) -> None:
+        self.weights_epoch = self.epoch + 1
+        super().after_epoch()
+
+    # Evaluation -----------------------------------------------------------------------
+    def model_inference(self, input: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            return self.model.logits(input, self._test_text_features)
+
+    @torch.no_grad()
+    def test(self, split: Optional[str] = None) -> float:
+        """Dassl's test loop, with the class features computed once for the whole split."""
+        self.set_model_mode("eval")
+        self.model.eval()
+        self.evaluator.reset()
+        split = split or self.cfg.TEST.SPLIT
+        if split == "val" and self.val_loader is not None:
+            data_loader = self.val_loader
+        else:
+            split, data_loader = "test", self.test_loader
+        print(f"Evaluate on the *{split}* set")
+        with self.autocast():
+            self._test_text_features = self.model.class_text_features()
+        correct = total = 0
+        try:
+            for batch in tqdm(data_loader):
+                input, label = self.parse_batch_test(batch)
+                output = self.model_inference(input)
+                self.evaluator.process(output, label)
+                correct += int((output.argmax(dim=1) == label).sum())
+                total += label.numel()
+        finally:
+            self._test_text_features = None
+        results = self.evaluator.evaluate()
+        for k, v in results.items():
+            self.write_scalar(f"{split}/{k}", v, self.epoch)
+        if split == "test":
+            self.write_metrics(results, correct, total)
+        return list(results.values())[0]
+
+    def write_metrics(self, results: Dict[str, float], correct: int, total: int) -> None:
+        """``<OUTPUT_DIR>/metrics.json`` with full-precision results and the run's identity."""
+        cfg = self.cfg
+        write_json_atomic(
+            osp.join(cfg.OUTPUT_DIR, METRICS_FILE),
+            {
+                "split": "test",
+                "accuracy": float(results["accuracy"]),
+                "error_rate": float(results["error_rate"]),
+                "macro_f1": float(results["macro_f1"]),
+                "total": total,
+                "correct": correct,
+                "trainer": cfg.TRAINER.NAME,
+                "dataset": cfg.DATASET.NAME,
+                "subsample": cfg.DATASET.SUBSAMPLE_CLASSES,
+                "shots": int(cfg.DATASET.NUM_SHOTS),
+                "seed": int(cfg.SEED),
+                "backbone": cfg.MODEL.BACKBONE.NAME,
+                "epoch": int(self.weights_epoch),
+            },
+        )
+
+    # Checkpoints ------------------------------------------------------------------------
+    def checkpoint_meta(self) -> Dict[str, Any]:
+        """What a checkpoint of the current model records and must match to be loaded."""
+        return ckpt_io.make_meta(
+            self.cfg.MODEL.BACKBONE.NAME,
+            architecture(self.model.clip),
+            self.model.learned_parameters(),
+            self.model.checkpoint_settings(),
+            info={"trainer": self.cfg.TRAINER.NAME, "precision": self.precision},
+        )
+
+    def save_model(self, epoch: int, directory: str, is_best: bool = False, val_result=None,
+                   model_name: str = "") -> None:
+        for name in self.get_model_names():
+            optim, sched = self._optims[name], self._scheds[name]
+            state = {
+                "state_dict": ckpt_io.learned_state(self._models[name].learned_parameters()),
+                "epoch": epoch + 1,
+                "optimizer": optim.state_dict() if optim is not None else None,
+                "scheduler": sched.state_dict() if sched is not None else None,
+                "val_result": val_result,
+                "rng_state": capture_rng_state(),
+                "meta": self.checkpoint_meta(),
+            }
+            if self.scaler is not None:
+                state["scaler"] = self.scaler.state_dict()
+            save_checkpoint(state, osp.join(directory, name), is_best=is_best, model_name=model_name)
+
+    def _load_learned(self, name: str, path: str) -> Dict[str, Any]:
+        """Read, check and restore one checkpoint into model ``name``; returns the checkpoint."""
+        checkpoint = ckpt_io.read(path)
+        ckpt_io.check_compatible(checkpoint, self.checkpoint_meta(), path)
+        ckpt_io.restore(self._models[name].learned_parameters(), checkpoint["state_dict"])
+        self.weights_epoch = int(checkpoint["epoch"])
+        return checkpoint
+
+    def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
+        if not directory:
+            print("Note that load_model() is skipped as no pretrained model is given "
+                  "(ignore this if it's done on purpose)")
+            return
+        for name in self.get_model_names():
+            path = osp.join(directory, name, ckpt_io.checkpoint_file(epoch))
+            checkpoint = self._load_learned(name, path)
+            val = checkpoint.get("val_result")
+            shown = f"{val:.1f}" if isinstance(val, (int, float)) else val
+            print(f"Load {path} to {name} (epoch={checkpoint['epoch']}, val_result={shown})")
+
+    def resume_model_if_exist(self, directory: str) -> int:
+        names = self.get_model_names()
+        if not names or any(not osp.exists(osp.join(directory, n, ckpt_io.LAST_FILE)) for n in names):
+            print("No checkpoint found, train from scratch")
+            return 0
+        print(f"Found checkpoint at {directory} (will resume training)")
+        start_epoch = 0
+        for name in names:
+            path = ckpt_io.latest_file(osp.join(directory, name))
+            print(f'Loading checkpoint from "{path}"')
+            checkpoint = self._load_learned(name, path)
+            if self._optims[name] is not None and checkpoint.get("optimizer") is not None:
+                self._optims[name].load_state_dict(checkpoint["optimizer"])
+            if self._scheds[name] is not None and checkpoint.get("scheduler") is not None:
+                self._scheds[name].load_state_dict(checkpoint["scheduler"])
+            if self.scaler is not None and checkpoint.get("scaler") is not None:
+                self.scaler.load_state_dict(checkpoint["scaler"])
+            restore_rng_state(checkpoint.get("rng_state"))
+            start_epoch = int(checkpoint["epoch"])
+            print(f"Previous epoch: {start_epoch}")
+        return start_epoch

@@ -1,0 +1,244 @@
+"""The sweep runner: planning from the scripts, skipping finished jobs, parallel runs, failure
+reports, locks, a killed sweep started again, and SLURM arrays.
+
+The real scripts run, with ``PYTHON`` pointing at a wrapper that answers ``train.py`` with a
+fake trainer (Dassl's log lines, checkpoints, resume, metrics.json) in a fraction of a second.
+"""
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from clipfit.results import read_run
+from clipfit.sweep import is_locked, plan, resolve
+
+REPO = Path(__file__).resolve().parents[1]
+
+FAKE_TRAIN = r'''
+import argparse, datetime, json, os, sys, time, zlib
+p = argparse.ArgumentParser()
+for flag in ("--root", "--seed", "--trainer", "--dataset-config-file", "--config-file",
+             "--output-dir", "--resume", "--model-dir", "--load-epoch"):
+    p.add_argument(flag, default="")
+p.add_argument("--eval-only", action="store_true")
+p.add_argument("opts", nargs=argparse.REMAINDER)
+a = p.parse_args()
+out = a.output_dir
+os.makedirs(out, exist_ok=True)
+log_path = os.path.join(out, "log.txt")
+if os.path.exists(log_path):  # Dassl never overwrites a log
+    log_path += time.strftime("-%Y-%m-%d-%H-%M-%S")
+log = open(log_path, "w")
+def say(msg):
+    print(msg, flush=True)
+    log.write(msg + "\n"); log.flush()
+say(f"eval_only: {a.eval_only}")
+if os.environ.get("FAKE_FAIL") and os.environ["FAKE_FAIL"] in out:
+    say("RuntimeError: fake failure"); sys.exit(1)
+if not a.eval_only:
+    epochs = int(os.environ.get("FAKE_EPOCHS", "3"))
+    ckpt = os.path.join(out, "model", "checkpoint")
+    start = 0
+    if os.path.exists(ckpt):
+        start = int(open(ckpt).read().strip().rsplit("-", 1)[1])
+        say(f"Found checkpoint at {out} (will resume training)")
+        say(f"Previous epoch: {start}")
+    else:
+        say("No checkpoint found, train from scratch")
+    for epoch in range(start, epochs):
+        time.sleep(float(os.environ.get("FAKE_EPOCH_SECONDS", "0")))
+        say(f"epoch [{epoch + 1}/{epochs}] batch [1/1] time 0.1 (0.1) loss 1.0 (1.0) "
+            f"lr 2.0000e-03 eta 0:00:{epochs - epoch - 1:02d}")
+        os.makedirs(os.path.dirname(ckpt), exist_ok=True)
+        open(os.path.join(out, "model", f"model.pth.tar-{epoch + 1}"), "w").close()
+        open(ckpt, "w").write(f"model.pth.tar-{epoch + 1}\n")
+    say("Finish training")
+acc = 50 + zlib.crc32(out.encode()) % 4000 / 100
+say(f"=> result\n* total: 100\n* correct: {int(acc)}\n* accuracy: {acc:.1f}%\n* error: {100 - acc:.1f}%")
+json.dump({"split": "test", "accuracy": acc}, open(os.path.join(out, "metrics.json"), "w"))
+say("Elapsed: 0:00:01")
+'''
+
+
+@pytest.fixture
+def env(tmp_path):
+    """The scripts' environment with a fake train.py and outputs under tmp_path."""
+    fake = tmp_path / "fake_train.py"
+    fake.write_text(FAKE_TRAIN)
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f'#!/bin/bash\nif [ "$1" = train.py ]; then shift; exec {sys.executable} '
+                       f'{fake} "$@"; fi\nexec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    e = {k: v for k, v in os.environ.items()
+         if k not in ("TRAINER", "CFG", "SHOTS", "DATA", "OUT", "CUDA_VISIBLE_DEVICES")}
+    return {**e, "PYTHON": str(wrapper), "OUT": str(tmp_path / "out"),
+            "DATA": str(tmp_path / "data"), "FAKE_EPOCHS": "3"}
+
+
+def sweep(env, *args, check=None, timeout=120):
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "sweep.sh"), *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check is not None:
+        assert proc.returncode == check, proc.stdout + proc.stderr
+    return proc
+
+
+def finish(run_dir: str) -> None:
+    os.makedirs(run_dir, exist_ok=True)
+    Path(run_dir, "metrics.json").write_text(json.dumps({"accuracy": 70.0}))
+
+
+def test_dry_run_lists_33_base2new_jobs_and_skips_finished_ones(env):
+    out = sweep(env, "base2new", "--dry-run", check=0).stdout
+    assert "33 jobs, 0 already finished (skipped), 33 to run" in out
+    assert out.count("\n  run  ") == 33
+    assert "run  imagenet-seed1: bash scripts/base2new_train.sh imagenet 1 && " \
+           "bash scripts/base2new_test.sh imagenet 1" in out
+
+    jobs = plan("base2new", [1, 2, 3])
+    resolve(jobs, "base2new", env)
+    assert [len(j.run_dirs) for j in jobs] == [2] * 33
+    assert jobs[0].run_dirs[0] == os.path.join(
+        env["OUT"], "base2new/train_base/imagenet/shots_16/CLIPFit/vit_b16_ep10/seed1")
+    by_name = {j.name: j for j in jobs}
+    for name in ("dtd-seed1", "eurosat-seed3"):
+        for run_dir in by_name[name].run_dirs:
+            finish(run_dir)
+    finish(by_name["ucf101-seed2"].run_dirs[0])  # trained, not tested yet
+    out = sweep(env, "base2new", "--dry-run", check=0).stdout
+    assert "33 jobs, 2 already finished (skipped), 31 to run" in out
+    assert "skip dtd-seed1: finished" in out and "skip eurosat-seed3: finished" in out
+    assert "run  ucf101-seed2 (partly done: resumes)" in out
+
+
+def test_every_setting_plans_the_papers_jobs(env):
+    assert "165 jobs" in sweep(env, "fewshot", "--dry-run", check=0).stdout
+    out = sweep(env, "xd", "--dry-run", check=0).stdout
+    assert "3 jobs" in out and out.count("scripts/xd_test.sh") == 30
+    jobs = plan("dg", [1])
+    resolve(jobs, "dg", env)
+    assert len(jobs[0].run_dirs) == 5  # the ImageNet source and 4 targets
+    assert "/xd/train/imagenet/shots_16/CLIPFit/vit_b16_ep10_beta2/seed1" in jobs[0].run_dirs[0]
+
+
+def test_parallel_run_failure_report_and_rerun(env):
+    args = ("base2new", "--datasets", "dtd", "eurosat", "--seeds", "1", "2", "--jobs", "2")
+    proc = sweep({**env, "FAKE_FAIL": "eurosat/shots_16/CLIPFit/vit_b16/seed2"}, *args, check=1)
+    out = proc.stdout
+    lines = out.splitlines()
+    first_done = next(i for i, ln in enumerate(lines) if ln.startswith(("[done]", "[FAIL]")))
+    assert sum(ln.startswith("[start]") for ln in lines[:first_done]) == 2  # two at a time
+    assert "3 ran ok, 1 failed" in out
+    log = Path(env["OUT"]) / "sweeps/base2new/CLIPFit/logs/eurosat-seed2.log"
+    assert f"FAILED eurosat-seed2 (exit 1): {log}" in out
+    assert "fake failure" in log.read_text() and "| " in out  # the log's tail is shown
+    out = sweep(env, *args, check=0).stdout
+    assert "4 jobs, 3 already finished (skipped), 1 to run" in out and "1 ran ok" in out
+    assert "Results: python parse_test_res.py --base2new" in out
+
+
+def test_progress_lines_show_done_running_left_and_epochs(env):
+    out = sweep({**env, "FAKE_EPOCHS": "4", "FAKE_EPOCH_SECONDS": "0.4"}, "base2new",
+                "--datasets", "dtd", "--seeds", "1", "2", "--status-every", "0", check=0).stdout
+    assert "0/2 done (0 failed), 1 running, 1 left" in out
+    assert "dtd-seed1: base2new train CLIPFit/vit_b16 dtd seed 1" in out
+    assert "[epoch " in out and ", eta 0:00:0" in out
+    assert "1/2 done (0 failed), 1 running, 0 left, ETA ~" in out
+
+
+def _wait_for(path: Path, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert time.time() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def _kill_lock_holder(lock: Path) -> None:
+    if lock.exists() and lock.read_text().split():
+        try:
+            os.killpg(int(lock.read_text().split()[0]), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_sweep_started_again_resumes_from_checkpoints(env, how):
+    env = {**env, "FAKE_EPOCHS": "8", "FAKE_EPOCH_SECONDS": "0.25"}
+    args = ["bash", str(REPO / "scripts" / "sweep.sh"), "base2new", "--datasets", "dtd",
+            "--seeds", "1"]
+    run_dir = Path(env["OUT"]) / "base2new/train_base/dtd/shots_16/CLIPFit/vit_b16/seed1"
+    lock = Path(env["OUT"]) / "sweeps/base2new/CLIPFit/locks/dtd-seed1.lock"
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        _wait_for(run_dir / "model" / "model.pth.tar-2")
+        proc.send_signal(how)
+        out = proc.communicate(timeout=30)[0]
+        if how == signal.SIGTERM:
+            assert proc.returncode == 130 and "Interrupted: run the same command again" in out
+        else:  # the job outlives the sweep and keeps its lock: a new sweep leaves it alone
+            again = sweep(env, *args[2:], check=0).stdout
+            assert "running in another process" in again and "1 busy in another process" in again
+            deadline = time.time() + 60
+            while is_locked(str(lock)):  # the orphaned job finishes on its own
+                assert time.time() < deadline, "the orphaned job did not finish"
+                time.sleep(0.1)
+        out = sweep(env, *args[2:], check=0).stdout
+    finally:
+        proc.kill()
+        _kill_lock_holder(lock)
+    run = read_run(str(run_dir))
+    assert run.finished
+    if how == signal.SIGTERM:
+        assert "1 ran ok" in out
+        log = (run_dir / "log.txt").read_text()
+        resumed_from = int(log.split("Previous epoch: ")[1].split()[0])
+        assert resumed_from >= 2 and f"epoch [{resumed_from + 1}/8]" in log
+        assert "epoch [1/8]" not in log
+        old_logs = list(run_dir.glob("log.txt-*"))  # the interrupted attempt, kept
+        assert len(old_logs) == 1 and "epoch [1/8]" in old_logs[0].read_text()
+    else:
+        assert "1 already finished (skipped), 0 to run" in out
+
+
+def test_task_exits_busy_when_its_lock_is_held(tmp_path):
+    lock = tmp_path / "job.lock"
+    with open(lock, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        proc = subprocess.run([sys.executable, "-m", "clipfit.sweep", "task", "--lock", str(lock),
+                               "--log", str(tmp_path / "job.log"), "--", "bash", "-c", "echo ran"],
+                              cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 75 and "running in another process" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "clipfit.sweep", "task", "--lock", str(lock),
+                           "--log", str(tmp_path / "job.log"), "--", "bash", "-c", "echo ran"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0 and "ran" in (tmp_path / "job.log").read_text()
+
+
+def test_slurm_array_script_runs_one_job_per_task(env):
+    out = sweep(env, "base2new", "--datasets", "dtd", "eurosat", "--seeds", "1", "--slurm",
+                "--dry-run", "--sbatch-args=--partition=gpu", check=0).stdout
+    assert "SLURM array of 2 jobs" in out and "task 1: eurosat-seed1" in out
+    assert "Submit with: sbatch --partition=gpu" in out
+    slurm = Path(env["OUT"]) / "sweeps/base2new/CLIPFit/slurm"
+    script = next(slurm.glob("array-*.sbatch"))
+    text = script.read_text()
+    assert "#SBATCH --array=0-1\n" in text and "#SBATCH --gres=gpu:1" in text
+    assert f"export OUT={env['OUT']}" in text
+    assert len(next(slurm.glob("jobs-*.txt")).read_text().splitlines()) == 2
+    task_env = {k: v for k, v in env.items() if k not in ("OUT", "DATA")}
+    proc = subprocess.run(["bash", str(script)], env={**task_env, "SLURM_ARRAY_TASK_ID": "1"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    done = Path(env["OUT"]) / "base2new/test_new/eurosat/shots_16/CLIPFit/vit_b16/seed1"
+    assert read_run(str(done)).finished
+    assert not (Path(env["OUT"]) / "base2new/train_base/dtd").exists()
+    out = sweep(env, "base2new", "--datasets", "dtd", "eurosat", "--seeds", "1", "--slurm",
+                "--dry-run", check=0).stdout
+    assert "SLURM array of 1 jobs" in out and "task 0: dtd-seed1" in out

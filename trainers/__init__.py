@@ -1,0 +1,1 @@
+"""Dassl trainers of this project; ``train.py`` imports every module here so they register."""

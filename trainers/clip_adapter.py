@@ -1,0 +1,15 @@
+"""CLIP-Adapter: a residual bottleneck adapter on the image features (method in :mod:`clipfit.adapter`)."""
+from clipfit.adapter import CLIPAdapterModel
+from clipfit.engine import TRAINER_REGISTRY
+
+from ._addon import AddOnTrainer
+
+
+@TRAINER_REGISTRY.register()
+class CLIP_Adapter(AddOnTrainer):
+    """CLIP-Adapter (Gao et al., IJCV 2023). Options: ``TRAINER.CLIP_ADAPTER.{REDUCTION, RATIO,
+    PREC}``; ``TRAINER.UPDATE_IMAGE_LN`` for +UL."""
+
+    prec_key = "TRAINER.CLIP_ADAPTER.PREC"
+    model_name = "clip_adapter"
+    classifier_class = CLIPAdapterModel

@@ -1,0 +1,37 @@
+"""The CLIPFit trainer: the method lives in :mod:`clipfit.model`, the loop in :mod:`clipfit.trainer`."""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import torch
+
+from clipfit.engine import TRAINER_REGISTRY
+from clipfit.model import CLIPFitModel, CLIPFitSettings
+from clipfit.templates import resolve_template
+from clipfit.trainer import CLIPTrainer
+
+
+@TRAINER_REGISTRY.register()
+class CLIPFit(CLIPTrainer):
+    """CLIPFit (Li et al., EMNLP 2024): tune text FFN projection biases and image LayerNorms
+    with ``CE + BETA * (1 - mean cos(w, w_clip))``. Options: ``TRAINER.CLIPFIT.*``."""
+
+    prec_key = "TRAINER.CLIPFIT.PREC"
+    template_key = "TRAINER.CLIPFIT.TEMPLATE"
+    model_name = "clipfit"
+
+    def check_cfg(self, cfg) -> None:
+        super().check_cfg(cfg)
+        CLIPFitSettings.from_cfg(cfg.TRAINER.CLIPFIT).check()
+
+    def build_classifier(self, clip_model: torch.nn.Module, classnames: Sequence[str]) -> CLIPFitModel:
+        settings = CLIPFitSettings.from_cfg(self.cfg.TRAINER.CLIPFIT)
+        return CLIPFitModel(clip_model, classnames, resolve_template(self.cfg, self.template_key), settings)
+
+    def describe_classifier(self) -> List[str]:
+        return self.model.describe()
+
+
+@TRAINER_REGISTRY.register()
+class ClipFit(CLIPFit):
+    """The authors' trainer name, so their scripts' ``--trainer ClipFit`` runs CLIPFit."""

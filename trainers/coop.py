@@ -1,0 +1,15 @@
+"""CoOp: learned prompt context vectors (method in :mod:`clipfit.coop`)."""
+from clipfit.coop import CoOpModel
+from clipfit.engine import TRAINER_REGISTRY
+
+from ._addon import AddOnTrainer
+
+
+@TRAINER_REGISTRY.register()
+class CoOp(AddOnTrainer):
+    """Context Optimization (Zhou et al., IJCV 2022). Options: ``TRAINER.COOP.{N_CTX, CTX_INIT,
+    CSC, CLASS_TOKEN_POSITION, PREC}``; ``TRAINER.UPDATE_IMAGE_LN`` for +UL."""
+
+    prec_key = "TRAINER.COOP.PREC"
+    model_name = "prompt_learner"
+    classifier_class = CoOpModel
