@@ -19,6 +19,7 @@ setup(
         "setuptools<81",  # openai-clip imports pkg_resources, gone from setuptools 81
         "openai-clip",
         "yacs",
+        "PyYAML",
         "tabulate",
         "ftfy",
         "regex",

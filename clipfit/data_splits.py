@@ -6,6 +6,7 @@ state seeded by ``train.py``, in the order CoOp makes them, so that a seed selec
 same images as CoOp with Dassl. Nothing here unpickles files: few-shot selections are
 cached as JSON (CoOp's own ``.pkl`` caches are left untouched).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -147,9 +148,13 @@ def read_split(filepath: str, path_prefix: str) -> Split:
     return train, val, test
 
 
-def save_split(train: List[Datum], val: List[Datum], test: List[Datum], filepath: str, path_prefix: str) -> None:
+def save_split(
+    train: List[Datum], val: List[Datum], test: List[Datum], filepath: str, path_prefix: str
+) -> None:
     """Write a split file in CoOp's format (paths relative to ``path_prefix``)."""
-    split = {name: to_rows(items, path_prefix) for name, items in (("train", train), ("val", val), ("test", test))}
+    split = {
+        name: to_rows(items, path_prefix) for name, items in (("train", train), ("val", val), ("test", test))
+    }
     atomic_write_json(split, filepath)
     print(f"Saved split to {filepath}")
 
@@ -158,7 +163,7 @@ def save_split(train: List[Datum], val: List[Datum], test: List[Datum], filepath
 
 
 def split_trainval(trainval: List[Datum], p_val: float = 0.2) -> Tuple[List[Datum], List[Datum]]:
-    """CoOp's train/val cut of a trainval list: per label (in order of first appearance), shuffle, take val."""
+    """CoOp's train/val cut of a trainval list: per label (first appearance order), shuffle, take val."""
     print(f"Splitting trainval into {1 - p_val:.0%} train and {p_val:.0%} val")
     by_label: Dict[int, List[int]] = {}
     for idx, item in enumerate(trainval):
@@ -177,7 +182,9 @@ def split_trainval(trainval: List[Datum], p_val: float = 0.2) -> Tuple[List[Datu
     return train, val
 
 
-def split_groups(groups: Iterable[Tuple[int, str, List[str]]], p_trn: float = 0.5, p_val: float = 0.2) -> Split:
+def split_groups(
+    groups: Iterable[Tuple[int, str, List[str]]], p_trn: float = 0.5, p_val: float = 0.2
+) -> Split:
     """Shuffle each class's images and cut them into train/val/test, in the order the groups come.
 
     ``groups`` yields ``(label, class name, image paths)``; the paths are shuffled in place.
@@ -194,7 +201,11 @@ def split_groups(groups: Iterable[Tuple[int, str, List[str]]], p_trn: float = 0.
                 f"Class {classname!r} has only {n_total} image(s): too few for a "
                 f"{p_trn:.0%}/{p_val:.0%}/{1 - p_trn - p_val:.0%} train/val/test split (need at least 4)."
             )
-        cuts = ((train, impaths[:n_train]), (val, impaths[n_train : n_train + n_val]), (test, impaths[n_train + n_val :]))
+        cuts = (
+            (train, impaths[:n_train]),
+            (val, impaths[n_train : n_train + n_val]),
+            (test, impaths[n_train + n_val :]),
+        )
         for part, paths in cuts:
             part.extend(Datum(impath=p, label=label, classname=classname) for p in paths)
     return train, val, test
@@ -225,9 +236,12 @@ def split_class_folders(
     new_cnames = new_cnames or {}
     categories = [c for c in list_subfolders(image_dir) if c not in ignored]
     if not categories:
-        raise DatasetLayoutError(f"No class folders found in {image_dir}: expected {image_dir}/<class>/<image>.")
+        raise DatasetLayoutError(
+            f"No class folders found in {image_dir}: expected {image_dir}/<class>/<image>."
+        )
     groups = (
-        (label, new_cnames.get(c, c), list_images(os.path.join(image_dir, c))) for label, c in enumerate(categories)
+        (label, new_cnames.get(c, c), list_images(os.path.join(image_dir, c)))
+        for label, c in enumerate(categories)
     )
     return split_groups(groups, p_trn, p_val)
 
@@ -250,7 +264,8 @@ def warn_short_classes(dataset: DatasetBase, split_name: str, items: List[Datum]
     if short:
         print(
             f"WARNING: {num_shots} shots requested from the {split_name} split, but {len(short)} class(es) "
-            f"have fewer images; as in Dassl, all of their images are used (none repeated): {', '.join(short)}"
+            "have fewer images; as in Dassl, all of their images are used (none repeated): "
+            + ", ".join(short)
         )
 
 
@@ -289,11 +304,14 @@ def sample_fewshot(
         out = {}
         for name, (items, _) in sources.items():
             if name not in data:
-                raise DatasetLayoutError(f"The few-shot cache {cache} has no {name} list. Delete it and run again.")
+                raise DatasetLayoutError(
+                    f"The few-shot cache {cache} has no {name} list. Delete it and run again."
+                )
             stale = stale_rows(data[name], items, path_prefix)
             if stale:
                 raise DatasetLayoutError(
-                    f"The few-shot cache {cache} does not match the current split: {len(stale)} of its {name} "
+                    f"The few-shot cache {cache} does not match the current split: "
+                    f"{len(stale)} of its {name} "
                     f"images are not in the split's {name} set (e.g. {stale[0]}). It was made from another "
                     f"split file. Delete it (or the whole {FEWSHOT_FOLDER}/ folder) and run again; the same "
                     "seed then samples again from the current split."
@@ -306,12 +324,19 @@ def sample_fewshot(
         for name, (items, shots) in sources.items():
             warn_short_classes(dataset, name, items, shots)
             out[name] = dataset.generate_fewshot_dataset(items, num_shots=shots)
-        record = {"num_shots": num_shots, "seed": seed, **{k: to_rows(v, path_prefix) for k, v in out.items()}}
+        record = {
+            "num_shots": num_shots,
+            "seed": seed,
+            **{k: to_rows(v, path_prefix) for k, v in out.items()},
+        }
         try:
             atomic_write_json(record, cache)
             print(f"Saved the few-shot selection to {cache}")
         except OSError as e:
-            print(f"WARNING: could not save the few-shot selection to {cache} ({e}); continuing without a cache.")
+            print(
+                f"WARNING: could not save the few-shot selection to {cache} ({e}); "
+                "continuing without a cache."
+            )
         return out
 
     picked = load_or_create(cache, read, create, lock_dir=dataset.dataset_dir)
@@ -327,7 +352,9 @@ def subsample_classes(*datasets: List[Datum], subsample: str = "all") -> Sequenc
     The label set comes from the first dataset (the training set, after few-shot sampling).
     """
     if subsample not in SUBSAMPLE_CHOICES:
-        raise ValueError(f"DATASET.SUBSAMPLE_CLASSES must be one of {', '.join(SUBSAMPLE_CHOICES)}; got {subsample!r}")
+        raise ValueError(
+            f"DATASET.SUBSAMPLE_CLASSES must be one of {', '.join(SUBSAMPLE_CHOICES)}; got {subsample!r}"
+        )
     if subsample == "all":
         return datasets
     labels = sorted({item.label for item in datasets[0]})
@@ -336,7 +363,11 @@ def subsample_classes(*datasets: List[Datum], subsample: str = "all") -> Sequenc
     relabel = {y: y_new for y_new, y in enumerate(selected)}
     print(f"Keeping the {subsample} classes: {len(selected)} of {len(labels)}")
     return [
-        [Datum(impath=item.impath, label=relabel[item.label], classname=item.classname) for item in data if item.label in relabel]
+        [
+            Datum(impath=item.impath, label=relabel[item.label], classname=item.classname)
+            for item in data
+            if item.label in relabel
+        ]
         for data in datasets
     ]
 
@@ -353,10 +384,12 @@ class FolderDataset(DatasetBase):
     layout = ""  # the expected tree, shown when something is missing
 
     def locate(self, cfg) -> None:
-        """Set ``dataset_dir`` and ``image_dir`` under DATASET.ROOT; fail with the expected tree if missing."""
+        """Set ``dataset_dir`` and ``image_dir`` under DATASET.ROOT; fail with the tree if missing."""
         root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
         self.dataset_dir = os.path.join(root, type(self).dataset_dir)
-        self.image_dir = os.path.join(self.dataset_dir, self.image_folder) if self.image_folder else self.dataset_dir
+        self.image_dir = (
+            os.path.join(self.dataset_dir, self.image_folder) if self.image_folder else self.dataset_dir
+        )
         if not os.path.isdir(self.dataset_dir):
             raise self.layout_error(f"dataset folder {self.dataset_dir} not found (DATASET.ROOT is {root}).")
         if not os.path.isdir(self.image_dir):
@@ -372,7 +405,11 @@ class FolderDataset(DatasetBase):
 
     def require(self, *relpaths: str, purpose: str = "") -> None:
         """Fail, naming every missing file of ``relpaths`` (relative to the dataset folder)."""
-        missing = [os.path.join(self.dataset_dir, p) for p in relpaths if not os.path.exists(os.path.join(self.dataset_dir, p))]
+        missing = [
+            os.path.join(self.dataset_dir, p)
+            for p in relpaths
+            if not os.path.exists(os.path.join(self.dataset_dir, p))
+        ]
         if missing:
             raise self.layout_error(f"missing {', '.join(missing)}{purpose}.")
 
@@ -408,12 +445,17 @@ class CoOpDataset(FolderDataset):
     def read_data(self) -> Tuple[List[Datum], Optional[List[Datum]], List[Datum]]:
         """Train, val and test from CoOp's split file; the split is created and saved when missing."""
         return load_or_create(
-            self.split_path, lambda: read_split(self.split_path, self.image_dir), self._create_and_save, self.dataset_dir
+            self.split_path,
+            lambda: read_split(self.split_path, self.image_dir),
+            self._create_and_save,
+            self.dataset_dir,
         )
 
     def create_split(self) -> Split:
         """Train, val and test from the dataset's own annotations (random calls as CoOp's)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot create a split: put {self.split_file} in {self.dataset_dir}")
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot create a split: put {self.split_file} in {self.dataset_dir}"
+        )
 
     def require_annotations(self, *relpaths: str) -> None:
         """Fail unless the annotation files needed to create a split exist."""
@@ -425,7 +467,10 @@ class CoOpDataset(FolderDataset):
         )
 
     def _create_and_save(self) -> Split:
-        print(f"{self.split_file} not found in {self.dataset_dir}: creating a split with the current seed.{self.split_note}")
+        print(
+            f"{self.split_file} not found in {self.dataset_dir}: creating a split with the current seed."
+            + self.split_note
+        )
         train, val, test = self.create_split()
         try:
             save_split(train, val, test, self.split_path, self.image_dir)

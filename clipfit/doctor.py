@@ -7,6 +7,7 @@ few-shot caches still match the split. It prints one line per problem with its f
 a summary table, and exits with status 1 when a problem was found. It writes nothing: a
 missing split is made in memory only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,14 @@ import yaml
 from PIL import Image
 from tabulate import tabulate
 
-from clipfit.data_splits import DOCS, FEWSHOT_FOLDER, CoOpDataset, DatasetLayoutError, read_json_file, stale_rows
+from clipfit.data_splits import (
+    DOCS,
+    FEWSHOT_FOLDER,
+    CoOpDataset,
+    DatasetLayoutError,
+    read_json_file,
+    stale_rows,
+)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # classes, train, val, test of CoOp's splits (CLIPFit paper, Table 8; variants: their papers)
@@ -89,7 +97,10 @@ def resolve_name(name: str) -> str:
     if os.path.isfile(config):
         with open(config) as f:
             return yaml.safe_load(f)["DATASET"]["NAME"]
-    raise SystemExit(f"Unknown dataset {name!r}; use a config name (dtd, oxford_pets, ...) or one of {', '.join(PUBLISHED)}")
+    raise SystemExit(
+        f"Unknown dataset {name!r}; use a config name (dtd, oxford_pets, ...) "
+        f"or one of {', '.join(PUBLISHED)}"
+    )
 
 
 def one_line(error: Exception) -> str:
@@ -110,9 +121,11 @@ def load_splits(cls: type, cfg, report: Report) -> Tuple[Optional[Tuple[list, Op
                 loader = cls.__new__(cls)
                 loader.locate(cfg)
                 if not os.path.exists(loader.split_path):
-                    report.add(f"{loader.split_path} is missing: the first run will make a new random split, "
-                               "not comparable with published results.",
-                               f"download CoOp's {cls.split_file} into {loader.dataset_dir} (see {docs}).")
+                    report.add(
+                        f"{loader.split_path} is missing: the first run will make a new random split, "
+                        "not comparable with published results.",
+                        f"download CoOp's {cls.split_file} into {loader.dataset_dir} (see {docs}).",
+                    )
                     state = random.getstate()
                     try:
                         return loader.create_split(), False
@@ -135,13 +148,17 @@ def check_sizes(report: Report, splits: Tuple, skip_counts: bool) -> None:
     report.sizes = tuple("" if s is None else s for s in sizes)
     if not skip_counts:
         names = ("classes", "train", "val", "test")
-        differ = [f"{what} {have:,} (published {published:,})"
-                  for what, have, published in zip(names, sizes, PUBLISHED[report.dataset])
-                  if published is not None and have is not None and have != published]
+        differ = [
+            f"{what} {have:,} (published {published:,})"
+            for what, have, published in zip(names, sizes, PUBLISHED[report.dataset])
+            if published is not None and have is not None and have != published
+        ]
         if differ:
-            report.add(f"sizes differ from the published ones: {', '.join(differ)}.",
-                       "use CoOp's split file and a complete copy of the dataset (or pass --skip-counts for a "
-                       "deliberate subset).")
+            report.add(
+                f"sizes differ from the published ones: {', '.join(differ)}.",
+                "use CoOp's split file and a complete copy of the dataset (or pass --skip-counts for a "
+                "deliberate subset).",
+            )
     if train is None:
         return
     names = {x.label: x.classname for x in train + test}
@@ -149,14 +166,18 @@ def check_sizes(report: Report, splits: Tuple, skip_counts: bool) -> None:
     short = sorted((n, names[y]) for y, n in per_class.items() if n < FULL_SHOTS)
     if short:
         listed = ", ".join(f"{name} ({n})" for n, name in short[:10])
-        report.add(f"{len(short)} class(es) have fewer than {FULL_SHOTS} training images: {listed}.",
-                   f"add images; until then {FULL_SHOTS}-shot runs keep all the images these classes have.")
+        report.add(
+            f"{len(short)} class(es) have fewer than {FULL_SHOTS} training images: {listed}.",
+            f"add images; until then {FULL_SHOTS}-shot runs keep all the images these classes have.",
+        )
     for part, items in (("val", val), ("test", test)):
         if items is not None:
             absent = sorted(names[y] for y in set(names) - {x.label for x in items})
             if absent:
-                report.add(f"class(es) without {part} images: {', '.join(absent[:10])}.",
-                           "use CoOp's split file, or give every class some images in this split.")
+                report.add(
+                    f"class(es) without {part} images: {', '.join(absent[:10])}.",
+                    "use CoOp's split file, or give every class some images in this split.",
+                )
 
 
 def check_images(report: Report, splits: Tuple, max_images: int) -> None:
@@ -173,9 +194,23 @@ def check_images(report: Report, splits: Tuple, max_images: int) -> None:
             bad.append((path, e))
     report.checked = len(paths)
     for path, e in bad[:MAX_LISTED]:
-        report.add(f"unreadable image {path} ({type(e).__name__}: {e}).", "replace it from the original archive.")
+        report.add(
+            f"unreadable image {path} ({type(e).__name__}: {e}).", "replace it from the original archive."
+        )
     if len(bad) > MAX_LISTED:
         report.add(f"{len(bad) - MAX_LISTED} more unreadable images.", "extract the dataset again.")
+
+
+def check_leftovers(report: Report, folder: str) -> None:
+    """Temporary files of interrupted writes (``.<name>.<random>.tmp``) in the dataset and cache folders."""
+    for sub in (folder, os.path.join(folder, FEWSHOT_FOLDER)):
+        if os.path.isdir(sub):
+            for name in sorted(os.listdir(sub)):
+                if name.startswith(".") and name.endswith(".tmp"):
+                    report.add(
+                        f"{os.path.join(sub, name)} is a partial file left by an interrupted write.",
+                        "delete it.",
+                    )
 
 
 def check_caches(report: Report, fewshot_dir: str, image_dir: str, splits: Tuple) -> None:
@@ -185,9 +220,6 @@ def check_caches(report: Report, fewshot_dir: str, image_dir: str, splits: Tuple
     train, val, _ = splits
     for name in sorted(os.listdir(fewshot_dir)):
         path = os.path.join(fewshot_dir, name)
-        if name.endswith(".tmp"):
-            report.add(f"{path} is a partial file left by an interrupted write.", "delete it.")
-            continue
         match = CACHE_FILE.match(name)
         if not match:
             continue
@@ -204,14 +236,19 @@ def check_caches(report: Report, fewshot_dir: str, image_dir: str, splits: Tuple
             stale = stale_rows(data[part], items, image_dir)
             most = max(Counter(row[1] for row in data[part]).values(), default=0)
             if stale:
-                report.add(f"{path}: {len(stale)} {part} image(s) are not in the current split (e.g. {stale[0]}).",
-                           "delete it; the next run with this seed samples again from the current split.")
+                report.add(
+                    f"{path}: {len(stale)} {part} image(s) are not in the current split (e.g. {stale[0]}).",
+                    "delete it; the next run with this seed samples again from the current split.",
+                )
             elif most > shots:
-                report.add(f"{path}: a class has {most} {part} images, more than {shots} shots.", "delete it.")
+                report.add(
+                    f"{path}: a class has {most} {part} images, more than {shots} shots.", "delete it."
+                )
 
 
-def check_dataset(name: str, root: str, max_images: int = 200, skip_counts: bool = False,
-                  requested: bool = False) -> Report:
+def check_dataset(
+    name: str, root: str, max_images: int = 200, skip_counts: bool = False, requested: bool = False
+) -> Report:
     """Check one dataset (registry name) under ``root``; an absent folder is a problem only if requested."""
     from clipfit.config import get_cfg
     from clipfit.engine import DATASET_REGISTRY
@@ -222,7 +259,9 @@ def check_dataset(name: str, root: str, max_images: int = 200, skip_counts: bool
     if not os.path.isdir(folder):
         report.status = "absent"
         if requested:
-            report.add(f"{folder} not found.", f'prepare it as {DOCS}, section "{cls.doc_section}", explains.')
+            report.add(
+                f"{folder} not found.", f'prepare it as {DOCS}, section "{cls.doc_section}", explains.'
+            )
         return report
     cfg = get_cfg()
     cfg.DATASET.ROOT, cfg.DATASET.NAME, cfg.DATASET.NUM_SHOTS = root, name, 0
@@ -233,30 +272,54 @@ def check_dataset(name: str, root: str, max_images: int = 200, skip_counts: bool
         if saved:  # caches are compared with the saved split only
             image_dir = os.path.join(folder, cls.image_folder) if cls.image_folder else folder
             check_caches(report, os.path.join(folder, FEWSHOT_FOLDER), image_dir, splits)
+    check_leftovers(report, folder)
     report.status = f"{len(report.problems)} problem(s)" if report.problems else "ok"
     return report
 
 
 def summary(reports: Sequence[Report]) -> str:
     rows = [[r.dataset, r.folder, r.status, *r.sizes, r.caches, r.checked] for r in reports]
-    headers = ["Dataset", "Folder", "Status", "Classes", "Train", "Val", "Test", "Few-shot caches", "Images opened"]
+    headers = [
+        "Dataset",
+        "Folder",
+        "Status",
+        "Classes",
+        "Train",
+        "Val",
+        "Test",
+        "Few-shot caches",
+        "Images opened",
+    ]
     return tabulate(rows, headers=headers)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clipfit.doctor", description=__doc__.split("\n\n")[1])
     parser.add_argument("--root", required=True, help="the data root (train.py's --root)")
-    parser.add_argument("--dataset", nargs="+", default=[],
-                        help="only these datasets (config or DATASET.NAME names); default: every one present")
-    parser.add_argument("--max-images", type=int, default=200,
-                        help="images opened per dataset, spread over it; 0 opens all (default 200)")
-    parser.add_argument("--skip-counts", action="store_true",
-                        help="do not compare sizes with CoOp's published ones (for a deliberate subset)")
+    parser.add_argument(
+        "--dataset",
+        nargs="+",
+        default=[],
+        help="only these datasets (config or DATASET.NAME names); default: every one present",
+    )
+    parser.add_argument(
+        "--max-images",
+        type=int,
+        default=200,
+        help="images opened per dataset, spread over it; 0 opens all (default 200)",
+    )
+    parser.add_argument(
+        "--skip-counts",
+        action="store_true",
+        help="do not compare sizes with CoOp's published ones (for a deliberate subset)",
+    )
     args = parser.parse_args(argv)
     import_loaders()
     names = [resolve_name(n) for n in args.dataset] or list(PUBLISHED)
-    reports = [check_dataset(n, args.root, args.max_images, args.skip_counts, requested=bool(args.dataset))
-               for n in names]
+    reports = [
+        check_dataset(n, args.root, args.max_images, args.skip_counts, requested=bool(args.dataset))
+        for n in names
+    ]
     problems = [p for r in reports for p in r.problems]
     for problem in problems:
         print(problem.line())

@@ -14,14 +14,16 @@ Image encoder (``IMAGE_PARAMS``):
   ``none``
 ``TEXT_LAYERS``/``IMAGE_LAYERS`` list block indices (negative counts from the end;
 empty: all). Image blocks are ViT residual blocks or, for ResNets, the bottlenecks in
-forward order. Parameters outside the blocks (``ln_pre``, ``ln_post``, the ResNet stem
-and attention pool) are tuned only when the list is empty; the text ``ln_final`` never.
+forward order. Image parameters outside the blocks are tuned when the list is empty, or
+when it names their end: ``"pre"`` (``ln_pre``; the ResNet stem) and ``"post"``
+(``ln_post``; the ResNet attention pool), e.g. ``["pre", 0]``. The text ``ln_final`` is
+never tuned.
 """
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch.nn as nn
 from yacs.config import CfgNode
@@ -67,19 +69,32 @@ class Selection:
         return ["Tuned parameters:"] + lines + [total] + [f"  note: {n}" for n in self.notes]
 
 
-def _layer_indices(layers: Sequence[int], n: int, key: str) -> Optional[set]:
-    """Normalised block indices, or None for "all blocks"."""
+ENDS = ("pre", "post")
+
+
+def _layer_spec(layers: Sequence, n: int, key: str, allow_ends: bool) -> Tuple[Optional[set], set]:
+    """(block indices, named ends); indices None means every block and both ends."""
     if not layers:
-        return None
-    out = set()
+        return None, set(ENDS)
+    blocks, ends = set(), set()
     for i in layers:
-        if not isinstance(i, int) or not -n <= i < n:
+        if allow_ends and i in ENDS:
+            ends.add(i)
+        elif isinstance(i, int) and -n <= i < n:
+            blocks.add(i % n)
+        else:
+            extra = ', or "pre"/"post" for the parameters before/after the blocks' if allow_ends else ""
             raise ValueError(
-                f"{key} lists block {i!r}, but the encoder has {n} blocks: use integers "
-                f"from 0 to {n - 1} (or -{n} to -1 from the end), or [] for all blocks."
+                f"{key} lists {i!r}, but the encoder has {n} blocks: use integers from 0 to "
+                f"{n - 1} (or -{n} to -1 from the end){extra}; [] means all."
             )
-        out.add(i % n)
-    return out
+    return blocks, ends
+
+
+def _image_end(name: str) -> str:
+    """Which end of the image encoder a parameter outside the blocks belongs to."""
+    after = ("visual.ln_post.", "visual.attnpool.")
+    return "post" if name.startswith(after) or name == "visual.proj" else "pre"
 
 
 def _block_prefixes(model: CLIP, encoder: str) -> List[str]:
@@ -115,7 +130,7 @@ def _select(
     include_outside_blocks: bool,
 ) -> Dict[str, nn.Parameter]:
     blocks = _block_prefixes(model, encoder)
-    wanted = _layer_indices(layers, len(blocks), key)
+    wanted, ends = _layer_spec(layers, len(blocks), key, allow_ends=include_outside_blocks)
     in_encoder = (lambda n: n.startswith("visual.")) if encoder == "image" else (
         lambda n: n.startswith("transformer.")
     )
@@ -125,7 +140,7 @@ def _select(
             continue
         block = next((i for i, pre in enumerate(blocks) if name.startswith(pre)), None)
         if block is None:
-            keep = include_outside_blocks and wanted is None
+            keep = include_outside_blocks and _image_end(name) in ends
         else:
             keep = wanted is None or block in wanted
         if keep:

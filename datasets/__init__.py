@@ -4,6 +4,7 @@ Module and registry names are CoOp's (``datasets/dtd.py`` registers ``Describabl
 so CoOp's dataset configs and scripts work unchanged; ``custom`` adds ``ImageFolder`` and
 ``CSVDataset`` for your own data. See DATASETS.md for the layouts.
 """
+
 from . import (  # noqa: F401  (imported for registration)
     caltech101,
     custom,

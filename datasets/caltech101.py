@@ -1,4 +1,5 @@
 """Caltech101: 100 object classes (the background and easy-faces folders are left out)."""
+
 from clipfit.data_splits import CoOpDataset, Split, split_class_folders
 from clipfit.engine import DATASET_REGISTRY
 

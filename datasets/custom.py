@@ -5,6 +5,7 @@ DTD) and saved next to the data, few-shot selections are cached per (shots, seed
 DATASET.SUBSAMPLE_CLASSES picks base or new classes. Prompts use DATASET.TEMPLATE
 (default "a photo of a {}.").
 """
+
 import csv
 import os
 from typing import Dict, List, Optional, Tuple
@@ -60,7 +61,15 @@ class ImageFolder(CoOpDataset):
         if not classes:
             raise self.layout_error(f"no class folders in {self.image_dir}.")
         groups = (
-            (label, c, [p for p in list_images(os.path.join(self.image_dir, c)) if p.lower().endswith(IMAGE_EXTENSIONS)])
+            (
+                label,
+                c,
+                [
+                    p
+                    for p in list_images(os.path.join(self.image_dir, c))
+                    if p.lower().endswith(IMAGE_EXTENSIONS)
+                ],
+            )
             for label, c in enumerate(classes)
         )
         return split_groups(groups)
@@ -110,7 +119,8 @@ class CSVDataset(CoOpDataset):
         listed = {(os.path.join(self.image_dir, path), label) for path, label, _, _ in records}
         if {(x.impath, x.label) for x in train + val + test} != listed:
             raise self.layout_error(
-                f"{self.split_path} does not hold the images and labels of {self.csv_file}: it was made from an "
+                f"{self.split_path} does not hold the images and labels of {self.csv_file}: "
+                "it was made from an "
                 "older version of the CSV. Delete it (and split_fewshot/) to split again."
             )
         return train, val, test
@@ -133,21 +143,28 @@ class CSVDataset(CoOpDataset):
             unknown = [c for c in header if c not in CSV_COLUMNS]
             if unknown or "label" not in header:
                 raise self.layout_error(
-                    f"{self.csv_file}: header {table[0]} must name path, label and optionally classname, split."
+                    f"{self.csv_file}: header {table[0]} must name path, label "
+                    "and optionally classname, split."
                 )
             table = [dict(zip(header, (cell.strip() for cell in row))) for row in table[1:]]
         else:
             table = [dict(zip(CSV_COLUMNS[:3], (cell.strip() for cell in row))) for row in table]
         for i, row in enumerate(table):
             if not row.get("path") or not row.get("label"):
-                raise self.layout_error(f"{self.csv_file}, data row {i + 1}: needs at least a path and a label.")
+                raise self.layout_error(
+                    f"{self.csv_file}, data row {i + 1}: needs at least a path and a label."
+                )
         has_split = "split" in table[0]
         if has_split:
             bad = sorted({row["split"] for row in table} - set(SPLITS))
             if bad:
-                raise self.layout_error(f"{self.csv_file}: the split column holds {bad}; use train, val or test.")
+                raise self.layout_error(
+                    f"{self.csv_file}: the split column holds {bad}; use train, val or test."
+                )
         labels, names = self.label_space(table)
-        return [(row["path"], labels[row["label"]], names[row["label"]], row.get("split", "")) for row in table], has_split
+        return [
+            (row["path"], labels[row["label"]], names[row["label"]], row.get("split", "")) for row in table
+        ], has_split
 
     def label_space(self, table: List[Dict[str, str]]) -> Tuple[Dict[str, int], Dict[str, str]]:
         """Label and class name of each distinct value of the label column."""
@@ -155,18 +172,22 @@ class CSVDataset(CoOpDataset):
         if all(v.lstrip("-").isdigit() for v in values):
             missing = sorted(set(range(len(values))) - {int(v) for v in values})
             if missing:
-                raise self.layout_error(f"{self.csv_file}: integer labels must be 0..{len(values) - 1}; missing {missing[:5]}.")
+                raise self.layout_error(
+                    f"{self.csv_file}: integer labels must be 0..{len(values) - 1}; missing {missing[:5]}."
+                )
             names: Dict[str, str] = {}
             for row in table:
                 name = row.get("classname", "")
                 if not name:
                     raise self.layout_error(
-                        f"{self.csv_file}: label {row['label']} has no class name. CLIP needs class names for its "
+                        f"{self.csv_file}: label {row['label']} has no class name. "
+                        "CLIP needs class names for its "
                         "prompts: add a classname column, or write the class name in the label column."
                     )
                 if names.setdefault(row["label"], name) != name:
                     raise self.layout_error(
-                        f"{self.csv_file}: label {row['label']} has two class names, {names[row['label']]!r} and {name!r}."
+                        f"{self.csv_file}: label {row['label']} has two class names, "
+                        f"{names[row['label']]!r} and {name!r}."
                     )
             return {v: int(v) for v in values}, names
         ordered = sorted(values)

@@ -1,4 +1,5 @@
 """FGVC-Aircraft: 100 aircraft variants; its own train/val/test lists are the split."""
+
 import os
 from typing import Dict, List, Optional, Tuple
 
@@ -43,6 +44,8 @@ fgvc_aircraft/         the data/ folder of fgvc-aircraft-2013b, renamed
                 imid, *variant = line.strip().split(" ")
                 classname = " ".join(variant)
                 if classname not in cname2lab:
-                    raise self.layout_error(f"{path} names the variant {classname!r}, which is not in variants.txt.")
+                    raise self.layout_error(
+                        f"{path} names the variant {classname!r}, which is not in variants.txt."
+                    )
                 rows.append((imid + ".jpg", cname2lab[classname], classname))
         return make_datums(rows, self.image_dir, path)

@@ -3,12 +3,13 @@
 Class names come from CoOp's ``classnames.txt`` (``<wnid> <class name>`` per line, CLIP's
 names). Every variant folder holds a copy of it.
 """
+
 import os
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
 
-from clipfit.data_splits import CoOpDataset, FolderDataset, list_images, list_subfolders, make_datums
-from clipfit.engine import DATASET_REGISTRY, Datum
+from clipfit.data_splits import CoOpDataset, FolderDataset, list_subfolders, make_datums
+from clipfit.engine import DATASET_REGISTRY, Datum, listdir_nohidden
 
 CLASSNAMES = "classnames.txt"
 
@@ -24,15 +25,17 @@ def read_classnames(text_file: str) -> "OrderedDict[str, str]":
     return classnames
 
 
-def read_class_folders(image_dir: str, folders: List[Tuple[str, str]], classnames: Dict[str, str]) -> List[Datum]:
+def read_class_folders(
+    image_dir: str, folders: List[Tuple[str, str]], classnames: Dict[str, str]
+) -> List[Datum]:
     """Images of ``<image_dir>/<folder>/``, labelled by position in ``folders`` ((folder, wnid) pairs).
 
     Images are listed in ``os.listdir`` order, as CoOp does, so a seed samples the same ones.
     """
     rows = []
     for label, (folder, wnid) in enumerate(folders):
-        for impath in list_images(os.path.join(image_dir, folder)):
-            rows.append((os.path.relpath(impath, image_dir), label, classnames[wnid]))
+        for name in listdir_nohidden(os.path.join(image_dir, folder)):
+            rows.append((os.path.join(folder, name), label, classnames[wnid]))
     return make_datums(rows, image_dir, image_dir)
 
 
@@ -72,7 +75,9 @@ imagenet/
         folders = list_subfolders(os.path.join(self.image_dir, split))
         unknown = [f for f in folders if f not in classnames]
         if unknown:
-            raise self.layout_error(f"images/{split} has folders missing from {CLASSNAMES}: {', '.join(unknown[:5])}.")
+            raise self.layout_error(
+                f"images/{split} has folders missing from {CLASSNAMES}: {', '.join(unknown[:5])}."
+            )
         return [(f, f) for f in folders]
 
 
@@ -98,5 +103,7 @@ class ImageNetVariant(FolderDataset):
         folders = list_subfolders(self.image_dir)
         unknown = [f for f in folders if f not in classnames]
         if unknown:
-            raise self.layout_error(f"{self.image_dir} has folders missing from {CLASSNAMES}: {', '.join(unknown[:5])}.")
+            raise self.layout_error(
+                f"{self.image_dir} has folders missing from {CLASSNAMES}: {', '.join(unknown[:5])}."
+            )
         return [(f, f) for f in folders]

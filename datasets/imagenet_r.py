@@ -1,4 +1,5 @@
 """ImageNet-R: renditions (art, cartoons, ...) of 200 ImageNet classes."""
+
 from clipfit.engine import DATASET_REGISTRY
 
 from .imagenet import ImageNetVariant

@@ -1,4 +1,5 @@
 """ImageNet-Sketch: sketches of the 1,000 ImageNet classes."""
+
 from clipfit.engine import DATASET_REGISTRY
 
 from .imagenet import ImageNetVariant

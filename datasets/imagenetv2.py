@@ -1,4 +1,5 @@
 """ImageNetV2 (matched frequency): a new ImageNet test set, folders named by label."""
+
 import os
 from typing import Dict, List, Tuple
 
@@ -25,6 +26,7 @@ imagenetv2/
         missing = [f for f, _ in folders if not os.path.isdir(os.path.join(self.image_dir, f))]
         if missing:
             raise self.layout_error(
-                f"{CLASSNAMES} has {len(folders)} classes but {self.image_dir} lacks the folders {', '.join(missing[:5])}."
+                f"{CLASSNAMES} has {len(folders)} classes but {self.image_dir} lacks the folders "
+                f"{', '.join(missing[:5])}."
             )
         return folders

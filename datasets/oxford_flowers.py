@@ -1,4 +1,5 @@
 """Oxford Flowers-102: 102 flower species, names from ``cat_to_name.json``."""
+
 import os
 from typing import Dict, List
 

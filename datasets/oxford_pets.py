@@ -1,4 +1,5 @@
 """Oxford-IIIT Pets: 37 cat and dog breeds."""
+
 import os
 from typing import List
 

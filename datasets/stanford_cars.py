@@ -1,4 +1,5 @@
 """Stanford Cars: 196 car models, class names "<year> <make> <model>" from the devkit's .mat file."""
+
 import os
 from typing import List
 
@@ -13,7 +14,7 @@ META = "devkit/cars_meta.mat"
 
 
 def car_classname(name: str) -> str:
-    """CoOp's class name: the trailing year moved to the front ("AM General Hummer SUV 2000" -> "2000 AM ...")."""
+    """CoOp's class name: the trailing year first ("AM General Hummer SUV 2000" -> "2000 AM General ...")."""
     words = name.split(" ")
     return " ".join([words[-1]] + words[:-1])
 

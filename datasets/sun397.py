@@ -1,4 +1,5 @@
 """SUN397: 397 scene categories; class names like "outdoor apartment_building"."""
+
 import os
 from typing import Dict, List
 

@@ -1,4 +1,5 @@
 """UCF101: 101 human actions, one middle frame per video; class names like "Apply_Eye_Makeup"."""
+
 import os
 import re
 from typing import Dict, List
@@ -28,7 +29,7 @@ class UCF101(CoOpDataset):
     layout = """
 ucf101/
 ├── UCF-101-midframes/ Apply_Eye_Makeup/v_ApplyEyeMakeup_g01_c01.jpg, ...
-├── ucfTrainTestlist/  classInd.txt, trainlist01.txt, testlist01.txt (needed only without the split file)
+├── ucfTrainTestlist/  classInd.txt, trainlist01.txt, testlist01.txt (only without the split file)
 └── split_zhou_UCF101.json
 """
 
@@ -55,7 +56,11 @@ ucf101/
                     continue
                 action, video = line.strip().split(" ")[0].split("/")
                 if action not in cname2lab:
-                    raise self.layout_error(f"{path} lists the action {action!r}, which is not in {CLASS_LIST}.")
+                    raise self.layout_error(
+                        f"{path} lists the action {action!r}, which is not in {CLASS_LIST}."
+                    )
                 classname = action_classname(action)
-                rows.append((os.path.join(classname, video.replace(".avi", ".jpg")), cname2lab[action], classname))
+                rows.append(
+                    (os.path.join(classname, video.replace(".avi", ".jpg")), cname2lab[action], classname)
+                )
         return make_datums(rows, self.image_dir, path)

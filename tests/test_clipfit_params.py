@@ -71,6 +71,12 @@ def test_layer_lists_pick_blocks_and_drop_outside_parameters(vit_b16):
     assert set(sel.groups["image"]) == {
         f"visual.transformer.resblocks.11.{ln}.{w}" for ln in ("ln_1", "ln_2") for w in ("weight", "bias")
     }
+    ends = select_parameters(vit_b16, text="none", image_layers=["pre", "post"])
+    assert set(ends.groups["image"]) == {f"visual.{ln}.{w}" for ln in ("ln_pre", "ln_post") for w in ("weight", "bias")}
+    assert set(select_parameters(vit_b16, text="none", image_layers=["pre"]).groups["image"]) == {
+        "visual.ln_pre.weight", "visual.ln_pre.bias"}
+    with pytest.raises(ValueError, match="TEXT_LAYERS lists 'pre'"):  # the text encoder has no such ends
+        select_parameters(vit_b16, text_layers=["pre"])
     with pytest.raises(ValueError, match="TRAINER.CLIPFIT.IMAGE_LAYERS.*0 to 11"):
         select_parameters(vit_b16, image_layers=[12])
     with pytest.raises(ValueError, match="TEXT_PARAMS.*proj_bias"):

@@ -4,6 +4,7 @@ Expected few-shot images are computed independently: the documented random-call 
 (seed, then per class in order of first appearance ``random.sample`` of the train split,
 then of the val split with min(shots, 4)) is replayed with ``random`` itself.
 """
+
 import json
 import math
 import os
@@ -21,12 +22,29 @@ IMAGENET5 = ["tench", "goldfish", "great white shark", "tiger shark", "hammerhea
 CLASSNAMES = {  # the fabricated layouts' first five classes, as CoOp names them
     "dtd": ["banded", "blotchy", "braided", "bubbly", "bumpy"],
     "caltech101": ["face", "leopard", "motorbike", "accordion", "airplane"],  # sorted folders, renamed
-    "eurosat": ["Annual Crop Land", "Forest", "Herbaceous Vegetation Land", "Highway or Road", "Industrial Buildings"],
+    "eurosat": [
+        "Annual Crop Land",
+        "Forest",
+        "Herbaceous Vegetation Land",
+        "Highway or Road",
+        "Industrial Buildings",
+    ],
     "food101": ["apple_pie", "baby_back_ribs", "baklava", "beef_carpaccio", "beef_tartare"],
     "oxford_pets": ["abyssinian", "american_bulldog", "american_pit_bull_terrier", "basset_hound", "beagle"],
-    "stanford_cars": ["2000 AM General Hummer SUV", "2012 Acura RL Sedan", "2012 Acura TL Sedan",
-                      "2008 Acura TL Type-S", "2012 Acura TSX Sedan"],
-    "oxford_flowers": ["pink primrose", "hard-leaved pocket orchid", "canterbury bells", "sweet pea", "english marigold"],
+    "stanford_cars": [
+        "2000 AM General Hummer SUV",
+        "2012 Acura RL Sedan",
+        "2012 Acura TL Sedan",
+        "2008 Acura TL Type-S",
+        "2012 Acura TSX Sedan",
+    ],
+    "oxford_flowers": [
+        "pink primrose",
+        "hard-leaved pocket orchid",
+        "canterbury bells",
+        "sweet pea",
+        "english marigold",
+    ],
     "fgvc_aircraft": ["707-320", "Cessna 172", "727-200", "F-16A/B", "737-300"],
     "sun397": ["abbey", "airplane_cabin", "outdoor apartment_building", "badlands", "shop bakery"],
     "ucf101": ["Apply_Eye_Makeup", "Apply_Lipstick", "Archery", "Baby_Crawling", "Balance_Beam"],
@@ -36,8 +54,17 @@ CLASSNAMES = {  # the fabricated layouts' first five classes, as CoOp names them
     "imagenet_a": IMAGENET5[1::2],
     "imagenet_r": IMAGENET5[1::2],
 }
-SPLIT_FILE_DATASETS = ["dtd", "caltech101", "eurosat", "food101", "oxford_pets", "stanford_cars", "oxford_flowers",
-                       "sun397", "ucf101"]
+SPLIT_FILE_DATASETS = [
+    "dtd",
+    "caltech101",
+    "eurosat",
+    "food101",
+    "oxford_pets",
+    "stanford_cars",
+    "oxford_flowers",
+    "sun397",
+    "ucf101",
+]
 VARIANTS = ["imagenet_sketch", "imagenetv2", "imagenet_a", "imagenet_r"]
 PER_CLASS = 30  # 15 train, 6 val, 9 test per class: 5 shots sample train, 4 sample val
 SHOTS = 5
@@ -72,13 +99,28 @@ def replay_fewshot(items, shots):
 def expected_source(folder, name):
     """(train, val, test) rows read straight from the fabricated files, in file/listing order."""
     if name in SPLIT_FILE_DATASETS:
-        with open(os.path.join(folder, next(f for f in os.listdir(folder) if f.startswith("split_zhou_")))) as f:
+        with open(
+            os.path.join(folder, next(f for f in os.listdir(folder) if f.startswith("split_zhou_")))
+        ) as f:
             split = json.load(f)
-        prefix = {"dtd": "images", "caltech101": "101_ObjectCategories", "eurosat": "2750", "food101": "images",
-                  "oxford_pets": "images", "stanford_cars": "", "oxford_flowers": "jpg", "sun397": "SUN397",
-                  "ucf101": "UCF-101-midframes"}[name]
-        return [[(os.path.join(folder, prefix, p) if prefix else os.path.join(folder, p), y, c) for p, y, c in split[k]]
-                for k in ("train", "val", "test")]
+        prefix = {
+            "dtd": "images",
+            "caltech101": "101_ObjectCategories",
+            "eurosat": "2750",
+            "food101": "images",
+            "oxford_pets": "images",
+            "stanford_cars": "",
+            "oxford_flowers": "jpg",
+            "sun397": "SUN397",
+            "ucf101": "UCF-101-midframes",
+        }[name]
+        return [
+            [
+                (os.path.join(folder, prefix, p) if prefix else os.path.join(folder, p), y, c)
+                for p, y, c in split[k]
+            ]
+            for k in ("train", "val", "test")
+        ]
     if name == "fgvc_aircraft":
         with open(os.path.join(folder, "variants.txt")) as f:
             variants = f.read().splitlines()
@@ -89,10 +131,15 @@ def expected_source(folder, name):
             out.append([(os.path.join(folder, "images", i + ".jpg"), variants.index(v), v) for i, v in pairs])
         return out
     if name == "imagenet":
+
         def listing(split):
             base = os.path.join(folder, "images", split)
-            return [(os.path.join(base, w, im), y, IMAGENET5[y])
-                    for y, w in enumerate(sorted(os.listdir(base))) for im in os.listdir(os.path.join(base, w))]
+            return [
+                (os.path.join(base, w, im), y, IMAGENET5[y])
+                for y, w in enumerate(sorted(os.listdir(base)))
+                for im in os.listdir(os.path.join(base, w))
+            ]
+
         return listing("train"), listing("val"), listing("val")
     raise AssertionError(name)
 
@@ -148,7 +195,9 @@ def test_fewshot_images_for_seeds_1_2_3_follow_the_replayed_random_calls(data_ro
         again = build(data_root, name, shots=SHOTS, seed=seed)
         assert random.random() == random.Random(seed).random()
         assert rows(again.train_x) == rows(ds.train_x) and rows(again.val) == rows(ds.val)
-    assert rows(build(data_root, name, shots=SHOTS, seed=2).train_x) != rows(build(data_root, name, shots=SHOTS, seed=1).train_x)
+    assert rows(build(data_root, name, shots=SHOTS, seed=2).train_x) != rows(
+        build(data_root, name, shots=SHOTS, seed=1).train_x
+    )
 
 
 @pytest.mark.parametrize("name", [n for n in CLASSNAMES if n not in VARIANTS])
@@ -183,8 +232,11 @@ def test_imagenet_variants_share_imagenets_label_space(data_root):
 def test_test_only_variants_list_every_image_in_their_class_folders(data_root):
     v2 = build(data_root, "imagenetv2")
     folder = os.path.join(v2.dataset_dir, "imagenetv2-matched-frequency-format-val")
-    assert rows(v2.test) == [(os.path.join(folder, str(y), im), y, IMAGENET5[y])
-                             for y in range(N_CLASSES) for im in os.listdir(os.path.join(folder, str(y)))]
+    assert rows(v2.test) == [
+        (os.path.join(folder, str(y), im), y, IMAGENET5[y])
+        for y in range(N_CLASSES)
+        for im in os.listdir(os.path.join(folder, str(y)))
+    ]
     r = build(data_root, "imagenet_r")
     assert all("README" not in x.impath for x in r.test)
     assert {x.impath.split(os.sep)[-2] for x in r.test} == {"n01443537", "n01491361"}
@@ -217,3 +269,14 @@ def test_coop_helper_names_stay_available_for_coop_style_loaders():
     assert OxfordPets.subsample_classes is data_splits.subsample_classes
     assert DescribableTextures.read_and_split_data is data_splits.split_class_folders
     assert ImageNet.read_classnames is read_classnames
+
+
+def test_every_loader_points_to_an_existing_datasets_md_section():
+    from clipfit.engine import DATASET_REGISTRY
+
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "DATASETS.md")) as f:
+        headings = {line.lstrip("#").strip() for line in f if line.startswith("## ")}
+    for name in supported_datasets() + ["ImageFolder", "CSVDataset"]:
+        loader = DATASET_REGISTRY.get(registry_name(name) if name in supported_datasets() else name)
+        assert loader.doc_section in headings, loader.__name__
+        assert loader.layout.strip(), loader.__name__

@@ -1,7 +1,7 @@
 """Your own data without code: ``ImageFolder`` (class folders) and ``CSVDataset`` (a CSV list)."""
+
 import csv
 import json
-import math
 import os
 import random
 
@@ -45,7 +45,11 @@ def replay_split(groups):
     for label, name, paths in groups:
         random.shuffle(paths)
         n_trn, n_val = round(len(paths) * 0.5), round(len(paths) * 0.2)
-        for part, chosen in ((train, paths[:n_trn]), (val, paths[n_trn:n_trn + n_val]), (test, paths[n_trn + n_val:])):
+        for part, chosen in (
+            (train, paths[:n_trn]),
+            (val, paths[n_trn : n_trn + n_val]),
+            (test, paths[n_trn + n_val :]),
+        ):
             part.extend((p, label, name) for p in chosen)
     return train, val, test
 
@@ -53,7 +57,9 @@ def replay_split(groups):
 @pytest.fixture
 def image_folder(tmp_path):
     """A class-folder tree (the fabricated DTD images) with a stray non-image file."""
-    folder = os.path.join(make_dataset("dtd", str(tmp_path), n_classes=3, per_class=10, with_split=False), "images")
+    folder = os.path.join(
+        make_dataset("dtd", str(tmp_path), n_classes=3, per_class=10, with_split=False), "images"
+    )
     with open(os.path.join(folder, "banded", "notes.txt"), "w") as f:
         f.write("not an image")
     return folder
@@ -64,7 +70,15 @@ def test_image_folder_splits_like_dtd_saves_the_split_and_samples_few_shot(image
     ds = build("image_folder.yaml", shots=2, seed=1, IMAGE_DIR=image_folder)
     random.seed(1)
     train, val, test = replay_split(
-        (y, c, [os.path.join(image_folder, c, f) for f in os.listdir(os.path.join(image_folder, c)) if f.endswith(".jpg")])
+        (
+            y,
+            c,
+            [
+                os.path.join(image_folder, c, f)
+                for f in os.listdir(os.path.join(image_folder, c))
+                if f.endswith(".jpg")
+            ],
+        )
         for y, c in enumerate(classes)
     )
     assert ds.classnames == ["banded", "blotchy", "braided"]
@@ -103,7 +117,11 @@ def test_csv_with_a_split_column_uses_it_as_given(image_folder, tmp_path):
             expected[split].append((os.path.join(image_folder, c, f"{c}_{i:04d}.jpg"), y, c.upper()))
     csv_file = write_csv(tmp_path / "list.csv", table)
     full = build("csv_dataset.yaml", CSV_FILE=csv_file, IMAGE_DIR=image_folder)
-    assert (rows(full.train_x), rows(full.val), rows(full.test)) == (expected["train"], expected["val"], expected["test"])
+    assert (rows(full.train_x), rows(full.val), rows(full.test)) == (
+        expected["train"],
+        expected["val"],
+        expected["test"],
+    )
     assert full.classnames == ["BANDED", "BLOTCHY", "BRAIDED"]
     assert not os.path.exists(tmp_path / "split_list.json")
 
@@ -112,7 +130,9 @@ def test_csv_with_a_split_column_uses_it_as_given(image_folder, tmp_path):
     assert rows(ds.train_x) == replay_fewshot(expected["train"], 4)
     assert rows(ds.val) == replay_fewshot(expected["val"], 4)
     assert os.path.isfile(tmp_path / "split_fewshot" / "list" / "shot_4-seed_3.json")
-    base = build("csv_dataset.yaml", shots=4, seed=3, subsample="base", CSV_FILE=csv_file, IMAGE_DIR=image_folder)
+    base = build(
+        "csv_dataset.yaml", shots=4, seed=3, subsample="base", CSV_FILE=csv_file, IMAGE_DIR=image_folder
+    )
     assert base.classnames == ["BANDED", "BLOTCHY"] and len(base.test) == 4
 
 
@@ -137,25 +157,31 @@ def test_csv_without_header_and_with_class_names_as_labels_gets_a_saved_split(im
         build("csv_dataset.yaml", CSV_FILE=csv_file)
 
 
-@pytest.mark.parametrize("table, message", [
-    ([["a.jpg", "0"], ["b.jpg", "1"]], "has no class name"),
-    ([["a.jpg", "0", "cat"], ["b.jpg", "2", "dog"]], r"must be 0\.\.1; missing \[1\]"),
-    ([["a.jpg", "0", "cat"], ["b.jpg", "0", "dog"]], "two class names"),
-    ([["path", "label", "split"], ["a.jpg", "cat", "training"]], "use train, val or test"),
-    ([["path", "lable"], ["a.jpg", "cat"]], "must name path, label"),
-])
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ([["a.jpg", "0"], ["b.jpg", "1"]], "has no class name"),
+        ([["a.jpg", "0", "cat"], ["b.jpg", "2", "dog"]], r"must be 0\.\.1; missing \[1\]"),
+        ([["a.jpg", "0", "cat"], ["b.jpg", "0", "dog"]], "two class names"),
+        ([["path", "label", "split"], ["a.jpg", "cat", "training"]], "use train, val or test"),
+        ([["path", "lable"], ["a.jpg", "cat"]], "must name path, label"),
+    ],
+)
 def test_csv_mistakes_are_explained(tmp_path, table, message):
     csv_file = write_csv(tmp_path / "bad.csv", table)
     with pytest.raises(DatasetLayoutError, match=message):
         build("csv_dataset.yaml", CSV_FILE=csv_file)
 
 
-@pytest.mark.parametrize("config, keys, message", [
-    ("image_folder.yaml", {}, "DATASET.IMAGE_DIR is empty"),
-    ("image_folder.yaml", {"IMAGE_DIR": "/nonexistent/birds"}, "/nonexistent/birds .*not found"),
-    ("csv_dataset.yaml", {}, "DATASET.CSV_FILE is empty"),
-    ("csv_dataset.yaml", {"CSV_FILE": "/nonexistent/list.csv"}, "/nonexistent/list.csv .*not found"),
-])
+@pytest.mark.parametrize(
+    "config, keys, message",
+    [
+        ("image_folder.yaml", {}, "DATASET.IMAGE_DIR is empty"),
+        ("image_folder.yaml", {"IMAGE_DIR": "/nonexistent/birds"}, "/nonexistent/birds .*not found"),
+        ("csv_dataset.yaml", {}, "DATASET.CSV_FILE is empty"),
+        ("csv_dataset.yaml", {"CSV_FILE": "/nonexistent/list.csv"}, "/nonexistent/list.csv .*not found"),
+    ],
+)
 def test_missing_custom_locations_are_named(config, keys, message):
     with pytest.raises(DatasetLayoutError, match=message) as err:
         build(config, **keys)

@@ -1,4 +1,5 @@
 """``python -m clipfit.doctor`` on fabricated data roots, healthy and corrupted."""
+
 import json
 import os
 
@@ -20,7 +21,12 @@ def doctor(capsys, *argv):
 def cache_fewshot(root, seed):
     """Run the DTD loader once with 2 shots, which writes the cache for ``seed``."""
     cfg = get_cfg()
-    cfg.DATASET.ROOT, cfg.DATASET.NAME, cfg.DATASET.NUM_SHOTS, cfg.SEED = str(root), "DescribableTextures", 2, seed
+    cfg.DATASET.ROOT, cfg.DATASET.NAME, cfg.DATASET.NUM_SHOTS, cfg.SEED = (
+        str(root),
+        "DescribableTextures",
+        2,
+        seed,
+    )
     set_random_seed(seed)
     build_dataset(cfg)
 
@@ -69,14 +75,28 @@ def test_corruptions_are_reported_one_line_each_with_the_fix(tmp_path, capsys):
     os.remove(os.path.join(pets, "images", "Abyssinian_1.jpg"))
     eurosat = make_dataset("eurosat", str(tmp_path), per_class=40, with_split=False)
 
-    rc, lines = doctor(capsys, "--root", tmp_path, "--skip-counts", "--max-images", 0,
-                       "--dataset", "dtd", "oxford_pets", "EuroSAT", "food101")
+    rc, lines = doctor(
+        capsys,
+        "--root",
+        tmp_path,
+        "--skip-counts",
+        "--max-images",
+        0,
+        "--dataset",
+        "dtd",
+        "oxford_pets",
+        "EuroSAT",
+        "food101",
+    )
     assert rc == 1
     about_dtd = lines_about(lines, "DescribableTextures")
     assert len(about_dtd) == 4
     assert any(f"unreadable image {broken}" in line and "Fix: replace it" in line for line in about_dtd)
-    assert any("shot_2-seed_1.json: 1 train image(s) are not in the current split" in line and "Fix: delete it" in line
-               for line in about_dtd)
+    assert any(
+        "shot_2-seed_1.json: 1 train image(s) are not in the current split" in line
+        and "Fix: delete it" in line
+        for line in about_dtd
+    )
     assert any("shot_2-seed_2.json is not valid JSON" in line for line in about_dtd)
     assert any(".tmp is a partial file" in line for line in about_dtd)
 
@@ -103,9 +123,11 @@ def test_small_and_missing_classes_are_named(tmp_path, capsys):
     rc, lines = doctor(capsys, "--root", tmp_path, "--skip-counts")
     assert rc == 1
     assert lines_about(lines, "DescribableTextures") == [
-        "[DescribableTextures] 4 class(es) have fewer than 16 training images: banded (5), blotchy (5), braided (5), "
+        "[DescribableTextures] 4 class(es) have fewer than 16 training images: "
+        "banded (5), blotchy (5), braided (5), "
         "bubbly (5). Fix: add images; until then 16-shot runs keep all the images these classes have.",
-        "[DescribableTextures] class(es) without test images: braided. Fix: use CoOp's split file, or give every "
+        "[DescribableTextures] class(es) without test images: braided. "
+        "Fix: use CoOp's split file, or give every "
         "class some images in this split.",
     ]
 

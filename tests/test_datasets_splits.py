@@ -4,6 +4,7 @@ Created splits are checked against CoOp's documented procedure replayed with ``r
 seed, then per class shuffle and cut (50/20/30 of a class folder, or 20% of trainval as val),
 then the few-shot sampling on the same random state.
 """
+
 import json
 import multiprocessing
 import os
@@ -22,8 +23,11 @@ from clipfit.testing.fake_datasets import make_dataset, registry_name
 
 FOLDER_DATASETS = {  # name -> (image folder, ignored class folders, class names after renaming)
     "dtd": ("images", (), ["banded", "blotchy", "braided", "bubbly"]),
-    "caltech101": ("101_ObjectCategories", ("BACKGROUND_Google", "Faces_easy"),
-                   ["face", "leopard", "motorbike", "accordion", "airplane", "anchor"]),
+    "caltech101": (
+        "101_ObjectCategories",
+        ("BACKGROUND_Google", "Faces_easy"),
+        ["face", "leopard", "motorbike", "accordion", "airplane", "anchor"],
+    ),
     "eurosat": ("2750", (), ["Annual Crop Land", "Forest", "Herbaceous Vegetation Land", "Highway or Road"]),
     "food101": ("images", (), ["apple_pie", "baby_back_ribs", "baklava", "beef_carpaccio"]),
 }
@@ -47,8 +51,11 @@ def rows(items):
 def cut(paths, label, p_trn=0.5, p_val=0.2):
     random.shuffle(paths)
     n_trn, n_val = round(len(paths) * p_trn), round(len(paths) * p_val)
-    return ([(p, label) for p in paths[:n_trn]], [(p, label) for p in paths[n_trn:n_trn + n_val]],
-            [(p, label) for p in paths[n_trn + n_val:]])
+    return (
+        [(p, label) for p in paths[:n_trn]],
+        [(p, label) for p in paths[n_trn : n_trn + n_val]],
+        [(p, label) for p in paths[n_trn + n_val :]],
+    )
 
 
 def replay_fewshot(items, shots):
@@ -75,8 +82,12 @@ def test_missing_split_of_a_class_folder_dataset_is_created_and_saved_like_coop(
 
     random.seed(1)
     classes = sorted(c for c in os.listdir(image_dir) if c not in ignored)
-    train, val, test = combine([cut([os.path.join(image_dir, c, f) for f in os.listdir(os.path.join(image_dir, c))], y)
-                                for y, c in enumerate(classes)])
+    train, val, test = combine(
+        [
+            cut([os.path.join(image_dir, c, f) for f in os.listdir(os.path.join(image_dir, c))], y)
+            for y, c in enumerate(classes)
+        ]
+    )
     assert rows(ds.test) == test
     assert rows(ds.train_x) == replay_fewshot(train, 2)
     assert rows(ds.val) == replay_fewshot(val, 2)
@@ -113,7 +124,10 @@ def test_missing_pets_split_holds_out_a_fifth_of_trainval_per_breed(tmp_path):
 
     def listed(filename):
         with open(os.path.join(folder, "annotations", filename)) as f:
-            return [(os.path.join(folder, "images", line.split()[0] + ".jpg"), int(line.split()[1]) - 1) for line in f]
+            return [
+                (os.path.join(folder, "images", line.split()[0] + ".jpg"), int(line.split()[1]) - 1)
+                for line in f
+            ]
 
     trainval = listed("trainval.txt")
     random.seed(3)
@@ -178,11 +192,14 @@ def test_missing_split_and_annotations_name_each_file_and_where_it_goes(tmp_path
     assert "test.txt" not in msg.split("Expected layout")[0]  # only the missing file is named
 
 
-@pytest.mark.parametrize("name, filename, hint", [
-    ("fgvc_aircraft", "variants.txt", "FGVCAircraft"),
-    ("imagenet_a", "classnames.txt", "copy it from imagenet/classnames.txt"),
-    ("imagenet", "classnames.txt", "ImageNet"),
-])
+@pytest.mark.parametrize(
+    "name, filename, hint",
+    [
+        ("fgvc_aircraft", "variants.txt", "FGVCAircraft"),
+        ("imagenet_a", "classnames.txt", "copy it from imagenet/classnames.txt"),
+        ("imagenet", "classnames.txt", "ImageNet"),
+    ],
+)
 def test_missing_annotation_file_is_named(tmp_path, name, filename, hint):
     folder = make_dataset(name, str(tmp_path))
     os.remove(os.path.join(folder, filename))
@@ -217,7 +234,9 @@ def test_more_shots_than_a_class_has_keeps_all_its_images_and_warns(tmp_path, ca
     folder = make_dataset("dtd", str(tmp_path), per_class=10)  # 5 train, 2 val images per class
     with open(os.path.join(folder, "split_zhou_DescribableTextures.json")) as f:
         split = json.load(f)
-    split["train"] = [r for r in split["train"] if r[2] != "banded"] + [r for r in split["train"] if r[2] == "banded"][:3]
+    split["train"] = [r for r in split["train"] if r[2] != "banded"] + [
+        r for r in split["train"] if r[2] == "banded"
+    ][:3]
     with open(os.path.join(folder, "split_zhou_DescribableTextures.json"), "w") as f:
         json.dump(split, f)
     ds = build(tmp_path, "dtd", shots=4)

@@ -6,6 +6,7 @@ from typing import List, Sequence
 import torch
 
 from clipfit.engine import TRAINER_REGISTRY
+from clipfit.grad_stats import GradStatsRecorder
 from clipfit.model import CLIPFitModel, CLIPFitSettings
 from clipfit.templates import resolve_template
 from clipfit.trainer import CLIPTrainer
@@ -30,6 +31,22 @@ class CLIPFit(CLIPTrainer):
 
     def describe_classifier(self) -> List[str]:
         return self.model.describe()
+
+    def build_model(self) -> None:
+        super().build_model()
+        # built before any resume or update: changes are measured from the pre-trained values
+        self.grad_stats = (
+            GradStatsRecorder(self.model.learned_parameters()) if self.cfg.TRAINER.CLIPFIT.LOG_GRAD_STATS else None
+        )
+
+    def after_backward(self) -> None:
+        if self.grad_stats is not None:
+            self.grad_stats.record(self.epoch * self.num_batches + self.batch_idx)
+
+    def after_train(self) -> None:
+        if self.grad_stats is not None:
+            self.grad_stats.save(self.cfg.OUTPUT_DIR)  # <OUTPUT_DIR>/grad_stats.pt
+        super().after_train()
 
 
 @TRAINER_REGISTRY.register()

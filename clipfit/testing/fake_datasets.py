@@ -14,11 +14,13 @@ ImageNet gets ``per_class`` train and ``max(1, per_class // 2)`` val images per 
 ImageNet-A and -R hold every other class of the ImageNet list (their labels differ from
 ImageNet's, as in the real 200-class subsets).
 """
+
 from __future__ import annotations
 
 import json
 import os
 import random
+import re
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -27,6 +29,8 @@ from scipy.io import savemat
 
 Row = Tuple[str, int, str]
 
+# The first classes of each dataset, with their real names.
+# fmt: off
 DTD = ["banded", "blotchy", "braided", "bubbly", "bumpy", "chequered", "cobwebbed", "cracked", "crosshatched",
        "crystalline", "dotted", "fibrous", "flecked", "freckled", "frilly", "gauzy", "grid", "grooved"]
 CALTECH = ["accordion", "airplanes", "Faces", "Leopards", "Motorbikes", "anchor", "ant", "barrel", "bass",
@@ -54,6 +58,7 @@ UCF = ["ApplyEyeMakeup", "ApplyLipstick", "Archery", "BabyCrawling", "BalanceBea
 IMAGENET = [("n01440764", "tench"), ("n01443537", "goldfish"), ("n01484850", "great white shark"),
             ("n01491361", "tiger shark"), ("n01494475", "hammerhead shark"), ("n01496331", "electric ray"),
             ("n01498041", "stingray"), ("n01514668", "rooster"), ("n01514859", "hen"), ("n01518878", "ostrich")]
+# fmt: on
 
 DEFAULT_CLASSES = 4
 IMAGENET_DEFAULT_CLASSES = 6
@@ -110,12 +115,20 @@ def _pick(names: Sequence, n_classes: Optional[int], default: int, synth: Callab
     return [names[i] if i < len(names) else synth(i) for i in range(n)]
 
 
-def _class_folders(m: _Maker, image_folder: str, folders: List[str], labels: Dict[str, int],
-                   names: Dict[str, str], per_class: int, split_name: Optional[str],
-                   extra: Sequence[str] = ()) -> None:
-    """``<image_folder>/<class>/<class>_<i>.jpg`` per folder (and ``extra`` unlabelled folders)."""
+def _class_folders(
+    m: _Maker,
+    image_folder: str,
+    names: Dict[str, str],
+    per_class: int,
+    split_name: Optional[str],
+    extra: Sequence[str] = (),
+) -> None:
+    """``<image_folder>/<folder>/<folder>_<i>.jpg`` per class folder (labelled in sorted order, named
+    by ``names``) and per ``extra`` folder (not a class); CoOp's split file unless ``split_name`` is None.
+    """
+    labels = {folder: i for i, folder in enumerate(sorted(names))}
     rows: Tuple[List[Row], List[Row], List[Row]] = ([], [], [])
-    for folder in list(folders) + list(extra):
+    for folder in list(names) + list(extra):
         paths = [m.image(f"{image_folder}/{folder}/{folder}_{i + 1:04d}.jpg") for i in range(per_class)]
         if folder not in labels:
             continue
@@ -126,34 +139,36 @@ def _class_folders(m: _Maker, image_folder: str, folders: List[str], labels: Dic
 
 
 def _dtd(m: _Maker, n: Optional[int], per_class: int, with_split: bool) -> None:
-    folders = _pick(DTD, n, DEFAULT_CLASSES, lambda i: f"texture{i:02d}")
-    _class_folders(m, "images", folders, {c: i for i, c in enumerate(sorted(folders))}, {c: c for c in folders},
-                   per_class, "DescribableTextures" if with_split else None)
+    names = {c: c for c in _pick(DTD, n, DEFAULT_CLASSES, lambda i: f"texture{i:02d}")}
+    _class_folders(m, "images", names, per_class, "DescribableTextures" if with_split else None)
     for sub in ("imdb", "labels"):
         os.makedirs(os.path.join(m.folder, sub))
 
 
 def _caltech101(m: _Maker, n: Optional[int], per_class: int, with_split: bool) -> None:
     renamed = {"airplanes": "airplane", "Faces": "face", "Leopards": "leopard", "Motorbikes": "motorbike"}
-    folders = _pick(CALTECH, n, 6, lambda i: f"object{i:03d}")
-    labels = {c: i for i, c in enumerate(sorted(folders))}
-    _class_folders(m, "101_ObjectCategories", folders, labels, {c: renamed.get(c, c) for c in folders},
-                   per_class, "Caltech101" if with_split else None, extra=CALTECH_IGNORED)
+    names = {c: renamed.get(c, c) for c in _pick(CALTECH, n, 6, lambda i: f"object{i:03d}")}
+    _class_folders(
+        m,
+        "101_ObjectCategories",
+        names,
+        per_class,
+        "Caltech101" if with_split else None,
+        extra=CALTECH_IGNORED,
+    )
 
 
 def _eurosat(m: _Maker, n: Optional[int], per_class: int, with_split: bool) -> None:
     if n is not None and n > len(EUROSAT):
         raise ValueError(f"EuroSAT has {len(EUROSAT)} classes, asked for {n}")
     names = dict(_pick(EUROSAT, n, DEFAULT_CLASSES, str))
-    _class_folders(m, "2750", list(names), {c: i for i, c in enumerate(sorted(names))}, names,
-                   per_class, "EuroSAT" if with_split else None)
+    _class_folders(m, "2750", names, per_class, "EuroSAT" if with_split else None)
 
 
 def _food101(m: _Maker, n: Optional[int], per_class: int, with_split: bool) -> None:
-    folders = _pick(FOOD, n, DEFAULT_CLASSES, lambda i: f"dish_{i:03d}")
-    _class_folders(m, "images", folders, {c: i for i, c in enumerate(sorted(folders))}, {c: c for c in folders},
-                   per_class, "Food101" if with_split else None)
-    m.text("meta/classes.txt", sorted(folders))
+    names = {c: c for c in _pick(FOOD, n, DEFAULT_CLASSES, lambda i: f"dish_{i:03d}")}
+    _class_folders(m, "images", names, per_class, "Food101" if with_split else None)
+    m.text("meta/classes.txt", sorted(names))
 
 
 def _oxford_pets(m: _Maker, n: Optional[int], per_class: int, with_split: bool) -> None:
@@ -187,7 +202,14 @@ def _stanford_cars(m: _Maker, n: Optional[int], per_class: int, with_split: bool
     # images are numbered across classes in a shuffled order, as in the real annotations
     pool = {"cars_train": train_pool, "cars_test": test_pool}
     rows: Dict[str, List[Row]] = {"train": [], "val": [], "test": []}
-    dtype = [("bbox_x1", "O"), ("bbox_y1", "O"), ("bbox_x2", "O"), ("bbox_y2", "O"), ("class", "O"), ("fname", "O")]
+    dtype = [
+        ("bbox_x1", "O"),
+        ("bbox_y1", "O"),
+        ("bbox_x2", "O"),
+        ("bbox_y2", "O"),
+        ("class", "O"),
+        ("fname", "O"),
+    ]
     for folder, entries in pool.items():
         m.rng.shuffle(entries)
         annos = np.zeros((1, len(entries)), dtype=dtype)
@@ -260,8 +282,6 @@ def _sun397(m: _Maker, n: Optional[int], per_class: int, with_split: bool) -> No
 
 
 def _ucf101(m: _Maker, n: Optional[int], per_class: int, with_split: bool) -> None:
-    import re
-
     actions = _pick(UCF, n, DEFAULT_CLASSES, lambda i: f"ActionNumber{i:03d}")
     train_lines, test_lines, rows = [], [], ([], [], [])
     for y, action in enumerate(actions):
@@ -322,14 +342,26 @@ MAKERS: Dict[str, Tuple[str, str, Callable]] = {  # config name -> (registry nam
     "fgvc_aircraft": ("FGVCAircraft", "fgvc_aircraft", _fgvc_aircraft),
     "food101": ("Food101", "food-101", _food101),
     "imagenet": ("ImageNet", "imagenet", _imagenet),
-    "imagenet_a": ("ImageNetA", "imagenet-adversarial",
-                   _variant("imagenet-a", True, lambda y, w, i: f"{w}/{i:06d}.jpg")),
-    "imagenet_r": ("ImageNetR", "imagenet-rendition",
-                   _variant("imagenet-r", True, lambda y, w, i: f"{w}/art_{i}.jpg")),
-    "imagenet_sketch": ("ImageNetSketch", "imagenet-sketch",
-                        _variant("images", False, lambda y, w, i: f"{w}/sketch_{i}.JPEG")),
-    "imagenetv2": ("ImageNetV2", "imagenetv2",
-                   _variant("imagenetv2-matched-frequency-format-val", False, lambda y, w, i: f"{y}/{i:040x}.jpeg")),
+    "imagenet_a": (
+        "ImageNetA",
+        "imagenet-adversarial",
+        _variant("imagenet-a", True, lambda y, w, i: f"{w}/{i:06d}.jpg"),
+    ),
+    "imagenet_r": (
+        "ImageNetR",
+        "imagenet-rendition",
+        _variant("imagenet-r", True, lambda y, w, i: f"{w}/art_{i}.jpg"),
+    ),
+    "imagenet_sketch": (
+        "ImageNetSketch",
+        "imagenet-sketch",
+        _variant("images", False, lambda y, w, i: f"{w}/sketch_{i}.JPEG"),
+    ),
+    "imagenetv2": (
+        "ImageNetV2",
+        "imagenetv2",
+        _variant("imagenetv2-matched-frequency-format-val", False, lambda y, w, i: f"{y}/{i:040x}.jpeg"),
+    ),
     "oxford_flowers": ("OxfordFlowers", "oxford_flowers", _oxford_flowers),
     "oxford_pets": ("OxfordPets", "oxford_pets", _oxford_pets),
     "stanford_cars": ("StanfordCars", "stanford_cars", _stanford_cars),

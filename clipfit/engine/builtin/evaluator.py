@@ -7,8 +7,6 @@ from typing import Dict, Optional
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix, f1_score
-
 from .registry import EVALUATOR_REGISTRY
 
 
@@ -57,6 +55,8 @@ class Classification(EvaluatorBase):
                 self._per_class_res[label.item()].append(int(matches[i].item()))
 
     def evaluate(self) -> Dict[str, float]:
+        from sklearn.metrics import f1_score  # imported here: sklearn is slow to import
+
         results = OrderedDict()
         acc = 100.0 * self._correct / self._total
         err = 100.0 - acc
@@ -86,6 +86,8 @@ class Classification(EvaluatorBase):
             print(f"* average: {mean_acc:.1f}%")
             results["perclass_accuracy"] = mean_acc
         if self.cfg.TEST.COMPUTE_CMAT:
+            from sklearn.metrics import confusion_matrix
+
             cmat = confusion_matrix(self._y_true, self._y_pred, normalize="true")
             save_path = osp.join(self.cfg.OUTPUT_DIR, "cmat.pt")
             torch.save(torch.from_numpy(cmat), save_path)

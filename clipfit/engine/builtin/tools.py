@@ -105,7 +105,7 @@ class _Tee:
     def __init__(self, fpath: str):
         self.console = sys.stdout
         mkdir_if_missing(osp.dirname(fpath))
-        self.file = open(fpath, "w")
+        self.file = open(fpath, "w", buffering=1)  # line-buffered: a killed run keeps its log
 
     def write(self, msg: str) -> None:
         self.console.write(msg)
