@@ -7,7 +7,7 @@ what the training loss is; :class:`clipfit.trainer.CLIPTrainer` does the rest
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -38,6 +38,10 @@ class CLIPClassifier(nn.Module):
         """Config values (by dotted key) that determine the learned tensors; a checkpoint
         made with other values is refused."""
         return {}
+
+    def describe(self) -> List[str]:
+        """Log lines printed once the model is built (settings, tuned parameter counts)."""
+        return []
 
     def class_text_features(self) -> torch.Tensor:
         """Normalised class features ``[K, embed_dim]`` (with gradient when they are learned)."""

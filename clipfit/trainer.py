@@ -26,7 +26,7 @@ import json
 import os
 import os.path as osp
 import warnings
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 from tqdm import tqdm
@@ -75,10 +75,6 @@ class CLIPTrainer(TrainerX):
         """The classifier around ``clip_model`` (already on the device, in its precision)."""
         raise NotImplementedError
 
-    def describe_classifier(self) -> List[str]:
-        """Extra log lines after the model is built (e.g. the tuned parameter counts)."""
-        return []
-
     # Config and precision ---------------------------------------------------------------
     def check_cfg(self, cfg) -> None:
         prec = cfg_value(cfg, self.prec_key)
@@ -116,7 +112,7 @@ class CLIPTrainer(TrainerX):
         with self.autocast():
             self.model = self.build_classifier(clip_model, self.dm.dataset.classnames)
         self.model.to(self.device)
-        for line in self.describe_classifier():
+        for line in self.model.describe():
             print(line)
         self.weights_epoch = 0  # epochs of training the current weights have seen
         self._test_text_features: Optional[torch.Tensor] = None  # set while test() runs

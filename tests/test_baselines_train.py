@@ -3,13 +3,12 @@
 A fabricated DTD (4 classes) and a tiny random CLIP (32 px) stand in for the real ones.
 """
 import json
-import sys
 
 import pytest
 import torch
 
 from clipfit import engine
-from clipfit.launch import build_parser, import_plugins, main, setup_cfg
+from clipfit.launch import build_parser, import_plugins, setup_cfg
 from clipfit.testing.fake_datasets import make_dataset
 from clipfit.testing.tiny_clip import save_tiny_clip
 
@@ -41,20 +40,6 @@ def argv(assets, trainer, out, *opts, flags=(), epochs=2):
     ]
 
 
-@pytest.fixture
-def run_train_py(monkeypatch):
-    """``train.py`` in this process (``main``), with stdout and its log file restored afterwards."""
-    monkeypatch.setattr(sys, "stdout", sys.stdout)
-    tees = []
-
-    def run(args):
-        main(args)
-        tees.append(sys.stdout)
-
-    yield run
-    for tee in tees:
-        if tee is not sys.__stdout__ and hasattr(tee, "close"):
-            tee.close()
 
 
 def mean_train_loss(trainer):
@@ -92,10 +77,10 @@ def test_short_run_lowers_training_loss_and_changes_only_learned_tensors(assets,
 
 
 @pytest.mark.parametrize("trainer_name, ul", [("CoOp", False), ("KgCoOp", True), ("CLIP_Adapter", True)])
-def test_eval_only_from_checkpoint_reproduces_test_accuracy(assets, tmp_path, run_train_py, trainer_name, ul):
+def test_eval_only_from_checkpoint_reproduces_test_accuracy(assets, tmp_path, run_main, trainer_name, ul):
     ul_opt = ["TRAINER.UPDATE_IMAGE_LN", str(ul)]
     base = ["DATASET.SUBSAMPLE_CLASSES", "base"]  # train on base classes, as the base-to-new scripts do
-    run_train_py(argv(assets, trainer_name, tmp_path / "train", *ul_opt, *base))
+    run_main(argv(assets, trainer_name, tmp_path / "train", *ul_opt, *base))
     trained = json.loads((tmp_path / "train" / "metrics.json").read_text())
 
     ckpt_path = tmp_path / "train" / MODEL_DIRS[trainer_name] / "model.pth.tar-2"
@@ -106,7 +91,7 @@ def test_eval_only_from_checkpoint_reproduces_test_accuracy(assets, tmp_path, ru
     assert all(k.startswith("visual.") and ".ln_" in f".{k}" for k in image_ln)
 
     eval_flags = ["--eval-only", "--model-dir", str(tmp_path / "train"), "--load-epoch", "2"]
-    run_train_py(argv(assets, trainer_name, tmp_path / "eval", *ul_opt, *base, flags=eval_flags))
+    run_main(argv(assets, trainer_name, tmp_path / "eval", *ul_opt, *base, flags=eval_flags))
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     for key in ("accuracy", "macro_f1", "correct", "total", "epoch"):
         assert evaluated[key] == trained[key], key
@@ -114,6 +99,6 @@ def test_eval_only_from_checkpoint_reproduces_test_accuracy(assets, tmp_path, ru
     if trainer_name != "CoOp":
         return  # the generic context also serves unseen classes (base-to-new "new" split)
     new_opts = [*ul_opt, "DATASET.SUBSAMPLE_CLASSES", "new"]
-    run_train_py(argv(assets, trainer_name, tmp_path / "new", *new_opts, flags=eval_flags))
+    run_main(argv(assets, trainer_name, tmp_path / "new", *new_opts, flags=eval_flags))
     new = json.loads((tmp_path / "new" / "metrics.json").read_text())
     assert new["subsample"] == "new" and new["total"] > 0

@@ -5,7 +5,6 @@ import json
 import os
 import random
 import shutil
-import sys
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ from PIL import Image
 
 from clipfit import engine
 from clipfit.checkpoint import CheckpointMismatchError
-from clipfit.launch import build_parser, import_plugins, main, setup_cfg
+from clipfit.launch import build_parser, import_plugins, setup_cfg
 from clipfit.testing.fake_datasets import make_dataset
 from clipfit.testing.tiny_clip import save_tiny_clip
 
@@ -61,20 +60,6 @@ def _trainer(argv):
     return engine.build_trainer(cfg)
 
 
-@pytest.fixture
-def run_main(monkeypatch):
-    """``train.py``'s ``main`` in this process, with stdout restored afterwards."""
-    monkeypatch.setattr(sys, "stdout", sys.stdout)
-    tees = []
-
-    def run(argv):
-        main(argv)
-        tees.append(sys.stdout)  # the logger's tee to log.txt
-
-    yield run
-    for tee in tees:
-        if hasattr(tee, "console"):
-            tee.close()
 
 
 def _train_set_loss_and_accuracy(trainer):

@@ -30,7 +30,7 @@ def _run(tmp_path, name, data, clip):
 
 
 def test_two_deterministic_runs_have_identical_logs(tmp_path):
-    data = make_dataset("dtd", str(tmp_path / "data"), n_classes=4, per_class=10)
+    make_dataset("dtd", str(tmp_path / "data"), n_classes=4, per_class=10)
     clip = save_tiny_clip(str(tmp_path / "tiny.pt"))
     a, res_a = _run(tmp_path, "a", str(tmp_path / "data"), clip)
     b, res_b = _run(tmp_path, "b", str(tmp_path / "data"), clip)

@@ -6,7 +6,7 @@ own repository) and the :class:`clipfit.addon.AddOnClassifier` it builds from th
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Type
+from typing import Sequence, Type
 
 import torch
 
@@ -21,6 +21,3 @@ class AddOnTrainer(CLIPTrainer):
 
     def build_classifier(self, clip_model: torch.nn.Module, classnames: Sequence[str]) -> AddOnClassifier:
         return self.classifier_class.from_cfg(clip_model, classnames, self.cfg)
-
-    def describe_classifier(self) -> List[str]:
-        return self.model.describe()

@@ -1,7 +1,7 @@
 """The CLIPFit trainer: the method lives in :mod:`clipfit.model`, the loop in :mod:`clipfit.trainer`."""
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Sequence
 
 import torch
 
@@ -28,9 +28,6 @@ class CLIPFit(CLIPTrainer):
     def build_classifier(self, clip_model: torch.nn.Module, classnames: Sequence[str]) -> CLIPFitModel:
         settings = CLIPFitSettings.from_cfg(self.cfg.TRAINER.CLIPFIT)
         return CLIPFitModel(clip_model, classnames, resolve_template(self.cfg, self.template_key), settings)
-
-    def describe_classifier(self) -> List[str]:
-        return self.model.describe()
 
     def build_model(self) -> None:
         super().build_model()

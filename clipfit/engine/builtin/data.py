@@ -4,7 +4,7 @@ from __future__ import annotations
 import os.path as osp
 import random
 from collections import defaultdict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 from tabulate import tabulate
