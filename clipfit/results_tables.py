@@ -171,6 +171,17 @@ class _Cells:
         return f"{value:.{self.decimals}f}{suffix}"
 
 
+    def paper(self, value: Optional[float], ours: Optional[float], record: Dict) -> str:
+        """The paper's number and, beside it, yours minus the paper's; records both."""
+        if value is None:
+            return DASH
+        delta = None if ours is None else ours - value
+        self.records.append({**record, "mean": value, "std": None, "ci95": None, "n": None,
+                             "values": None, "delta": delta})
+        text = f"{value:.{self.decimals}f}"
+        return text if delta is None else f"{text} ({delta:+.{self.decimals}f})"
+
+
 def _mean(values: Iterable[Optional[float]]) -> Optional[float]:
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
@@ -201,10 +212,14 @@ def _cfg_note(methods: Sequence[Method]) -> str:
 
 def _paper_note(paper: Optional[PaperReference], setting: str, averaged: Sequence[str]
                 ) -> List[str]:
-    """A warning when the paper's average covers other datasets than yours."""
-    if paper is None or paper.same_average(setting, averaged):
+    """What the (paper) cells show, and a warning when the paper's average covers other
+    datasets than yours."""
+    if paper is None:
         return []
-    return [f"(paper) Average is the paper's, over {len(paper.average_of(setting))} datasets; "
+    lines = ["(paper) columns: the paper's number and, in brackets, yours minus the paper's."]
+    if paper.same_average(setting, averaged):
+        return lines
+    return lines + [f"(paper) Average is the paper's, over {len(paper.average_of(setting))} datasets; "
             f"yours is over {len(averaged)}, so the two averages do not compare."]
 
 
@@ -240,17 +255,19 @@ def base2new_table(runs: Dict[RunKey, RunResult], shots: int, use_ci95: bool = F
     averages: Dict[str, Dict[str, List[float]]] = {m.label: defaultdict(list) for m in methods}
     for dataset in datasets:
         row = [display_name(dataset)]
+        ours: Dict[str, Optional[float]] = {}
         for m, is_paper in columns:
             rec = {"setting": "base2new", "shots": shots, "method": m.label, "trainer": m.trainer,
                    "cfg": m.cfgs.get(dataset, ""), "dataset": dataset}
             if is_paper:
                 rec = {**rec, "method": f"{m.label} (paper)", "cfg": ""}
-                row += [cells.value(_paper_value(paper, m.trainer, "base2new", dataset, metric,
-                                                 shots), {**rec, "metric": metric})
+                row += [cells.paper(_paper_value(paper, m.trainer, "base2new", dataset, metric,
+                                                 shots), ours[metric], {**rec, "metric": metric})
                         for metric in ("base", "new", "hm")]
                 continue
             base, new = m.stat("base", dataset), m.stat("new", dataset)
             hm = harmonic_mean(base.mean, new.mean) if base and new else None
+            ours = {"base": base.mean if base else None, "new": new.mean if new else None, "hm": hm}
             row += [cells.stat(base, len(m.seeds), {**rec, "metric": "base"}),
                     cells.stat(new, len(m.seeds), {**rec, "metric": "new"}),
                     cells.value(hm, {**rec, "metric": "hm"})]
@@ -263,13 +280,14 @@ def base2new_table(runs: Dict[RunKey, RunResult], shots: int, use_ci95: bool = F
         rows.append(row)
 
     row = ["Average"]
+    ours = {}
     for m, is_paper in columns:
         rec = {"setting": "base2new", "shots": shots, "method": m.label, "trainer": m.trainer,
                "cfg": "", "dataset": "average"}
         if is_paper:
             rec["method"] = f"{m.label} (paper)"
-            row += [cells.value(_paper_value(paper, m.trainer, "base2new", "Average", metric,
-                                             shots), {**rec, "metric": metric})
+            row += [cells.paper(_paper_value(paper, m.trainer, "base2new", "Average", metric,
+                                             shots), ours[metric], {**rec, "metric": metric})
                     for metric in ("base", "new", "hm")]
             continue
         avg = averages[m.label]
@@ -280,6 +298,7 @@ def base2new_table(runs: Dict[RunKey, RunResult], shots: int, use_ci95: bool = F
             notes.append(f"* {m.label}: average over {covered} of {len(datasets)} datasets "
                          "(the others lack Base or New results).")
         hm = harmonic_mean(base, new) if base is not None and new is not None else None
+        ours = {"base": base, "new": new, "hm": hm}
         rec["datasets"] = covered
         row += [cells.value(base, {**rec, "metric": "base"}, mark),
                 cells.value(new, {**rec, "metric": "new"}, mark),
@@ -318,6 +337,7 @@ def fewshot_table(runs: Dict[RunKey, RunResult], use_ci95: bool = False,
     per_column: Dict[int, List[float]] = defaultdict(list)
     for dataset in datasets:
         row = [display_name(dataset)]
+        ours_fs: Dict[Tuple[str, int], Optional[float]] = {}
         for i, (label, s, m, is_paper) in enumerate(columns):
             rec = {"setting": "fewshot", "shots": s, "method": label, "dataset": dataset,
                    "metric": "accuracy", "trainer": m.trainer if m else "",
@@ -325,11 +345,12 @@ def fewshot_table(runs: Dict[RunKey, RunResult], use_ci95: bool = False,
             if m is None:
                 row.append(DASH)
             elif is_paper:
-                row.append(cells.value(_paper_value(paper, m.trainer, "fewshot", dataset,
-                                                    "accuracy", s),
+                row.append(cells.paper(_paper_value(paper, m.trainer, "fewshot", dataset,
+                                                    "accuracy", s), ours_fs.get((label, s)),
                                        {**rec, "method": f"{label} (paper)", "cfg": ""}))
             else:
                 stat = m.stat("test", dataset)
+                ours_fs[(label, s)] = stat.mean if stat else None
                 row.append(cells.stat(stat, len(m.seeds), rec))
                 if stat:
                     per_column[i].append(stat.mean)
@@ -337,14 +358,15 @@ def fewshot_table(runs: Dict[RunKey, RunResult], use_ci95: bool = False,
                     incomplete += _incomplete(m, "test", dataset, f"{s}-shot")
         rows.append(row)
     row = ["Average"]
+    ours_fs = {}
     for i, (label, s, m, is_paper) in enumerate(columns):
         rec = {"setting": "fewshot", "shots": s, "method": label, "dataset": "average",
                "metric": "accuracy", "trainer": m.trainer if m else "", "cfg": ""}
         if m is None:
             row.append(DASH)
         elif is_paper:
-            row.append(cells.value(_paper_value(paper, m.trainer, "fewshot", "Average",
-                                                "accuracy", s),
+            row.append(cells.paper(_paper_value(paper, m.trainer, "fewshot", "Average",
+                                                "accuracy", s), ours_fs.get((label, s)),
                                    {**rec, "method": f"{label} (paper)"}))
         else:
             covered = len(per_column[i])
@@ -352,7 +374,8 @@ def fewshot_table(runs: Dict[RunKey, RunResult], use_ci95: bool = False,
             if mark:
                 notes.append(f"* {label} {s}-shot: average over {covered} of {len(datasets)} "
                              "datasets.")
-            row.append(cells.value(_mean(per_column[i]), {**rec, "datasets": covered}, mark))
+            ours_fs[(label, s)] = _mean(per_column[i])
+            row.append(cells.value(ours_fs[(label, s)], {**rec, "datasets": covered}, mark))
     rows.append(row)
     methods = [m for ms in by_shots.values() for m in ms]
     notes = [_seed_note(_unique_labels(methods), use_ci95, bool(incomplete)), _cfg_note(_unique_labels(methods))
@@ -382,6 +405,7 @@ def transfer_table(setting: str, runs: Dict[RunKey, RunResult], shots: int,
     cells = _Cells(use_ci95)
     rows, incomplete, notes = [], [], []
     for m in methods:
+        ours_tr: Dict[str, Optional[float]] = {}
         for is_paper in (False, True):
             if is_paper and not _has_paper(paper, m.trainer, setting, "accuracy", shots,
                                            [d for _, d in columns]):
@@ -395,7 +419,7 @@ def transfer_table(setting: str, runs: Dict[RunKey, RunResult], shots: int,
                 if is_paper:
                     means[dataset] = _paper_value(paper, m.trainer, setting, dataset,
                                                   "accuracy", shots)
-                    row.append(cells.value(means[dataset], rec))
+                    row.append(cells.paper(means[dataset], ours_tr.get(dataset), rec))
                     continue
                 stat = m.stat(role, dataset)
                 means[dataset] = stat.mean if stat else None
@@ -404,15 +428,16 @@ def transfer_table(setting: str, runs: Dict[RunKey, RunResult], shots: int,
             rec = {"setting": setting, "shots": shots, "method": label, "trainer": m.trainer,
                    "cfg": "", "dataset": "average", "metric": "accuracy"}
             if is_paper:
-                row.append(cells.value(_paper_value(paper, m.trainer, setting, "Average",
-                                                    "accuracy", shots), rec))
+                row.append(cells.paper(_paper_value(paper, m.trainer, setting, "Average",
+                                                    "accuracy", shots), ours_tr.get("average"), rec))
             else:
                 present = [means[d] for _, d in averaged if means[d] is not None]
                 mark = " *" if len(present) < len(averaged) else ""
                 if mark:
                     notes.append(f"* {m.label}: average over {len(present)} of "
                                  f"{len(averaged)} datasets.")
-                row.append(cells.value(_mean(present), {**rec, "datasets": len(present)}, mark))
+                ours_tr = {**means, "average": _mean(present)}
+                row.append(cells.value(ours_tr["average"], {**rec, "datasets": len(present)}, mark))
             rows.append(row)
     what = "source and targets" if setting == "dg" else "targets"
     notes = [_seed_note(methods, use_ci95, bool(incomplete)), f"Average: over the {what}, as the paper.",

@@ -12,7 +12,7 @@ import pytest
 
 from clipfit import results
 from clipfit.results import classify, find_runs, harmonic_mean, parse_log, read_run
-from clipfit.results_tables import build_tables, render
+from clipfit.results_tables import PaperReference, build_tables, render
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -297,3 +297,20 @@ def test_no_runs_is_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "parse_test_res.py"), "--base2new",
                            str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode != 0 and "No base2new runs under" in proc.stderr
+
+
+def test_compare_paper_gives_the_difference_beside_each_number(base2new_root):
+    from clipfit.reference import lookup
+
+    _, rec = _records(base2new_root, paper=PaperReference())
+    for dataset, key in (("dtd", "dtd"), ("average", "Average")):
+        for metric in ("base", "new", "hm"):
+            ours = rec[("CLIPFit", dataset, metric)]["mean"]
+            paper = rec[("CLIPFit (paper)", dataset, metric)]
+            assert paper["mean"] == lookup("CLIPFit", "base2new", key, metric)
+            assert paper["delta"] == pytest.approx(ours - paper["mean"])
+    out = run_cli("--base2new", str(base2new_root), "--compare-paper")
+    dtd = next(line for line in out.splitlines() if line.startswith("DTD"))
+    delta = rec[("CLIPFit", "dtd", "hm")]["mean"] - 71.56
+    assert f"71.56 ({delta:+.2f})" in dtd
+    assert "yours minus the paper's" in out
