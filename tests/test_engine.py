@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 import os
 import random
 from collections import OrderedDict
@@ -241,3 +242,15 @@ def test_load_checkpoint_refuses_pickled_objects(tmp_path):
     torch.save({"state_dict": {}, "obj": _ToyTrainer}, path)
     with pytest.raises(RuntimeError, match="evil.pth.tar"):
         E.load_checkpoint(str(path))
+
+
+def test_corrupt_image_inside_a_loader_worker_names_its_path(tmp_path):
+    items = _images(tmp_path, n_classes=2, per_class=2)
+    with open(items[1].impath, "wb") as f:
+        f.write(b"truncated")  # the file exists but is no image
+    cfg = _cfg()
+    cfg.DATALOADER.NUM_WORKERS = 1
+    loader = E.build_data_loader(cfg, "SequentialSampler", items, batch_size=2,
+                                 tfm=E.build_transform(cfg, is_train=False), is_train=False)
+    with pytest.raises(OSError, match=re.escape(items[1].impath)):
+        next(iter(loader))
