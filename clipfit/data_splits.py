@@ -75,6 +75,12 @@ def read_json_file(path: str, what: str) -> dict:
     return obj
 
 
+def annotation_lines(path: str) -> List[str]:
+    """The stripped, non-blank lines of a dataset's text annotation file, in file order."""
+    with open(path, "r") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
 @contextlib.contextmanager
 def folder_lock(folder: str) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``folder`` (no-op where the platform or filesystem has none)."""

@@ -3,7 +3,7 @@
 import os
 from typing import Dict, List, Optional, Tuple
 
-from clipfit.data_splits import CoOpDataset, make_datums
+from clipfit.data_splits import CoOpDataset, annotation_lines, make_datums
 from clipfit.engine import DATASET_REGISTRY, Datum
 
 SPLIT_FILES = ("images_variant_train.txt", "images_variant_val.txt", "images_variant_test.txt")
@@ -37,15 +37,10 @@ fgvc_aircraft/         the data/ folder of fgvc-aircraft-2013b, renamed
         """Rows ``<image id> <variant>``; the variant may contain spaces."""
         path = os.path.join(self.dataset_dir, filename)
         rows = []
-        with open(path, "r") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                imid, *variant = line.strip().split(" ")
-                classname = " ".join(variant)
-                if classname not in cname2lab:
-                    raise self.layout_error(
-                        f"{path} names the variant {classname!r}, which is not in variants.txt."
-                    )
-                rows.append((imid + ".jpg", cname2lab[classname], classname))
+        for line in annotation_lines(path):
+            imid, *variant = line.split(" ")
+            classname = " ".join(variant)
+            if classname not in cname2lab:
+                raise self.layout_error(f"{path} names the variant {classname!r}, which is not in variants.txt.")
+            rows.append((imid + ".jpg", cname2lab[classname], classname))
         return make_datums(rows, self.image_dir, path)

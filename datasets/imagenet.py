@@ -8,7 +8,7 @@ import os
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
 
-from clipfit.data_splits import CoOpDataset, FolderDataset, list_subfolders, make_datums
+from clipfit.data_splits import CoOpDataset, FolderDataset, annotation_lines, list_subfolders, make_datums
 from clipfit.engine import DATASET_REGISTRY, Datum, listdir_nohidden
 
 CLASSNAMES = "classnames.txt"
@@ -17,11 +17,9 @@ CLASSNAMES = "classnames.txt"
 def read_classnames(text_file: str) -> "OrderedDict[str, str]":
     """``<wnid>: <class name>`` from lines ``n01440764 tench``, in file order."""
     classnames: "OrderedDict[str, str]" = OrderedDict()
-    with open(text_file, "r") as f:
-        for line in f:
-            if line.strip():
-                wnid, *words = line.strip().split(" ")
-                classnames[wnid] = " ".join(words)
+    for line in annotation_lines(text_file):
+        wnid, *words = line.split(" ")
+        classnames[wnid] = " ".join(words)
     return classnames
 
 

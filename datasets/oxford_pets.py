@@ -6,6 +6,7 @@ from typing import List
 from clipfit.data_splits import (
     CoOpDataset,
     Split,
+    annotation_lines,
     make_datums,
     read_split,
     save_split,
@@ -47,11 +48,8 @@ oxford_pets/
         """Rows ``<image> <class id> <species> <breed id>``; the class name is the lower-cased breed."""
         path = os.path.join(self.dataset_dir, "annotations", filename)
         rows = []
-        with open(path, "r") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                imname, label, _species, _breed_id = line.strip().split(" ")
-                breed = "_".join(imname.split("_")[:-1]).lower()
-                rows.append((imname + ".jpg", int(label) - 1, breed))
+        for line in annotation_lines(path):
+            imname, label, _species, _breed_id = line.split(" ")
+            breed = "_".join(imname.split("_")[:-1]).lower()
+            rows.append((imname + ".jpg", int(label) - 1, breed))
         return make_datums(rows, self.image_dir, path)

@@ -3,7 +3,7 @@
 import os
 from typing import Dict, List
 
-from clipfit.data_splits import CoOpDataset, Split, make_datums, split_trainval
+from clipfit.data_splits import CoOpDataset, Split, annotation_lines, make_datums, split_trainval
 from clipfit.engine import DATASET_REGISTRY, Datum
 
 CLASS_LIST = "ClassName.txt"
@@ -50,13 +50,10 @@ sun397/
         """Rows ``/<letter>/<category>/<image>``; the label comes from the category path."""
         path = os.path.join(self.dataset_dir, filename)
         rows = []
-        with open(path, "r") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                imname = line.strip()[1:]
-                category = os.path.dirname(imname)
-                if category not in cname2lab:
-                    raise self.layout_error(f"{path} lists {imname}, whose category is not in {CLASS_LIST}.")
-                rows.append((imname, cname2lab[category], scene_classname(category)))
+        for line in annotation_lines(path):
+            imname = line[1:]
+            category = os.path.dirname(imname)
+            if category not in cname2lab:
+                raise self.layout_error(f"{path} lists {imname}, whose category is not in {CLASS_LIST}.")
+            rows.append((imname, cname2lab[category], scene_classname(category)))
         return make_datums(rows, self.image_dir, path)

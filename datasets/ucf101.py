@@ -4,7 +4,7 @@ import os
 import re
 from typing import Dict, List
 
-from clipfit.data_splits import CoOpDataset, Split, make_datums, split_trainval
+from clipfit.data_splits import CoOpDataset, Split, annotation_lines, make_datums, split_trainval
 from clipfit.engine import DATASET_REGISTRY, Datum
 
 LIST_DIR = "ucfTrainTestlist"
@@ -36,11 +36,9 @@ ucf101/
     def create_split(self) -> Split:
         self.require_annotations(CLASS_LIST, TRAIN_LIST, TEST_LIST)
         cname2lab = {}
-        with open(os.path.join(self.dataset_dir, CLASS_LIST), "r") as f:
-            for line in f:
-                if line.strip():
-                    label, action = line.strip().split(" ")
-                    cname2lab[action] = int(label) - 1
+        for line in annotation_lines(os.path.join(self.dataset_dir, CLASS_LIST)):
+            label, action = line.split(" ")
+            cname2lab[action] = int(label) - 1
         trainval = self.read_list(cname2lab, TRAIN_LIST)
         test = self.read_list(cname2lab, TEST_LIST)
         train, val = split_trainval(trainval)
@@ -50,17 +48,10 @@ ucf101/
         """Rows ``<Action>/<video>.avi[ <label>]``, mapped to the video's middle frame."""
         path = os.path.join(self.dataset_dir, filename)
         rows = []
-        with open(path, "r") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                action, video = line.strip().split(" ")[0].split("/")
-                if action not in cname2lab:
-                    raise self.layout_error(
-                        f"{path} lists the action {action!r}, which is not in {CLASS_LIST}."
-                    )
-                classname = action_classname(action)
-                rows.append(
-                    (os.path.join(classname, video.replace(".avi", ".jpg")), cname2lab[action], classname)
-                )
+        for line in annotation_lines(path):
+            action, video = line.split(" ")[0].split("/")
+            if action not in cname2lab:
+                raise self.layout_error(f"{path} lists the action {action!r}, which is not in {CLASS_LIST}.")
+            classname = action_classname(action)
+            rows.append((os.path.join(classname, video.replace(".avi", ".jpg")), cname2lab[action], classname))
         return make_datums(rows, self.image_dir, path)

@@ -13,8 +13,8 @@ import random
 import pytest
 
 import datasets  # noqa: F401  (registers the loaders)
+from _helpers import build, replay_fewshot, rows
 from clipfit.config import get_cfg
-from clipfit.engine import build_dataset, set_random_seed
 from clipfit.testing.fake_datasets import make_dataset, registry_name, supported_datasets
 
 N_CLASSES = 5  # odd, so that base (ceil(n/2)) and new differ in size
@@ -68,32 +68,6 @@ SPLIT_FILE_DATASETS = [
 VARIANTS = ["imagenet_sketch", "imagenetv2", "imagenet_a", "imagenet_r"]
 PER_CLASS = 30  # 15 train, 6 val, 9 test per class: 5 shots sample train, 4 sample val
 SHOTS = 5
-
-
-def build(root, name, shots=0, seed=1, subsample="all"):
-    cfg = get_cfg()
-    cfg.DATASET.ROOT = str(root)
-    cfg.DATASET.NAME = registry_name(name)
-    cfg.DATASET.NUM_SHOTS = shots
-    cfg.DATASET.SUBSAMPLE_CLASSES = subsample
-    cfg.SEED = seed
-    set_random_seed(seed)
-    return build_dataset(cfg)
-
-
-def rows(items):
-    return [(x.impath, x.label, x.classname) for x in items]
-
-
-def replay_fewshot(items, shots):
-    """Dassl's sampling replayed with ``random``: per label (first appearance), sample or keep all."""
-    groups = {}
-    for item in items:
-        groups.setdefault(item.label, []).append((item.impath, item.label, item.classname))
-    out = []
-    for group in groups.values():
-        out += random.sample(group, shots) if len(group) >= shots else group
-    return out
 
 
 def expected_source(folder, name):
@@ -183,11 +157,11 @@ def test_fewshot_images_for_seeds_1_2_3_follow_the_replayed_random_calls(data_ro
     for seed in (1, 2, 3):
         ds = build(data_root, name, shots=SHOTS, seed=seed)
         random.seed(seed)
-        assert rows(ds.train_x) == replay_fewshot(full.train_x, SHOTS)
+        assert rows(ds.train_x) == replay_fewshot(rows(full.train_x), SHOTS)
         if name == "imagenet":  # no val split: the test set serves as val, untouched
             assert rows(ds.val) == rows(full.test)
         else:
-            assert rows(ds.val) == replay_fewshot(full.val, 4)
+            assert rows(ds.val) == replay_fewshot(rows(full.val), 4)
         assert rows(ds.test) == rows(full.test)
         cache = os.path.join(ds.dataset_dir, "split_fewshot", f"shot_{SHOTS}-seed_{seed}.json")
         assert os.path.isfile(cache)

@@ -8,9 +8,9 @@ import random
 import pytest
 
 import datasets  # noqa: F401  (registers the loaders)
+from _helpers import build_from_cfg, replay_fewshot, rows
 from clipfit.config import get_cfg, merge_from_file
 from clipfit.data_splits import DatasetLayoutError
-from clipfit.engine import build_dataset, set_random_seed
 from clipfit.testing.fake_datasets import make_dataset
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "datasets")
@@ -21,22 +21,7 @@ def build(config, shots=0, seed=1, subsample="all", **keys):
     merge_from_file(cfg, os.path.join(CONFIGS, config))
     for key, value in keys.items():
         cfg.DATASET[key] = value
-    cfg.DATASET.NUM_SHOTS = shots
-    cfg.DATASET.SUBSAMPLE_CLASSES = subsample
-    cfg.SEED = seed
-    set_random_seed(seed)
-    return build_dataset(cfg)
-
-
-def rows(items):
-    return [(x.impath, x.label, x.classname) for x in items]
-
-
-def replay_fewshot(items, shots):
-    groups = {}
-    for item in items:
-        groups.setdefault(item[1], []).append(item)
-    return [x for g in groups.values() for x in (random.sample(g, shots) if len(g) >= shots else g)]
+    return build_from_cfg(cfg, shots, seed, subsample)
 
 
 def replay_split(groups):

@@ -15,10 +15,9 @@ import pytest
 from scipy.io import loadmat
 
 import datasets  # noqa: F401  (registers the loaders)
+from _helpers import build, replay_fewshot
 from clipfit import data_splits
-from clipfit.config import get_cfg
 from clipfit.data_splits import DatasetLayoutError
-from clipfit.engine import build_dataset, set_random_seed
 from clipfit.testing.fake_datasets import make_dataset, registry_name
 
 FOLDER_DATASETS = {  # name -> (image folder, ignored class folders, class names after renaming)
@@ -33,17 +32,6 @@ FOLDER_DATASETS = {  # name -> (image folder, ignored class folders, class names
 }
 
 
-def build(root, name, shots=0, seed=1, subsample="all"):
-    cfg = get_cfg()
-    cfg.DATASET.ROOT = str(root)
-    cfg.DATASET.NAME = registry_name(name)
-    cfg.DATASET.NUM_SHOTS = shots
-    cfg.DATASET.SUBSAMPLE_CLASSES = subsample
-    cfg.SEED = seed
-    set_random_seed(seed)
-    return build_dataset(cfg)
-
-
 def rows(items):
     return [(x.impath, x.label) for x in items]
 
@@ -56,13 +44,6 @@ def cut(paths, label, p_trn=0.5, p_val=0.2):
         [(p, label) for p in paths[n_trn : n_trn + n_val]],
         [(p, label) for p in paths[n_trn + n_val :]],
     )
-
-
-def replay_fewshot(items, shots):
-    groups = {}
-    for item in items:
-        groups.setdefault(item[1], []).append(item)
-    return [x for g in groups.values() for x in (random.sample(g, shots) if len(g) >= shots else g)]
 
 
 def combine(parts):

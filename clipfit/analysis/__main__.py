@@ -14,10 +14,15 @@ RUN_HELP = ("a run's output folder (with config.yaml and <model>/model.pth.tar-N
 USER_ERRORS = (RunError, CheckpointMismatchError, CLIPWeightsNotFoundError, FileNotFoundError, ValueError)
 
 
-def _common(p: argparse.ArgumentParser, several: bool) -> None:
-    """Options every checkpoint-reading subcommand shares."""
+def _out(p: argparse.ArgumentParser, several: bool) -> None:
+    """The ``--out`` option of every subcommand; with several runs there is no default folder."""
     default = "<run>/analysis; required with several runs" if several else "<run>/analysis"
     p.add_argument("--out", default="", metavar="DIR", help=f"output folder (default: {default})")
+
+
+def _common(p: argparse.ArgumentParser, several: bool) -> None:
+    """Options every checkpoint-reading subcommand shares."""
+    _out(p, several)
     p.add_argument("--clip", default="", metavar="PATH",
                    help="pre-trained CLIP weights to compare with (default: the run's MODEL.BACKBONE.PATH, "
                         "else the clip download cache for its backbone)")
@@ -54,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "grads.png, grads_layers.csv and grads_iterations.csv.",
     )
     p.add_argument("run", metavar="RUN_DIR", help="the run's output folder (holding grad_stats.pt)")
-    p.add_argument("--out", default="", metavar="DIR", help="output folder (default: <run>/analysis)")
+    _out(p, several=False)
     p.add_argument("--log-y", action="store_true", help="logarithmic y axes")
 
     p = sub.add_parser(

@@ -21,13 +21,14 @@ import json
 import os
 import random
 import re
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 from PIL import Image
 from scipy.io import savemat
 
 Row = Tuple[str, int, str]
+T = TypeVar("T")
 
 # The first classes of each dataset, with their real names.
 # fmt: off
@@ -108,6 +109,12 @@ class _Maker:
         self.json(f"split_zhou_{name}.json", {"train": train, "val": val, "test": test})
 
 
+def _extend_parts(targets: Sequence[List[T]], parts: Sequence[List[str]], make: Callable[[str], T]) -> None:
+    """Append ``make(x)`` for each item ``x`` of the train, val and test ``parts`` to the matching target."""
+    for target, chosen in zip(targets, parts):
+        target.extend(make(x) for x in chosen)
+
+
 def _pick(names: Sequence, n_classes: Optional[int], default: int, synth: Callable[[int], object]) -> List:
     n = default if n_classes is None else n_classes
     if n < 2:
@@ -132,8 +139,8 @@ def _class_folders(
         paths = [m.image(f"{image_folder}/{folder}/{folder}_{i + 1:04d}.jpg") for i in range(per_class)]
         if folder not in labels:
             continue
-        for part, chosen in zip(rows, m.parts(paths)):
-            part.extend((os.path.relpath(p, image_folder), labels[folder], names[folder]) for p in chosen)
+        label, name = labels[folder], names[folder]
+        _extend_parts(rows, m.parts(paths), lambda p: (os.path.relpath(p, image_folder), label, name))
     if split_name:
         m.split_file(split_name, *rows)
 
@@ -184,8 +191,7 @@ def _oxford_pets(m: _Maker, n: Optional[int], per_class: int, with_split: bool) 
         line = lambda name: f"{name} {label + 1} {species} {species_count[species]}"  # noqa: E731
         trainval.extend(line(x) for x in sorted(parts[0] + parts[1]))
         test.extend(line(x) for x in sorted(parts[2]))
-        for part, chosen in zip(rows, parts):
-            part.extend((f"{x}.jpg", label, breed.lower()) for x in chosen)
+        _extend_parts(rows, parts, lambda x: (f"{x}.jpg", label, breed.lower()))
     m.text("annotations/trainval.txt", trainval)
     m.text("annotations/test.txt", test)
     if with_split:
@@ -243,8 +249,7 @@ def _oxford_flowers(m: _Maker, n: Optional[int], per_class: int, with_split: boo
     if with_split:
         rows = ([], [], [])
         for y in sorted(by_label):
-            for part, chosen in zip(rows, m.parts(by_label[y])):
-                part.extend((os.path.relpath(p, "jpg"), y - 1, names[y - 1]) for p in chosen)
+            _extend_parts(rows, m.parts(by_label[y]), lambda p: (os.path.relpath(p, "jpg"), y - 1, names[y - 1]))
         m.split_file("OxfordFlowers", *rows)
 
 
@@ -256,8 +261,7 @@ def _fgvc_aircraft(m: _Maker, n: Optional[int], per_class: int, with_split: bool
         mine = [str(ids.pop()) for _ in range(per_class)]
         for imid in mine:
             m.image(f"images/{imid}.jpg")
-        for lines, chosen in zip(lists, m.parts(mine)):
-            lines.extend(f"{imid} {variant}" for imid in chosen)
+        _extend_parts(lists, m.parts(mine), lambda imid: f"{imid} {variant}")
     m.text("variants.txt", variants)
     for part, lines in zip(("train", "val", "test"), lists):
         m.text(f"images_variant_{part}.txt", sorted(lines))
@@ -272,8 +276,7 @@ def _sun397(m: _Maker, n: Optional[int], per_class: int, with_split: bool) -> No
         trainval.extend("/" + p for p in parts[0] + parts[1])
         test.extend("/" + p for p in parts[2])
         name = " ".join(cat.split("/")[1:][::-1])
-        for part, chosen in zip(rows, parts):
-            part.extend((p, y, name) for p in chosen)
+        _extend_parts(rows, parts, lambda p: (p, y, name))
     m.text("ClassName.txt", ["/" + c for c in categories])
     m.text("Training_01.txt", trainval)
     m.text("Testing_01.txt", test)
@@ -292,8 +295,7 @@ def _ucf101(m: _Maker, n: Optional[int], per_class: int, with_split: bool) -> No
         parts = m.parts(videos)
         train_lines.extend(f"{action}/{v}.avi {y + 1}" for v in sorted(parts[0] + parts[1]))
         test_lines.extend(f"{action}/{v}.avi" for v in sorted(parts[2]))
-        for part, chosen in zip(rows, parts):
-            part.extend((f"{renamed}/{v}.jpg", y, renamed) for v in chosen)
+        _extend_parts(rows, parts, lambda v: (f"{renamed}/{v}.jpg", y, renamed))
     # the official lists have Windows line ends
     m.text("ucfTrainTestlist/classInd.txt", [f"{y + 1} {a}" for y, a in enumerate(actions)], newline="\r\n")
     m.text("ucfTrainTestlist/trainlist01.txt", train_lines, newline="\r\n")

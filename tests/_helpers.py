@@ -1,0 +1,39 @@
+"""Helpers shared by the dataset test modules: building a loader, listing its items, replaying few-shot."""
+from __future__ import annotations
+
+import random
+from typing import Dict, List, Sequence, Tuple
+
+from clipfit.config import get_cfg
+from clipfit.engine import build_dataset, set_random_seed
+from clipfit.testing.fake_datasets import registry_name
+
+
+def build_from_cfg(cfg, shots: int = 0, seed: int = 1, subsample: str = "all"):
+    """Set the few-shot, base/new and seed keys of ``cfg``, seed the generators, and build its dataset."""
+    cfg.DATASET.NUM_SHOTS = shots
+    cfg.DATASET.SUBSAMPLE_CLASSES = subsample
+    cfg.SEED = seed
+    set_random_seed(seed)
+    return build_dataset(cfg)
+
+
+def build(root, name: str, shots: int = 0, seed: int = 1, subsample: str = "all"):
+    """The loader of dataset ``name`` (a config name such as ``"dtd"``) on the data under ``root``."""
+    cfg = get_cfg()
+    cfg.DATASET.ROOT = str(root)
+    cfg.DATASET.NAME = registry_name(name)
+    return build_from_cfg(cfg, shots, seed, subsample)
+
+
+def rows(items) -> List[Tuple[str, int, str]]:
+    """``(image path, label, class name)`` of each item."""
+    return [(x.impath, x.label, x.classname) for x in items]
+
+
+def replay_fewshot(items: Sequence[tuple], shots: int) -> List[tuple]:
+    """Dassl's sampling replayed with ``random`` on rows: per label (first appearance), sample or keep all."""
+    groups: Dict[int, List[tuple]] = {}
+    for item in items:
+        groups.setdefault(item[1], []).append(item)
+    return [x for g in groups.values() for x in (random.sample(g, shots) if len(g) >= shots else g)]
