@@ -14,10 +14,10 @@ import json
 import math
 import os
 import random
-import tempfile
 import textwrap
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
+from clipfit.atomic import write_json
 from clipfit.engine import DatasetBase, Datum, listdir_nohidden
 
 Split = Tuple[List[Datum], List[Datum], List[Datum]]
@@ -41,23 +41,8 @@ class DatasetLayoutError(FileNotFoundError):
 
 
 def atomic_write_json(obj: object, path: str) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temporary file and ``os.replace``.
-
-    Readers see either no file or a complete one, also when several runs write at once.
-    """
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=4, separators=(",", ": "))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+    """Write ``obj`` as JSON (CoOp's split-file formatting) to ``path`` atomically."""
+    write_json(path, obj, indent=4, separators=(",", ": "))
 
 
 def read_json_file(path: str, what: str) -> dict:

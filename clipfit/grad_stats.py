@@ -20,6 +20,8 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
+from clipfit.atomic import atomic_path
+
 FILE_NAME = "grad_stats.pt"
 FORMAT = "clipfit-grad-stats-1"
 
@@ -81,11 +83,9 @@ class GradStatsRecorder:
 
     def save(self, run_dir: str) -> str:
         """Write ``<run_dir>/grad_stats.pt`` atomically; returns its path."""
-        os.makedirs(run_dir, exist_ok=True)
         path = os.path.join(run_dir, FILE_NAME)
-        tmp = f"{path}.tmp{os.getpid()}"
-        torch.save(self.state(), tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(self.state(), tmp)
         print(f"Gradient statistics ({len(self)} iterations) saved to {path}")
         return path
 

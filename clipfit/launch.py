@@ -11,6 +11,7 @@ from typing import List, Optional
 
 import torch
 
+from clipfit.atomic import write_text
 from clipfit.config import get_cfg, merge_from_file, merge_from_list
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -115,14 +116,7 @@ def set_deterministic() -> None:
 
 def save_config(cfg) -> str:
     """Write the full config of a run to ``<OUTPUT_DIR>/config.yaml`` (atomically)."""
-    from clipfit.engine import mkdir_if_missing
-
-    mkdir_if_missing(cfg.OUTPUT_DIR)
-    path = osp.join(cfg.OUTPUT_DIR, "config.yaml")
-    with open(path + ".tmp", "w") as f:
-        f.write(cfg.dump())
-    os.replace(path + ".tmp", path)
-    return path
+    return write_text(osp.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
 
 
 def print_args(args: argparse.Namespace, cfg) -> None:

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+from .atomic import write_text
 from .protocol import FEWSHOT_SHOTS, SEEDS, SETTINGS, SOURCE_DATASET, setting_datasets
 from .results import FINISHED, last_progress, run_status
 
@@ -325,8 +326,8 @@ def submit_slurm(jobs: Sequence[Job], setting: str, env: Dict[str, str], sbatch_
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     jobs_file = osp.join(base, f"jobs-{stamp}.txt")
     script = osp.join(base, f"array-{stamp}.sbatch")
-    _write(jobs_file, "".join(shlex.join(task_command(j)) + "\n" for j in jobs))
-    _write(script, slurm_script(jobs, setting, env, jobs_file, max_parallel))
+    write_text(jobs_file, "".join(shlex.join(task_command(j)) + "\n" for j in jobs))
+    write_text(script, slurm_script(jobs, setting, env, jobs_file, max_parallel))
     command = ["sbatch", *shlex.split(sbatch_args), script]
     print(f"SLURM array of {len(jobs)} jobs: {_rel(script)} (jobs: {_rel(jobs_file)})")
     for i, job in enumerate(jobs):
@@ -340,13 +341,6 @@ def submit_slurm(jobs: Sequence[Job], setting: str, env: Dict[str, str], sbatch_
         return 2
     proc = subprocess.run(command, cwd=REPO_ROOT)
     return proc.returncode
-
-
-def _write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def summarize(setting: str, env: Dict[str, str], skipped: Sequence[Job],

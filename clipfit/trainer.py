@@ -22,8 +22,6 @@ public behaviour on either engine:
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import os.path as osp
 import warnings
 from typing import Any, Dict, Optional, Sequence
@@ -32,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint as ckpt_io
+from .atomic import write_json
 from .classifier import CLIPClassifier
 from .clip_loader import architecture, load_clip
 from .engine import (TrainerX, build_lr_scheduler, build_optimizer, capture_rng_state,
@@ -51,16 +50,6 @@ def cfg_value(cfg, dotted_key: str) -> Any:
     for part in dotted_key.split("."):
         node = node[part]
     return node
-
-
-def write_json_atomic(path: str, data: Dict[str, Any]) -> None:
-    """Write ``data`` as JSON through a temporary file, so readers never see half a file."""
-    os.makedirs(osp.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 class CLIPTrainer(TrainerX):
@@ -210,7 +199,7 @@ class CLIPTrainer(TrainerX):
     def write_metrics(self, results: Dict[str, float], correct: int, total: int) -> None:
         """``<OUTPUT_DIR>/metrics.json`` with full-precision results and the run's identity."""
         cfg = self.cfg
-        write_json_atomic(
+        write_json(
             osp.join(cfg.OUTPUT_DIR, METRICS_FILE),
             {
                 "split": "test",
@@ -227,6 +216,7 @@ class CLIPTrainer(TrainerX):
                 "backbone": cfg.MODEL.BACKBONE.NAME,
                 "epoch": int(self.weights_epoch),
             },
+            indent=2,
         )
 
     # Checkpoints ------------------------------------------------------------------------

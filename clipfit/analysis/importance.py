@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import yaml
 
+from ..atomic import write_text
 from ..clip_loader import architecture
 from ..params import select_parameters
 from .changes import ChangeRow, change_rows
@@ -144,12 +145,7 @@ def write_config(base_config: str, variant: Variant, directory: str, source: str
             if f.read() != text:
                 raise RunError(f"{path} exists with other content (from another ranking?): pass --force "
                                "to overwrite it, or --config-dir to write elsewhere.")
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
+    return write_text(path, text)
 
 
 def run_importance(

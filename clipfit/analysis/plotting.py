@@ -1,13 +1,14 @@
 """Matplotlib (Agg backend) helpers shared by the analysis figures."""
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+
+from clipfit.atomic import atomic_path  # noqa: E402
 
 TITLE_SIZE = 11
 DPI = 150
@@ -37,9 +38,9 @@ def line_style(i: int) -> dict:
 
 def save_figure(fig, path: str) -> str:
     """Write ``fig`` as PNG atomically and close it; returns ``path``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    fig.savefig(tmp, dpi=DPI, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=DPI, format="png")
+    finally:
+        plt.close(fig)
     return path

@@ -2,19 +2,18 @@
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import astuple, fields
 from typing import Iterable, Sequence
+
+from clipfit.atomic import atomic_path
 
 
 def write_csv(path: str, header: Sequence[str], rows: Iterable[Sequence]) -> str:
     """``header`` then ``rows``, through a temporary file; returns ``path``."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
-    os.replace(tmp, path)
     return path
 
 

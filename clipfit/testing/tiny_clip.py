@@ -13,11 +13,12 @@ writes it as a plain state dict or as a TorchScript archive like OpenAI's files,
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from typing import Dict, Tuple, Union
 
 import torch
+
+from clipfit.atomic import atomic_path
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -133,25 +134,24 @@ def save_tiny_clip(
     Returns ``path``.
     """
     state_dict = state_dict if state_dict is not None else make_tiny_clip(**kwargs)
-    tmp = f"{path}.tmp{os.getpid()}"
-    if fmt == "state_dict":
-        torch.save(state_dict, tmp)
-    elif fmt == "jit":
-        model = _clip_from_state_dict(state_dict)
-        res, context = model.visual.input_resolution, model.context_length
-        for key, value in (("context_length", context), ("vocab_size", model.vocab_size)):
-            delattr(model, key)  # plain attributes on CLIP; buffers in OpenAI's archives
-            model.register_buffer(key, torch.tensor(value))
-        model.register_buffer("input_resolution", torch.tensor(res))
-        image = torch.zeros(1, 3, res, res)
-        text = torch.zeros(1, context, dtype=torch.long)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer warnings about python values
-            traced = torch.jit.trace_module(model, {"forward": (image, text)}, check_trace=False)
-        torch.jit.save(traced, tmp)
-    else:
+    if fmt not in ("state_dict", "jit"):
         raise ValueError(f"fmt must be 'state_dict' or 'jit', got {fmt!r}")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if fmt == "state_dict":
+            torch.save(state_dict, tmp)
+        else:
+            model = _clip_from_state_dict(state_dict)
+            res, context = model.visual.input_resolution, model.context_length
+            for key, value in (("context_length", context), ("vocab_size", model.vocab_size)):
+                delattr(model, key)  # plain attributes on CLIP; buffers in OpenAI's archives
+                model.register_buffer(key, torch.tensor(value))
+            model.register_buffer("input_resolution", torch.tensor(res))
+            image = torch.zeros(1, 3, res, res)
+            text = torch.zeros(1, context, dtype=torch.long)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer warnings about python values
+                traced = torch.jit.trace_module(model, {"forward": (image, text)}, check_trace=False)
+            torch.jit.save(traced, tmp)
     return path
 
 

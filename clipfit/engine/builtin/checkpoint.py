@@ -1,7 +1,6 @@
 """Checkpoint files with Dassl's names and layout, written atomically, read with weights_only."""
 from __future__ import annotations
 
-import os
 import os.path as osp
 import random
 import shutil
@@ -11,6 +10,8 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
+
+from clipfit.atomic import atomic_path, write_text
 
 from .tools import mkdir_if_missing
 
@@ -58,15 +59,10 @@ def save_checkpoint(
     if not model_name:
         model_name = "model.pth.tar-" + str(state["epoch"])
     fpath = osp.join(save_dir, model_name)
-    tmp = f"{fpath}.tmp{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, fpath)
+    with atomic_path(fpath) as tmp:
+        torch.save(state, tmp)
     print(f"Checkpoint saved to {fpath}")
-
-    pointer = osp.join(save_dir, "checkpoint")
-    with open(pointer + ".tmp", "w") as f:
-        f.write(osp.basename(fpath) + "\n")
-    os.replace(pointer + ".tmp", pointer)
+    write_text(osp.join(save_dir, "checkpoint"), osp.basename(fpath) + "\n")
 
     if is_best:
         shutil.copy(fpath, osp.join(save_dir, "model-best.pth.tar"))

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from clipfit import atomic
+
 
 def mkdir_if_missing(dirname: str) -> None:
     """Create ``dirname`` (and parents) if it does not exist."""
@@ -46,11 +48,7 @@ def read_json(fpath: str) -> Any:
 
 def write_json(obj: Any, fpath: str) -> None:
     """Write JSON atomically (temporary file, then rename), creating parent folders."""
-    mkdir_if_missing(osp.dirname(fpath))
-    tmp = f"{fpath}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=4, separators=(",", ": "))
-    os.replace(tmp, fpath)
+    atomic.write_json(fpath, obj, indent=4, separators=(",", ": "))
 
 
 def set_random_seed(seed: int) -> None:
