@@ -27,8 +27,9 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from clipfit.results import TEST_END_SIGNAL, ci95, find_runs, read_logs, read_run
-from clipfit.results_tables import FORMATS, PaperReference, build_tables, render
+from clipfit.experiments.results import TEST_END_SIGNAL, ci95, find_runs, read_logs, read_run
+from clipfit.experiments.table_parts import FORMATS, render
+from clipfit.experiments.tables import PaperReference, build_tables
 
 SETTING_FLAGS = ("base2new", "fewshot", "xd", "dg")
 

@@ -37,11 +37,11 @@ with warnings.catch_warnings():
     import clip  # noqa: E402
     from clip.model import convert_weights  # noqa: E402
 
-from clipfit import checkpoint as ck  # noqa: E402
-from clipfit.clip_loader import architecture  # noqa: E402
-from clipfit.model import CLIPFitModel  # noqa: E402
+from clipfit.training import tuned_checkpoint as ck  # noqa: E402
+from clipfit.methods.clip_loader import architecture  # noqa: E402
+from clipfit.methods.clipfit import CLIPFitModel  # noqa: E402
 from clipfit.testing.tiny_clip import build_vit_b16, class_names  # noqa: E402
-from clipfit.text import normalize  # noqa: E402
+from clipfit.methods.text import normalize  # noqa: E402
 
 VARIANTS = ("clipfit", "straightforward")
 TARGETS = {"train": 0.5, "test": 0.3, "checkpoint_bytes": 1 << 20}

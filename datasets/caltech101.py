@@ -1,6 +1,7 @@
 """Caltech101: 100 object classes (the background and easy-faces folders are left out)."""
 
-from clipfit.data_splits import CoOpDataset, Split, split_class_folders
+from clipfit.data.folders import CoOpDataset
+from clipfit.data.splits import Split, split_class_folders
 from clipfit.engine import DATASET_REGISTRY
 
 IGNORED = ("BACKGROUND_Google", "Faces_easy")

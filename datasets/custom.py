@@ -10,15 +10,9 @@ import csv
 import os
 from typing import Dict, List, Optional, Tuple
 
-from clipfit.data_splits import (
-    FEWSHOT_FOLDER,
-    CoOpDataset,
-    Split,
-    list_images,
-    list_subfolders,
-    make_datums,
-    split_groups,
-)
+from clipfit.data.fewshot import FEWSHOT_FOLDER
+from clipfit.data.folders import CoOpDataset
+from clipfit.data.splits import Split, list_images, list_subfolders, make_datums, split_groups
 from clipfit.engine import DATASET_REGISTRY, Datum
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")

@@ -1,6 +1,7 @@
 """EuroSAT: 10 land-use classes of Sentinel-2 satellite images, with CoOp's readable class names."""
 
-from clipfit.data_splits import CoOpDataset, Split, split_class_folders
+from clipfit.data.folders import CoOpDataset
+from clipfit.data.splits import Split, split_class_folders
 from clipfit.engine import DATASET_REGISTRY
 
 NEW_CNAMES = {

@@ -3,7 +3,8 @@
 import os
 from typing import Dict, List, Optional, Tuple
 
-from clipfit.data_splits import CoOpDataset, annotation_lines, make_datums
+from clipfit.data.folders import CoOpDataset
+from clipfit.data.splits import annotation_lines, make_datums
 from clipfit.engine import DATASET_REGISTRY, Datum
 
 SPLIT_FILES = ("images_variant_train.txt", "images_variant_val.txt", "images_variant_test.txt")

@@ -1,6 +1,7 @@
 """Food-101: 101 dish classes, one image folder per class."""
 
-from clipfit.data_splits import CoOpDataset, Split, split_class_folders
+from clipfit.data.folders import CoOpDataset
+from clipfit.data.splits import Split, split_class_folders
 from clipfit.engine import DATASET_REGISTRY
 
 

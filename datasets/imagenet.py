@@ -8,7 +8,8 @@ import os
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
 
-from clipfit.data_splits import CoOpDataset, FolderDataset, annotation_lines, list_subfolders, make_datums
+from clipfit.data.folders import CoOpDataset, FolderDataset
+from clipfit.data.splits import annotation_lines, list_subfolders, make_datums
 from clipfit.engine import DATASET_REGISTRY, Datum, listdir_nohidden
 
 CLASSNAMES = "classnames.txt"

@@ -5,7 +5,8 @@ from typing import Dict, List
 
 from scipy.io import loadmat
 
-from clipfit.data_splits import CoOpDataset, Split, read_json_file, split_groups
+from clipfit.data.folders import CoOpDataset
+from clipfit.data.splits import Split, read_json_file, split_groups
 from clipfit.engine import DATASET_REGISTRY
 
 LABELS = "imagelabels.mat"

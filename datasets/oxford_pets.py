@@ -3,16 +3,9 @@
 import os
 from typing import List
 
-from clipfit.data_splits import (
-    CoOpDataset,
-    Split,
-    annotation_lines,
-    make_datums,
-    read_split,
-    save_split,
-    split_trainval,
-    subsample_classes,
-)
+from clipfit.data.fewshot import subsample_classes
+from clipfit.data.folders import CoOpDataset
+from clipfit.data.splits import Split, annotation_lines, make_datums, read_split, save_split, split_trainval
 from clipfit.engine import DATASET_REGISTRY, Datum
 
 

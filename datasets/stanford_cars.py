@@ -5,7 +5,8 @@ from typing import List
 
 from scipy.io import loadmat
 
-from clipfit.data_splits import CoOpDataset, Split, make_datums, split_trainval
+from clipfit.data.folders import CoOpDataset
+from clipfit.data.splits import Split, make_datums, split_trainval
 from clipfit.engine import DATASET_REGISTRY, Datum
 
 TRAIN_ANNOS = "devkit/cars_train_annos.mat"

@@ -4,7 +4,8 @@ import os
 import re
 from typing import Dict, List
 
-from clipfit.data_splits import CoOpDataset, Split, annotation_lines, make_datums, split_trainval
+from clipfit.data.folders import CoOpDataset
+from clipfit.data.splits import Split, annotation_lines, make_datums, split_trainval
 from clipfit.engine import DATASET_REGISTRY, Datum
 
 LIST_DIR = "ucfTrainTestlist"

@@ -100,7 +100,7 @@ launch() {
     if [[ "$DRY_RUN" == 1 ]]; then echo "$dir"; return 0; fi
     config_files "$dataset" "$cfg"
     local status acc
-    read -r status acc <<<"$("$PYTHON" -m clipfit.results status "$dir")"
+    read -r status acc <<<"$("$PYTHON" -m clipfit.experiments.results status "$dir")"
     case "$status" in
         finished) echo "==> skip $what: finished (accuracy ${acc}%) in $dir"; return 0 ;;
         unfinished) echo "==> resume $what in $dir"; keep_old_log "$dir" ;;
@@ -115,7 +115,7 @@ launch() {
     "$PYTHON" train.py --root "$DATA" --seed "$SEED" --trainer "$TRAINER" \
         --dataset-config-file "$DATASET_CFG_FILE" --config-file "$TRAINER_CFG_FILE" \
         --output-dir "$dir" "${extra[@]}" "$@"
-    read -r status acc <<<"$("$PYTHON" -m clipfit.results status "$dir")"
+    read -r status acc <<<"$("$PYTHON" -m clipfit.experiments.results status "$dir")"
     [[ "$status" == finished ]] || die "train.py exited without a final result in $dir \
 (see $dir/log.txt)"
     echo "==> finished $what: accuracy ${acc}%"
@@ -135,15 +135,15 @@ train() {
 evaluate() {
     local dir="$1" model_dir="$2" what="$3" dataset="$4" cfg="$5"; shift 5
     if is_zeroshot || [[ "$DRY_RUN" == 1 ]] \
-            || [[ "$("$PYTHON" -m clipfit.results status "$dir")" == finished* ]]; then
+            || [[ "$("$PYTHON" -m clipfit.experiments.results status "$dir")" == finished* ]]; then
         launch eval "$dir" "$what" "$dataset" "$cfg" "$@"  # needs no model (or skips)
         return
     fi
     local status epoch
-    read -r status _ <<<"$("$PYTHON" -m clipfit.results status "$model_dir")"
+    read -r status _ <<<"$("$PYTHON" -m clipfit.experiments.results status "$model_dir")"
     [[ "$status" == finished ]] || die "the model in $model_dir is $status: train it first \
 (the matching *_train.sh script with the same TRAINER, CFG, SHOTS and seed)"
-    epoch="${LOAD_EPOCH:-$("$PYTHON" -m clipfit.results last-epoch "$model_dir")}"
+    epoch="${LOAD_EPOCH:-$("$PYTHON" -m clipfit.experiments.results last-epoch "$model_dir")}"
     [[ -n "$epoch" ]] || die "no checkpoint (model.pth.tar-N) in $model_dir/*/"
     launch eval "$dir" "$what" "$dataset" "$cfg" --model-dir "$model_dir" --load-epoch "$epoch" "$@"
 }

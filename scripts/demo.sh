@@ -40,7 +40,7 @@ echo "Fabricated: $DATA/dtd (6 classes: 3 base, 3 new) and $TINY_CLIP"
 for trainer in ZeroshotCLIP CLIPFit; do
     echo
     echo "== TRAINER=$trainer bash scripts/sweep.sh base2new --datasets dtd --seeds 1 2 --jobs 2 -- <demo opts>"
-    TRAINER="$trainer" "$PYTHON" -m clipfit.sweep base2new --datasets dtd --seeds 1 2 --jobs 2 \
+    TRAINER="$trainer" "$PYTHON" -m clipfit.experiments.sweep base2new --datasets dtd --seeds 1 2 --jobs 2 \
         --status-every 15 -- "${OPTS[@]}" | grep --line-buffered -v '^  run  ' || exit 1
 done
 

@@ -13,7 +13,7 @@ SOURCE="$OUT/xd/train/imagenet/shots_$SHOTS/$TRAINER/$CFG/seed$SEED"
 
 train "$SOURCE" "ImageNet source $TRAINER/$CFG seed $SEED" imagenet "$CFG" \
     DATASET.NUM_SHOTS "$SHOTS" "$@"
-for TARGET in $("$PYTHON" -m clipfit.protocol datasets dg); do
+for TARGET in $("$PYTHON" -m clipfit.experiments.protocol datasets dg); do
     evaluate "$OUT/dg/test/$TARGET/shots_$SHOTS/$TRAINER/$CFG/seed$SEED" "$SOURCE" \
         "distribution-shift test $TRAINER/$CFG $TARGET seed $SEED" "$TARGET" "$CFG" "$@"
 done

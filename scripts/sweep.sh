@@ -3,6 +3,6 @@
 #   [--seeds 1 2 3] [--datasets dtd ...] [--shots 1 2 4 8 16] [--jobs N] [--dry-run]
 #   [--slurm [--sbatch-args '...'] [--max-parallel N]] [-- KEY VALUE ...]
 # One job per GPU in CUDA_VISIBLE_DEVICES (else --jobs N at a time); rerunning skips what is
-# finished and resumes what was interrupted. Details: python -m clipfit.sweep --help
+# finished and resumes what was interrupted. Details: python -m clipfit.experiments.sweep --help
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
-exec "$PYTHON" -m clipfit.sweep "$@"
+exec "$PYTHON" -m clipfit.experiments.sweep "$@"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import random
 from typing import Dict, List, Sequence, Tuple
 
-from clipfit.config import get_cfg
+from clipfit.training.config import get_cfg
 from clipfit.engine import build_dataset, set_random_seed
 from clipfit.testing.fake_datasets import registry_name
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from clipfit.launch import main
+from clipfit.training.cli import main
 
 
 @pytest.fixture

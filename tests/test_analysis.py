@@ -14,12 +14,12 @@ import sys
 import pytest
 import torch
 
-from clipfit import checkpoint as ckpt_io
+from clipfit.training import tuned_checkpoint as ckpt_io
 from clipfit.analysis.__main__ import main
-from clipfit.clip_loader import architecture, load_clip
-from clipfit.config import get_cfg, merge_from_file
+from clipfit.methods.clip_loader import architecture, load_clip
+from clipfit.training.config import get_cfg, merge_from_file
 from clipfit.engine import save_checkpoint
-from clipfit.params import select_parameters
+from clipfit.methods.params import select_parameters
 from clipfit.testing.fake_datasets import make_dataset
 from clipfit.testing.tiny_clip import save_tiny_clip
 

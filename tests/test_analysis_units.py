@@ -11,10 +11,10 @@ from clipfit.analysis.__main__ import build_parser, main
 from clipfit.analysis.changes import squared_change
 from clipfit.analysis.layers import describe
 from clipfit.analysis.tsne import auto_perplexity
-from clipfit.clip_loader import load_clip
-from clipfit.grad_stats import GradStatsRecorder, load_grad_stats
-from clipfit.model import CLIPFitModel
-from clipfit.params import select_parameters
+from clipfit.methods.clip_loader import load_clip
+from clipfit.training.grad_stats import GradStatsRecorder, load_grad_stats
+from clipfit.methods.clipfit import CLIPFitModel
+from clipfit.methods.params import select_parameters
 from clipfit.testing.tiny_clip import build_vit_b16, save_tiny_clip
 
 

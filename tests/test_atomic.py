@@ -1,4 +1,4 @@
-"""Every writer goes through clipfit.atomic: a failed write leaves neither a partial file nor a temp."""
+"""Every writer goes through clipfit.fileio: a failed write leaves neither a partial file nor a temp."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from clipfit.atomic import atomic_path, write_json, write_text
+from clipfit.fileio import atomic_path, write_json, write_text
 
 
 def test_write_text_and_json_create_folders_and_leave_no_temp(tmp_path):

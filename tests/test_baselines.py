@@ -13,12 +13,12 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from clip.model import build_model, convert_weights
 
-from clipfit.adapter import CLIPAdapterModel, ResidualAdapter
-from clipfit.config import get_cfg, merge_from_file
-from clipfit.coop import CoOpModel, KgCoOpModel, kg_regulariser
-from clipfit.losses import kd_regulariser
-from clipfit.prompt_learner import PromptSettings as P
-from clipfit.text import class_text_features, tokenize
+from clipfit.methods.clip_adapter import CLIPAdapterModel, ResidualAdapter
+from clipfit.training.config import get_cfg, merge_from_file
+from clipfit.methods.coop import CoOpModel, KgCoOpModel, kg_regulariser
+from clipfit.methods.losses import kd_regulariser
+from clipfit.methods.prompt_learner import PromptSettings as P
+from clipfit.methods.text import class_text_features, tokenize
 from clipfit.testing.tiny_clip import build_vit_b16, class_names, make_tiny_clip
 
 PHRASE = "a photo of a"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from clipfit import engine
-from clipfit.launch import build_parser, import_plugins, setup_cfg
+from clipfit.training.cli import build_parser, import_plugins, setup_cfg
 from clipfit.testing.fake_datasets import make_dataset
 from clipfit.testing.tiny_clip import save_tiny_clip
 

@@ -7,9 +7,9 @@ import urllib.error
 import pytest
 import torch
 
-import clipfit.clip_loader as loader
+import clipfit.methods.clip_loader as loader
 from clipfit.testing.tiny_clip import make_tiny_clip, save_tiny_clip
-from clipfit.config import get_cfg
+from clipfit.training.config import get_cfg
 
 
 @pytest.fixture()

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clipfit import checkpoint as ck
-from clipfit.clip_loader import architecture
-from clipfit.model import CLIPFitModel
+from clipfit.training import tuned_checkpoint as ck
+from clipfit.methods.clip_loader import architecture
+from clipfit.methods.clipfit import CLIPFitModel
 from clipfit.testing.tiny_clip import build_tiny_clip
 
 
@@ -40,7 +40,7 @@ def test_round_trip_restores_exactly_the_learned_tensors(tmp_path):
 def test_mismatches_are_listed(tmp_path):
     src = CLIPFitModel(build_tiny_clip(seed=1), ["a", "b"])
     path = _save(tmp_path / "m", src, _meta(src, backbone="ViT-B/32"))
-    from clipfit.model import CLIPFitSettings
+    from clipfit.methods.clipfit import CLIPFitSettings
 
     other = CLIPFitModel(build_tiny_clip(seed=1, text_width=128), ["a", "b"], settings=CLIPFitSettings(text_layers=[1]))
     with pytest.raises(ck.CheckpointMismatchError) as err:

@@ -9,11 +9,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clipfit.config import get_cfg
+from clipfit.training.config import get_cfg
 from clipfit.engine import build_optimizer
-from clipfit.model import CLIPFitModel, CLIPFitSettings
+from clipfit.methods.clipfit import CLIPFitModel, CLIPFitSettings
 from clipfit.testing.tiny_clip import build_tiny_clip, class_names
-from clipfit.text import encode_embeddings, encode_tokens, tokenize
+from clipfit.methods.text import encode_embeddings, encode_tokens, tokenize
 
 TEMPLATE = "a photo of a {}, a type of texture."
 NAMES = class_names(5)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from clipfit.params import (Selection, freeze_all_except, image_layernorm_parameters,
+from clipfit.methods.params import (Selection, freeze_all_except, image_layernorm_parameters,
                             select_parameters)
 from clipfit.testing.tiny_clip import build_tiny_clip, build_vit_b16
 

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from clipfit import engine
-from clipfit.checkpoint import CheckpointMismatchError
-from clipfit.launch import build_parser, import_plugins, setup_cfg
+from clipfit.training.tuned_checkpoint import CheckpointMismatchError
+from clipfit.training.cli import build_parser, import_plugins, setup_cfg
 from clipfit.testing.fake_datasets import make_dataset
 from clipfit.testing.tiny_clip import save_tiny_clip
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from clipfit.config import ConfigKeyError, get_cfg, merge_from_file, merge_from_list
-from clipfit.launch import build_parser, setup_cfg
+from clipfit.training.config import ConfigKeyError, get_cfg, merge_from_file, merge_from_list
+from clipfit.training.cli import build_parser, setup_cfg
 
 
 def test_project_keys_and_dassl_defaults():

@@ -14,7 +14,7 @@ import pytest
 
 import datasets  # noqa: F401  (registers the loaders)
 from _helpers import build, replay_fewshot, rows
-from clipfit.config import get_cfg
+from clipfit.training.config import get_cfg
 from clipfit.testing.fake_datasets import make_dataset, registry_name, supported_datasets
 
 N_CLASSES = 5  # odd, so that base (ceil(n/2)) and new differ in size
@@ -232,16 +232,16 @@ def test_dataset_manager_builds_loaders_for_training_and_for_a_test_only_variant
 
 
 def test_coop_helper_names_stay_available_for_coop_style_loaders():
-    from clipfit import data_splits
+    from clipfit.data import fewshot, splits
     from datasets.dtd import DescribableTextures
     from datasets.imagenet import ImageNet, read_classnames
     from datasets.oxford_pets import OxfordPets
 
-    assert OxfordPets.read_split is data_splits.read_split
-    assert OxfordPets.save_split is data_splits.save_split
-    assert OxfordPets.split_trainval is data_splits.split_trainval
-    assert OxfordPets.subsample_classes is data_splits.subsample_classes
-    assert DescribableTextures.read_and_split_data is data_splits.split_class_folders
+    assert OxfordPets.read_split is splits.read_split
+    assert OxfordPets.save_split is splits.save_split
+    assert OxfordPets.split_trainval is splits.split_trainval
+    assert OxfordPets.subsample_classes is fewshot.subsample_classes
+    assert DescribableTextures.read_and_split_data is splits.split_class_folders
     assert ImageNet.read_classnames is read_classnames
 
 

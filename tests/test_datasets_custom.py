@@ -9,8 +9,8 @@ import pytest
 
 import datasets  # noqa: F401  (registers the loaders)
 from _helpers import build_from_cfg, replay_fewshot, rows
-from clipfit.config import get_cfg, merge_from_file
-from clipfit.data_splits import DatasetLayoutError
+from clipfit.training.config import get_cfg, merge_from_file
+from clipfit.data.splits import DatasetLayoutError
 from clipfit.testing.fake_datasets import make_dataset
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "datasets")

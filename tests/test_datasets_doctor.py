@@ -1,4 +1,4 @@
-"""``python -m clipfit.doctor`` on fabricated data roots, healthy and corrupted."""
+"""``python -m clipfit.data.doctor`` on fabricated data roots, healthy and corrupted."""
 
 import json
 import os
@@ -6,8 +6,8 @@ import os
 import pytest
 
 import datasets  # noqa: F401  (registers the loaders)
-from clipfit.config import get_cfg
-from clipfit.doctor import main
+from clipfit.training.config import get_cfg
+from clipfit.data.doctor import main
 from clipfit.engine import build_dataset, set_random_seed
 from clipfit.testing.fake_datasets import make_dataset
 

@@ -16,8 +16,8 @@ from scipy.io import loadmat
 
 import datasets  # noqa: F401  (registers the loaders)
 from _helpers import build, replay_fewshot
-from clipfit import data_splits
-from clipfit.data_splits import DatasetLayoutError
+from clipfit.data import splits as split_files
+from clipfit.data.splits import DatasetLayoutError
 from clipfit.testing.fake_datasets import make_dataset, registry_name
 
 FOLDER_DATASETS = {  # name -> (image folder, ignored class folders, class names after renaming)
@@ -271,7 +271,7 @@ def test_a_failed_cache_write_leaves_no_file_and_the_run_continues(tmp_path, mon
         f.write('{"train": [')
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(data_splits.json, "dump", disk_full)
+    monkeypatch.setattr(split_files.json, "dump", disk_full)
     ds = build(tmp_path, "dtd", shots=2, seed=1)
     assert len(ds.train_x) == 8
     assert "could not save the few-shot selection" in capsys.readouterr().out
@@ -283,7 +283,7 @@ def test_a_failed_cache_write_leaves_no_file_and_the_run_continues(tmp_path, mon
         f.write('{"train": [')
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(data_splits.json, "dump", interrupted)
+    monkeypatch.setattr(split_files.json, "dump", interrupted)
     with pytest.raises(KeyboardInterrupt):
         build(tmp_path, "dtd", shots=2, seed=2)
     assert os.listdir(fewshot_dir) == [] and no_temp_files(folder)
@@ -295,7 +295,7 @@ def test_an_unwritable_new_split_is_an_error_not_a_silent_per_run_split(tmp_path
     def read_only(obj, path):
         raise PermissionError(13, "Permission denied", path)
 
-    monkeypatch.setattr(data_splits, "atomic_write_json", read_only)
+    monkeypatch.setattr(split_files, "atomic_write_json", read_only)
     with pytest.raises(DatasetLayoutError, match="could not write the new split"):
         build(tmp_path, "dtd")
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from clipfit.config import get_cfg
+from clipfit.training.config import get_cfg
 from clipfit.engine import builtin as E
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from clipfit import reference
-from clipfit.reference import canonical_dataset, canonical_method, load_table, lookup, settings
+from clipfit.experiments import paper
+from clipfit.experiments.paper import canonical_dataset, canonical_method, load_table, lookup, settings
 
 PAPER = "Li et al., Vision-Language Model Fine-Tuning via Simple Parameter-Efficient Modification"
 # The paper prints two decimals: an HM from rounded Base/New, or a mean of eleven rounded
@@ -73,15 +73,15 @@ def _row(table: dict, method: str, dataset: str, shots: int) -> dict:
     return next(r for r in table["rows"] if (r["method"], r["dataset"], r["shots"]) == key)
 
 
-@pytest.fixture(params=reference.TABLES)
+@pytest.fixture(params=paper.TABLES)
 def table(request) -> dict:
     return load_table(request.param)
 
 
 def test_every_json_file_is_a_listed_table_with_its_source():
-    on_disk = {p.stem for p in Path(reference.__file__).parent.glob("*.json")}
-    assert on_disk == set(reference.TABLES)
-    for stem in reference.TABLES:
+    on_disk = {p.stem for p in Path(paper.__file__).parent.glob("*.json")}
+    assert on_disk == set(paper.TABLES)
+    for stem in paper.TABLES:
         source = load_table(stem)["source"]
         number = stem.removeprefix("table")
         assert source["paper"] == PAPER
@@ -137,7 +137,7 @@ def test_the_checks_catch_a_transcription_error():
 
 
 def test_known_inconsistencies_are_the_papers():
-    counts = {stem: len(load_table(stem)["known_inconsistencies"]) for stem in reference.TABLES}
+    counts = {stem: len(load_table(stem)["known_inconsistencies"]) for stem in paper.TABLES}
     assert counts == {
         "table1": 7, "table11": 7, "table12": 9, "table10": 0, "table2": 0, "table9": 0, "table3": 0
     }
@@ -146,7 +146,7 @@ def test_known_inconsistencies_are_the_papers():
 def test_gaps_are_exactly_the_lost_2shot_coop_cells():
     gaps = {
         (stem, r["method"], r["dataset"], r["shots"])
-        for stem in reference.TABLES
+        for stem in paper.TABLES
         for r in load_table(stem)["rows"]
         if any(r[m] is None for m in load_table(stem)["metrics"])
     }
@@ -176,7 +176,7 @@ def test_reconstructed_headers_are_noted():
 
 
 def test_lookup_returns_every_transcribed_value():
-    for stem in reference.TABLES:
+    for stem in paper.TABLES:
         table = load_table(stem)
         for row, metric in itertools.product(table["rows"], table["metrics"]):
             if row[metric] is not None:
@@ -273,7 +273,7 @@ def test_load_table_by_label_returns_a_copy():
 
 
 def test_known_inconsistency_entries_are_self_describing():
-    for stem in reference.TABLES:
+    for stem in paper.TABLES:
         for entry in load_table(stem)["known_inconsistencies"]:
             fields = {"check", "method", "dataset", "shots", "metric", "printed", "computed", "reason"}
             assert set(entry) == fields

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipfit import results
-from clipfit.results import classify, find_runs, harmonic_mean, parse_log, read_run
-from clipfit.results_tables import PaperReference, build_tables, render
+from clipfit.experiments import results
+from clipfit.experiments.results import classify, find_runs, harmonic_mean, parse_log, read_run
+from clipfit.experiments.table_parts import render
+from clipfit.experiments.tables import PaperReference, build_tables
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -300,7 +301,7 @@ def test_no_runs_is_a_clear_error(tmp_path):
 
 
 def test_compare_paper_gives_the_difference_beside_each_number(base2new_root):
-    from clipfit.reference import lookup
+    from clipfit.experiments.paper import lookup
 
     _, rec = _records(base2new_root, paper=PaperReference())
     for dataset, key in (("dtd", "dtd"), ("average", "Average")):

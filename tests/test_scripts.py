@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from clipfit.results import harmonic_mean, read_run
+from clipfit.experiments.results import harmonic_mean, read_run
 from clipfit.testing.fake_datasets import make_dataset
 from clipfit.testing.tiny_clip import TINY_IMAGE_SIZE, save_tiny_clip
 

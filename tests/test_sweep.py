@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from clipfit.results import read_run
-from clipfit.sweep import is_locked, plan, resolve
+from clipfit.experiments.results import read_run
+from clipfit.experiments.jobs import plan, resolve
+from clipfit.experiments.runners import is_locked
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -211,11 +212,11 @@ def test_task_exits_busy_when_its_lock_is_held(tmp_path):
     lock = tmp_path / "job.lock"
     with open(lock, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
-        proc = subprocess.run([sys.executable, "-m", "clipfit.sweep", "task", "--lock", str(lock),
+        proc = subprocess.run([sys.executable, "-m", "clipfit.experiments.sweep", "task", "--lock", str(lock),
                                "--log", str(tmp_path / "job.log"), "--", "bash", "-c", "echo ran"],
                               cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 75 and "running in another process" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "clipfit.sweep", "task", "--lock", str(lock),
+    proc = subprocess.run([sys.executable, "-m", "clipfit.experiments.sweep", "task", "--lock", str(lock),
                            "--log", str(tmp_path / "job.log"), "--", "bash", "-c", "echo ran"],
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0 and "ran" in (tmp_path / "job.log").read_text()

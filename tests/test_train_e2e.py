@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from clipfit import engine
-from clipfit.clip_loader import CLIPWeightsNotFoundError
-from clipfit.config import ConfigKeyError
-from clipfit.launch import build_parser, import_plugins, setup_cfg
+from clipfit.methods.clip_loader import CLIPWeightsNotFoundError
+from clipfit.training.config import ConfigKeyError
+from clipfit.training.cli import build_parser, import_plugins, setup_cfg
 from clipfit.testing.fake_datasets import make_dataset
 from clipfit.testing.tiny_clip import save_tiny_clip
 
@@ -83,7 +83,7 @@ def test_unknown_names_and_keys(assets, tmp_path):
 def test_missing_weights_offline_message(assets, tmp_path, monkeypatch):
     monkeypatch.setenv("CLIPFIT_CLIP_CACHE", str(tmp_path / "empty-cache"))
     cfg = _cfg(assets, tmp_path, "MODEL.BACKBONE.PATH", "")
-    from clipfit.clip_loader import load_clip
+    from clipfit.methods.clip_loader import load_clip
     monkeypatch.setattr("urllib.request.urlopen", _no_network)
     with pytest.raises(CLIPWeightsNotFoundError) as e:
         load_clip(cfg)

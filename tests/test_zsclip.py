@@ -9,8 +9,8 @@ import clip
 import pytest
 import torch
 
-from clipfit.launch import main
-from clipfit.templates import DATASET_TEMPLATES
+from clipfit.training.cli import main
+from clipfit.methods.templates import DATASET_TEMPLATES
 from clipfit.testing.fake_datasets import make_dataset
 from clipfit.testing.tiny_clip import build_tiny_clip, save_tiny_clip
 
@@ -47,9 +47,9 @@ def test_eval_only_and_no_train_give_the_independent_zero_shot_accuracy(assets, 
     assert m_eval["trainer"] == "ZeroshotCLIP" and m_eval["epoch"] == 0 and m_eval["total"] == 12
 
     # independent: CLIP's own encode_text/encode_image on the same test images
-    from clipfit.config import get_cfg
+    from clipfit.training.config import get_cfg
     from clipfit.engine import DataManager
-    from clipfit.launch import import_plugins
+    from clipfit.training.cli import import_plugins
 
     import_plugins()
     cfg = get_cfg()

@@ -2,7 +2,7 @@
 
 Not a trainer itself (``train.py`` skips modules whose name starts with ``_``): each
 baseline names its precision key, its model name (the checkpoint sub-directory of its
-own repository) and the :class:`clipfit.addon.AddOnClassifier` it builds from the config.
+own repository) and the :class:`clipfit.methods.addon.AddOnClassifier` it builds from the config.
 """
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Sequence, Type
 
 import torch
 
-from clipfit.addon import AddOnClassifier
-from clipfit.trainer import CLIPTrainer
+from clipfit.methods.addon import AddOnClassifier
+from clipfit.training.base_trainer import CLIPTrainer
 
 
 class AddOnTrainer(CLIPTrainer):

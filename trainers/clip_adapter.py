@@ -1,5 +1,5 @@
-"""CLIP-Adapter: a residual bottleneck adapter on the image features (method in :mod:`clipfit.adapter`)."""
-from clipfit.adapter import CLIPAdapterModel
+"""CLIP-Adapter: a residual bottleneck adapter on the image features (method in :mod:`clipfit.methods.clip_adapter`)."""
+from clipfit.methods.clip_adapter import CLIPAdapterModel
 from clipfit.engine import TRAINER_REGISTRY
 
 from ._addon import AddOnTrainer

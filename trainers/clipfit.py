@@ -1,4 +1,4 @@
-"""The CLIPFit trainer: the method lives in :mod:`clipfit.model`, the loop in :mod:`clipfit.trainer`."""
+"""The CLIPFit trainer: the method lives in :mod:`clipfit.methods.clipfit`, the loop in :mod:`clipfit.training.base_trainer`."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -6,10 +6,10 @@ from typing import Sequence
 import torch
 
 from clipfit.engine import TRAINER_REGISTRY
-from clipfit.grad_stats import GradStatsRecorder
-from clipfit.model import CLIPFitModel, CLIPFitSettings
-from clipfit.templates import resolve_template
-from clipfit.trainer import CLIPTrainer
+from clipfit.training.grad_stats import GradStatsRecorder
+from clipfit.methods.clipfit import CLIPFitModel, CLIPFitSettings
+from clipfit.methods.templates import resolve_template
+from clipfit.training.base_trainer import CLIPTrainer
 
 
 @TRAINER_REGISTRY.register()

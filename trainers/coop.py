@@ -1,5 +1,5 @@
-"""CoOp: learned prompt context vectors (method in :mod:`clipfit.coop`)."""
-from clipfit.coop import CoOpModel
+"""CoOp: learned prompt context vectors (method in :mod:`clipfit.methods.coop`)."""
+from clipfit.methods.coop import CoOpModel
 from clipfit.engine import TRAINER_REGISTRY
 
 from ._addon import AddOnTrainer

@@ -1,5 +1,5 @@
-"""KgCoOp: CoOp plus the knowledge-guided term (method in :mod:`clipfit.coop`)."""
-from clipfit.coop import KgCoOpModel
+"""KgCoOp: CoOp plus the knowledge-guided term (method in :mod:`clipfit.methods.coop`)."""
+from clipfit.methods.coop import KgCoOpModel
 from clipfit.engine import TRAINER_REGISTRY
 
 from .coop import CoOp

@@ -5,10 +5,10 @@ from typing import Sequence
 
 import torch
 
-from clipfit.classifier import ZeroShotClassifier
+from clipfit.methods.classifier import ZeroShotClassifier
 from clipfit.engine import TRAINER_REGISTRY
-from clipfit.templates import resolve_template
-from clipfit.trainer import CLIPTrainer
+from clipfit.methods.templates import resolve_template
+from clipfit.training.base_trainer import CLIPTrainer
 
 
 @TRAINER_REGISTRY.register()

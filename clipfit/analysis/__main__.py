@@ -5,8 +5,8 @@ import argparse
 import sys
 from typing import List, Optional
 
-from ..checkpoint import CheckpointMismatchError
-from ..clip_loader import CLIPWeightsNotFoundError
+from clipfit.training.tuned_checkpoint import CheckpointMismatchError
+from clipfit.methods.clip_loader import CLIPWeightsNotFoundError
 from .runs import RunError
 
 RUN_HELP = ("a run's output folder (with config.yaml and <model>/model.pth.tar-N), its model folder, "

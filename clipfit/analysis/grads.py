@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Sequence
 import torch
 from matplotlib.ticker import MaxNLocator
 
-from ..grad_stats import load_grad_stats
+from clipfit.training.grad_stats import load_grad_stats
 from .changes import CHANGE_SYMBOL
 from .layers import TensorInfo, describe, series_order, series_title, x_label
 from .plotting import TITLE_SIZE, layer_ticks, new_figure, save_figure

@@ -4,7 +4,7 @@ Rank the residual blocks of each encoder by how much a finished run changed them
 sum of ``||p_pre - p||^2`` over the block's tuned tensors, averaged over the given runs),
 then write one trainer config per variant that tunes only the top-k or bottom-k blocks
 through ``TRAINER.CLIPFIT.TEXT_LAYERS`` / ``IMAGE_LAYERS``; the other encoder keeps the
-base config's setting. Blocks are indexed as those keys index them (``clipfit.params``):
+base config's setting. Blocks are indexed as those keys index them (``clipfit.methods.params``):
 text residual blocks 0..L-1; image ViT residual blocks 0..L-1 (each holds ``ln_1`` and
 ``ln_2``) or ResNet bottlenecks in forward order. ``ln_pre`` and ``ln_post`` lie outside
 the blocks: they are listed in the ranking but no block list selects them (a non-empty
@@ -19,9 +19,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import yaml
 
-from ..atomic import write_text
-from ..clip_loader import architecture
-from ..params import select_parameters
+from clipfit.fileio import write_text
+from clipfit.methods.clip_loader import architecture
+from clipfit.methods.params import select_parameters
 from .changes import ChangeRow, change_rows
 from .runs import PretrainedCLIPs, Run, RunError, load_runs, output_dir
 from .tables import write_rows_csv

@@ -8,7 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
-from clipfit.atomic import atomic_path  # noqa: E402
+from clipfit.fileio import atomic_path  # noqa: E402
 
 TITLE_SIZE = 11
 DPI = 150

@@ -14,9 +14,9 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from yacs.config import CfgNode
 
-from .. import checkpoint as ckpt_io
-from ..clip_loader import CLIPWeightsNotFoundError, architecture, load_clip
-from ..config import get_cfg, merge_from_file
+from clipfit.training import tuned_checkpoint as ckpt_io
+from clipfit.methods.clip_loader import CLIPWeightsNotFoundError, architecture, load_clip
+from clipfit.training.config import get_cfg, merge_from_file
 
 CONFIG_FILE = "config.yaml"
 ANALYSIS_FOLDER = "analysis"

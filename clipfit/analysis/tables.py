@@ -5,7 +5,7 @@ import csv
 from dataclasses import astuple, fields
 from typing import Iterable, Sequence
 
-from clipfit.atomic import atomic_path
+from clipfit.fileio import atomic_path
 
 
 def write_csv(path: str, header: Sequence[str], rows: Iterable[Sequence]) -> str:

@@ -17,8 +17,8 @@ import torch
 from sklearn.manifold import TSNE
 from sklearn.metrics import silhouette_score
 
-from .. import checkpoint as ckpt_io
-from ..launch import import_plugins
+from clipfit.training import tuned_checkpoint as ckpt_io
+from clipfit.training.cli import import_plugins
 from .plotting import TITLE_SIZE, new_figure, save_figure
 from .runs import PretrainedCLIPs, Run, RunError, default_labels, load_run, output_dir
 from .tables import write_csv
@@ -36,7 +36,7 @@ def auto_perplexity(n: int) -> float:
 
 def split_items(run: Run, split: str, root: str = "", subsample: str = "") -> Tuple[list, List[str], object]:
     """The items and class names of ``split`` as the run saw them, and the config used."""
-    from ..engine import build_dataset, set_random_seed
+    from clipfit.engine import build_dataset, set_random_seed
 
     if run.cfg is None:
         raise RunError(
@@ -148,7 +148,7 @@ def run_tsne(
 ) -> List[str]:
     """The ``tsne`` subcommand: ``tsne_<split>.png`` and ``tsne_<split>.csv`` in ``out_dir``
     (default ``<run>/analysis``)."""
-    from ..engine import build_data_loader, build_transform
+    from clipfit.engine import build_data_loader, build_transform
 
     run = load_run(path, label or default_labels([path])[0], load_epoch)
     out_dir = output_dir(out_dir, [run])

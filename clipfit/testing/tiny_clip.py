@@ -5,7 +5,7 @@
 ``clip.model.build_model`` infers ``heads = width // 64``). The vocabulary stays
 49,408 and the context 77 because the real tokenizer is used. ``save_tiny_clip``
 writes it as a plain state dict or as a TorchScript archive like OpenAI's files, so
-:func:`clipfit.clip_loader.load_clip` exercises its real loading path on it.
+:func:`clipfit.methods.clip_loader.load_clip` exercises its real loading path on it.
 
 ``build_tiny_clip`` returns the built model directly. ``build_vit_b16`` builds the full ViT-B/16 architecture with random weights (on the
 ``meta`` device for parameter counts without memory, or on a real device for speed).
@@ -18,7 +18,7 @@ from typing import Dict, Tuple, Union
 
 import torch
 
-from clipfit.atomic import atomic_path
+from clipfit.fileio import atomic_path
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -119,7 +119,7 @@ def build_tiny_clip(arch: str = "vit", **kwargs) -> CLIP:
 
 
 def _clip_from_state_dict(state_dict: Dict[str, torch.Tensor]) -> CLIP:
-    from clipfit.clip_loader import build_clip
+    from clipfit.methods.clip_loader import build_clip
 
     return build_clip(state_dict)
 

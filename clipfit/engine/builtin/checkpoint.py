@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
-from clipfit.atomic import atomic_path, write_text
+from clipfit.fileio import atomic_path, write_text
 
 from .tools import mkdir_if_missing
 

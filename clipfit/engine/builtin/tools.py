@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from clipfit import atomic
+from clipfit import fileio
 
 
 def mkdir_if_missing(dirname: str) -> None:
@@ -48,7 +48,7 @@ def read_json(fpath: str) -> Any:
 
 def write_json(obj: Any, fpath: str) -> None:
     """Write JSON atomically (temporary file, then rename), creating parent folders."""
-    atomic.write_json(fpath, obj, indent=4, separators=(",", ": "))
+    fileio.write_json(fpath, obj, indent=4, separators=(",", ": "))
 
 
 def set_random_seed(seed: int) -> None:
@@ -69,7 +69,7 @@ def read_image(path: str) -> Image.Image:
     except OSError as e:
         raise OSError(
             f"Cannot read image {path} ({e}). Replace or delete the file "
-            "(python -m clipfit.doctor lists every unreadable image)."
+            "(python -m clipfit.data doctor lists every unreadable image)."
         ) from e
 
 

@@ -1,7 +1,7 @@
 """The paper's evaluation protocol: which datasets each setting uses, in the paper's order.
 
 One source for the dataset lists of the experiment scripts (``scripts/*.sh`` ask
-``python -m clipfit.protocol datasets SETTING``), the sweep runner and the results tables.
+``python -m clipfit.experiments.protocol datasets SETTING``), the sweep runner and the results tables.
 Names are CoOp's dataset config names (``configs/datasets/<name>.yaml``).
 """
 from __future__ import annotations

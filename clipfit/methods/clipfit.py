@@ -1,7 +1,7 @@
 """CLIPFit on a plain ``clip.model.CLIP``, usable without Dassl.
 
-    from clipfit.clip_loader import load_clip
-    from clipfit.model import CLIPFitModel
+    from clipfit.methods.clip_loader import load_clip
+    from clipfit.methods.clipfit import CLIPFitModel
 
     clip_model = load_clip("ViT-B/16")                     # or clip.load(...)[0].float()
     model = CLIPFitModel(clip_model, ["cat", "dog"], "a photo of a {}.")
@@ -10,7 +10,7 @@
     loss.backward(); optim.step()
 
 Building the model freezes every CLIP parameter except the selected ones
-(:mod:`clipfit.params`) and encodes the class prompts once with the untouched
+(:mod:`clipfit.methods.params`) and encodes the class prompts once with the untouched
 text encoder: those frozen features are all the regulariser needs, so no second
 CLIP is kept.
 """
@@ -23,11 +23,11 @@ import torch
 import torch.nn as nn
 from yacs.config import CfgNode
 
-from .classifier import CLIPClassifier, LossParts
-from .losses import REG_CHOICES, classification_loss, kd_regulariser, mse_regulariser
-from .params import Selection, freeze_all_except, select_parameters
-from .templates import DEFAULT_TEMPLATE, check_template
-from .text import TokenizedPrompts, encode_tokens, normalize, tokenize_classes
+from clipfit.methods.classifier import CLIPClassifier, LossParts
+from clipfit.methods.losses import REG_CHOICES, classification_loss, kd_regulariser, mse_regulariser
+from clipfit.methods.params import Selection, freeze_all_except, select_parameters
+from clipfit.methods.templates import DEFAULT_TEMPLATE, check_template
+from clipfit.methods.text import TokenizedPrompts, encode_tokens, normalize, tokenize_classes
 
 CFG_PREFIX = "TRAINER.CLIPFIT."
 

@@ -1,13 +1,13 @@
 """CoOp (Zhou et al., IJCV 2022) and KgCoOp (Yao et al., CVPR 2023) on a frozen CLIP.
 
-CoOp learns the context vectors of the class prompts (:mod:`clipfit.prompt_learner`)
+CoOp learns the context vectors of the class prompts (:mod:`clipfit.methods.prompt_learner`)
 with cross-entropy. KgCoOp adds ``W * L_kg``, which keeps the learned class features
 ``w_i`` near those of the hand-crafted prompt, ``w_i_clip`` (the dataset's template,
 encoded once by the untouched CLIP). Two distances (``TRAINER.COOP.KG_DISTANCE``):
 
 ``cosine`` (default; KgCoOp's public code)
     ``1 - mean_i cos(w_i, w_i_clip)``: the same term as CLIPFit's knowledge distillation
-    (:func:`clipfit.losses.kd_regulariser`).
+    (:func:`clipfit.methods.losses.kd_regulariser`).
 ``euclidean`` (KgCoOp's paper, Eq. 6)
     ``mean_i ||w_i - w_i_clip||^2``, on the L2-normalised features the classifier uses.
     On unit vectors ``||a - b||^2 = 2 (1 - cos(a, b))``, so this equals exactly twice the
@@ -21,11 +21,11 @@ import torch
 import torch.nn as nn
 from yacs.config import CfgNode
 
-from .addon import AddOnClassifier
-from .losses import kd_regulariser
-from .prompt_learner import CFG_PREFIX, PromptLearner, PromptSettings
-from .templates import DEFAULT_TEMPLATE, check_template, resolve_template
-from .text import class_text_features, encode_embeddings, normalize
+from clipfit.methods.addon import AddOnClassifier
+from clipfit.methods.losses import kd_regulariser
+from clipfit.methods.prompt_learner import CFG_PREFIX, PromptLearner, PromptSettings
+from clipfit.methods.templates import DEFAULT_TEMPLATE, check_template, resolve_template
+from clipfit.methods.text import class_text_features, encode_embeddings, normalize
 
 KG_DISTANCES = ("cosine", "euclidean")
 

@@ -5,7 +5,7 @@ A run folder is one ``--output-dir`` of ``train.py``. Its final metrics come fro
 (``log.txt``, one decimal), so folders made by CoOp's or KgCoOp's own code read too.
 A run is *finished* when it has final metrics; a folder without them is *unfinished*.
 
-``python -m clipfit.results status DIR`` and ``... last-epoch DIR`` serve the shell scripts.
+``python -m clipfit.experiments.results status DIR`` and ``... last-epoch DIR`` serve the shell scripts.
 """
 from __future__ import annotations
 

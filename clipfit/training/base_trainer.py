@@ -2,10 +2,10 @@
 
 A subclass sets :attr:`CLIPTrainer.prec_key` (and optionally :attr:`template_key`)
 and implements :meth:`CLIPTrainer.build_classifier`, returning a
-:class:`clipfit.classifier.CLIPClassifier`. The base does the rest, with Dassl's
+:class:`clipfit.methods.classifier.CLIPClassifier`. The base does the rest, with Dassl's
 public behaviour on either engine:
 
-- loads CLIP (:func:`clipfit.clip_loader.load_clip`), checks ``INPUT.SIZE``, moves it to
+- loads CLIP (:func:`clipfit.methods.clip_loader.load_clip`), checks ``INPUT.SIZE``, moves it to
   the device and sets the precision: ``fp16`` holds CLIP in half precision as
   ``clip.model.build_model`` does; ``amp`` keeps fp32 weights (the master copies of
   the tuned tensors) and runs the forward pass under autocast with loss scaling;
@@ -16,7 +16,7 @@ public behaviour on either engine:
 - ``test()`` encodes the class prompts once per call, prints Dassl's result block and,
   for the test split, writes ``<OUTPUT_DIR>/metrics.json``;
 - checkpoints hold only the learned tensors and what is needed to check them
-  (:mod:`clipfit.checkpoint`), under Dassl's file names, so ``--resume``,
+  (:mod:`clipfit.training.tuned_checkpoint`), under Dassl's file names, so ``--resume``,
   ``--eval-only --model-dir DIR --load-epoch N`` and ``TEST.FINAL_MODEL best_val`` work.
 """
 from __future__ import annotations
@@ -29,11 +29,11 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 from tqdm import tqdm
 
-from . import checkpoint as ckpt_io
-from .atomic import write_json
-from .classifier import CLIPClassifier
-from .clip_loader import architecture, load_clip
-from .engine import (TrainerX, build_lr_scheduler, build_optimizer, capture_rng_state,
+from clipfit.training import tuned_checkpoint as ckpt_io
+from clipfit.fileio import write_json
+from clipfit.methods.classifier import CLIPClassifier
+from clipfit.methods.clip_loader import architecture, load_clip
+from clipfit.engine import (TrainerX, build_lr_scheduler, build_optimizer, capture_rng_state,
                      compute_accuracy, restore_rng_state, save_checkpoint)
 
 with warnings.catch_warnings():

@@ -6,7 +6,7 @@ context is shared by all classes or, with ``csc``, one per class. It starts eith
 N(0, 0.02) or from the token embeddings of a phrase ("a photo of a"), in which case the
 prompt is exactly the hand-crafted ``"a photo of a {class}."`` before training.
 
-The output feeds :func:`clipfit.text.encode_embeddings`, so prompts are cut after the
+The output feeds :func:`clipfit.methods.text.encode_embeddings`, so prompts are cut after the
 last EOT like every other text path of the project.
 """
 from __future__ import annotations
@@ -18,8 +18,8 @@ import torch
 import torch.nn as nn
 from yacs.config import CfgNode
 
-from .templates import class_prompts
-from .text import TokenizedPrompts, tokenize
+from clipfit.methods.templates import class_prompts
+from clipfit.methods.text import TokenizedPrompts, tokenize
 
 POSITIONS = ("end", "middle", "front")
 CFG_PREFIX = "TRAINER.COOP."
@@ -86,7 +86,7 @@ def _initial_context(
 
 
 def _tokenize_prompts(prompts: List[str], context_length: int, n_ctx: int) -> TokenizedPrompts:
-    """:func:`clipfit.text.tokenize`, with an error naming the keys when a prompt is too long."""
+    """:func:`clipfit.methods.text.tokenize`, with an error naming the keys when a prompt is too long."""
     try:
         return tokenize(prompts, context_length)
     except RuntimeError as err:  # clip.tokenize: a prompt longer than the context

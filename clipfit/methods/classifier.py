@@ -1,7 +1,7 @@
 """CLIP as an image classifier over class text features: the interface the shared trainer drives.
 
 A subclass decides which tensors are learned, how the class features are made and
-what the training loss is; :class:`clipfit.trainer.CLIPTrainer` does the rest
+what the training loss is; :class:`clipfit.training.base_trainer.CLIPTrainer` does the rest
 (precision, optimiser, test-time caching of class features, small checkpoints).
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any, Dict, List, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from .losses import cosine_logits
-from .text import class_text_features
+from clipfit.methods.losses import cosine_logits
+from clipfit.methods.text import class_text_features
 
 LossParts = Dict[str, torch.Tensor]
 

@@ -11,10 +11,10 @@ from typing import List, Optional
 
 import torch
 
-from clipfit.atomic import write_text
-from clipfit.config import get_cfg, merge_from_file, merge_from_list
+from clipfit.fileio import write_text
+from clipfit.training.config import get_cfg, merge_from_file, merge_from_list
+from clipfit import REPO_ROOT
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def build_parser() -> argparse.ArgumentParser:

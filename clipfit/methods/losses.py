@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .text import normalize
+from clipfit.methods.text import normalize
 
 REG_CHOICES = ("kd", "mse", "none")
 

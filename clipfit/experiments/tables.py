@@ -7,37 +7,23 @@ Missing seeds and unfinished runs are listed under the table, never averaged in 
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from dataclasses import replace
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from tabulate import tabulate
+from clipfit.experiments.protocol import SOURCE_DATASET, dataset_order, display_name
+from clipfit.experiments.results import RunKey, RunResult, harmonic_mean
+from clipfit.experiments.table_parts import (DASH, Cells, Method, Table, cfg_note, group_methods,
+                                             incomplete_lines, mean_of, method_sort_key, seed_note)
 
-from .protocol import SOURCE_DATASET, dataset_order, display_name
-from .results import RunKey, RunResult, Stat, ci95, harmonic_mean, summarize
-
-FORMATS = ("table", "markdown", "csv", "json")
-# Column order of methods: the paper's, then any other trainer alphabetically.
-METHOD_ORDER = ("ZeroshotCLIP", "CoOp", "CoCoOp", "ProGrad", "CLIP_Adapter", "KgCoOp", "MaPLe",
-                "CLIPFit")
-SETTING_TITLES = {
-    "base2new": "Base-to-new generalization",
-    "fewshot": "Few-shot classification",
-    "xd": "Cross-dataset transfer (trained on ImageNet)",
-    "dg": "Distribution shift (trained on ImageNet)",
-}
-DASH = "-"
 
 class PaperReference:
-    """The paper's reported numbers (``clipfit.reference``) for ``--compare-paper``."""
+    """The paper's reported numbers (``clipfit.experiments.paper``) for ``--compare-paper``."""
 
     def __init__(self):
-        from . import reference
+        from clipfit.experiments import paper
 
-        self._ref = reference
+        self._ref = paper
 
     def value(self, trainer: str, setting: str, dataset: str, metric: str, shots: int
               ) -> Optional[float]:
@@ -53,161 +39,6 @@ class PaperReference:
         """Whether an average over ``datasets`` is the paper's Average of ``setting``."""
         ours = sorted(self._ref.canonical_dataset(d) or d for d in datasets)
         return ours == self.average_of(setting)
-
-
-@dataclass
-class Table:
-    """One results table: rendered rows for text formats, tidy records for CSV and JSON."""
-
-    setting: str
-    shots: List[int]
-    header: List[str]
-    rows: List[List[str]]
-    records: List[Dict] = field(default_factory=list)
-    notes: List[str] = field(default_factory=list)
-    incomplete: List[str] = field(default_factory=list)
-
-    @property
-    def title(self) -> str:
-        shots = "/".join(map(str, self.shots))
-        return f"{SETTING_TITLES[self.setting]}, {shots} shot{'s' if self.shots != [1] else ''}"
-
-
-@dataclass
-class Method:
-    """A column group: one trainer (with one config per dataset) or one trainer/config pair."""
-
-    label: str
-    trainer: str
-    runs: Dict[Tuple[str, str, int], RunResult]  # (role, dataset, seed) -> run
-    cfgs: Dict[str, str]  # dataset -> config name
-    seeds: List[int]  # the seeds this method is expected to have
-
-    def has(self, dataset: str) -> bool:
-        """Whether this method has any run (finished or not) on ``dataset``."""
-        return dataset in self.cfgs
-
-    def stat(self, role: str, dataset: str) -> Optional[Stat]:
-        values = [r.accuracy for (ro, d, _), r in sorted(self.runs.items())
-                  if ro == role and d == dataset and r.finished]
-        return summarize(values)
-
-
-def _method_sort_key(label: str) -> Tuple[int, str]:
-    trainer = label.split("/")[0]
-    order = [m.lower() for m in METHOD_ORDER]
-    rank = order.index(trainer.lower()) if trainer.lower() in order else len(order)
-    return rank, label
-
-
-def group_methods(runs: Dict[RunKey, RunResult], seeds: Optional[Sequence[int]] = None
-                  ) -> List[Method]:
-    """Column groups of one setting and shots: per trainer, split by config only where one
-    dataset has runs of several configs. Expected seeds: ``seeds``, else all seen for it."""
-    by_trainer: Dict[str, Dict[RunKey, RunResult]] = defaultdict(dict)
-    for key, run in runs.items():
-        by_trainer[key.trainer][key] = run
-    groups: Dict[str, Dict[RunKey, RunResult]] = {}
-    for trainer, trainer_runs in by_trainer.items():
-        cfgs_per_dataset: Dict[str, set] = defaultdict(set)
-        for key in trainer_runs:
-            cfgs_per_dataset[key.dataset].add(key.cfg)
-        split = any(len(c) > 1 for c in cfgs_per_dataset.values())
-        for key, run in trainer_runs.items():
-            label = f"{trainer}/{key.cfg}" if split else trainer
-            groups.setdefault(label, {})[key] = run
-    methods = []
-    for label in sorted(groups, key=_method_sort_key):
-        group = groups[label]
-        methods.append(Method(
-            label=label,
-            trainer=next(iter(group)).trainer,
-            runs={(k.role, k.dataset, k.seed): r for k, r in group.items()},
-            cfgs={k.dataset: k.cfg for k in group},
-            seeds=sorted(seeds) if seeds else sorted({k.seed for k in group}),
-        ))
-    return methods
-
-
-def _incomplete(method: Method, role: str, dataset: str, role_name: str) -> List[str]:
-    """Lines naming the missing seeds and unfinished runs of one cell."""
-    lines = []
-    where = f"{method.label} {display_name(dataset)}" + (f" {role_name}" if role_name else "")
-    for seed in method.seeds:
-        run = method.runs.get((role, dataset, seed))
-        if run is None:
-            lines.append(f"{where} seed {seed}: missing (no run folder)")
-        elif not run.finished:
-            lines.append(f"{where} seed {seed}: {run.status}, {run.reason} ({run.path})")
-    return lines
-
-
-class _Cells:
-    """Formats numbers for the text formats and collects tidy records."""
-
-    def __init__(self, use_ci95: bool, decimals: int = 2):
-        self.use_ci95 = use_ci95
-        self.decimals = decimals
-        self.records: List[Dict] = []
-
-    def stat(self, stat: Optional[Stat], expected: int, record: Dict) -> str:
-        """"mean ± spread" (with [k] when over k < expected seeds); records it."""
-        if stat is None:
-            return DASH
-        spread = ci95(stat.values) if self.use_ci95 else stat.std
-        self.records.append({**record, "mean": stat.mean, "std": stat.std,
-                             "ci95": ci95(stat.values), "n": stat.n, "values": stat.values})
-        text = f"{stat.mean:.{self.decimals}f}"
-        if stat.n > 1:
-            text += f" ± {spread:.{self.decimals}f}"
-        return text + (f" [{stat.n}]" if stat.n < expected else "")
-
-    def value(self, value: Optional[float], record: Dict, suffix: str = "") -> str:
-        """A number without spread (HM, averages, paper values); records it."""
-        if value is None:
-            return DASH
-        self.records.append({**record, "mean": value, "std": None, "ci95": None, "n": None,
-                             "values": None})
-        return f"{value:.{self.decimals}f}{suffix}"
-
-
-    def paper(self, value: Optional[float], ours: Optional[float], record: Dict) -> str:
-        """The paper's number and, beside it, yours minus the paper's; records both."""
-        if value is None:
-            return DASH
-        delta = None if ours is None else ours - value
-        self.records.append({**record, "mean": value, "std": None, "ci95": None, "n": None,
-                             "values": None, "delta": delta})
-        text = f"{value:.{self.decimals}f}"
-        return text if delta is None else f"{text} ({delta:+.{self.decimals}f})"
-
-
-def _mean(values: Iterable[Optional[float]]) -> Optional[float]:
-    values = [v for v in values if v is not None]
-    return sum(values) / len(values) if values else None
-
-
-def _seed_note(methods: Sequence[Method], use_ci95: bool, incomplete: bool) -> str:
-    spread = "95% confidence interval" if use_ci95 else "std (np.std, as CoOp's parser)"
-    seeds = {m.label: ", ".join(map(str, m.seeds)) for m in methods}
-    if len(set(seeds.values())) == 1:
-        expected = f"seeds {next(iter(seeds.values()))}"
-    else:
-        expected = "seeds " + "; ".join(f"{label}: {s}" for label, s in seeds.items())
-    gaps = "; [k]: a mean over only k of them (see the incomplete runs below)" if incomplete else ""
-    return f"Mean ± {spread} over {expected}{gaps}."
-
-
-def _cfg_note(methods: Sequence[Method]) -> str:
-    parts = []
-    for m in methods:
-        by_cfg: Dict[str, List[str]] = defaultdict(list)
-        for dataset, cfg in m.cfgs.items():
-            by_cfg[cfg].append(display_name(dataset))
-        text = "; ".join(f"{cfg} ({', '.join(sorted(d))})" if len(by_cfg) > 1 else cfg
-                         for cfg, d in sorted(by_cfg.items()))
-        parts.append(f"{m.label}: {text}")
-    return "Configs: " + " | ".join(parts)
 
 
 def _paper_note(paper: Optional[PaperReference], setting: str, averaged: Sequence[str]
@@ -240,7 +71,7 @@ def base2new_table(runs: Dict[RunKey, RunResult], shots: int, use_ci95: bool = F
     """Per dataset Base, New and HM for every method side by side, and their average."""
     methods = group_methods(runs, seeds)
     datasets = dataset_order(k.dataset for k in runs)
-    cells = _Cells(use_ci95)
+    cells = Cells(use_ci95)
     header = ["Dataset"]
     columns: List[Tuple[Method, bool]] = []  # (method, is_paper)
     for m in methods:
@@ -275,8 +106,8 @@ def base2new_table(runs: Dict[RunKey, RunResult], shots: int, use_ci95: bool = F
                 averages[m.label]["base"].append(base.mean)
                 averages[m.label]["new"].append(new.mean)
             if m.has(dataset):
-                incomplete += _incomplete(m, "base", dataset, "base")
-                incomplete += _incomplete(m, "new", dataset, "new")
+                incomplete += incomplete_lines(m, "base", dataset, "base")
+                incomplete += incomplete_lines(m, "new", dataset, "new")
         rows.append(row)
 
     row = ["Average"]
@@ -291,7 +122,7 @@ def base2new_table(runs: Dict[RunKey, RunResult], shots: int, use_ci95: bool = F
                     for metric in ("base", "new", "hm")]
             continue
         avg = averages[m.label]
-        base, new = _mean(avg["base"]), _mean(avg["new"])
+        base, new = mean_of(avg["base"]), mean_of(avg["new"])
         covered = len(avg["base"])
         mark = " *" if covered < len(datasets) else ""
         if mark:
@@ -304,10 +135,10 @@ def base2new_table(runs: Dict[RunKey, RunResult], shots: int, use_ci95: bool = F
                 cells.value(new, {**rec, "metric": "new"}, mark),
                 cells.value(hm, {**rec, "metric": "hm"}, mark)]
     rows.append(row)
-    notes = [_seed_note(methods, use_ci95, bool(incomplete)),
+    notes = [seed_note(methods, use_ci95, bool(incomplete)),
              "HM = 2·Base·New/(Base+New) of the mean Base and mean New; the average row "
              "averages the per-dataset means.",
-             _cfg_note(methods)] + _paper_note(paper, "base2new", datasets) + notes
+             cfg_note(methods)] + _paper_note(paper, "base2new", datasets) + notes
     return Table("base2new", [shots], header, rows, cells.records, notes, incomplete)
 
 
@@ -318,9 +149,9 @@ def fewshot_table(runs: Dict[RunKey, RunResult], use_ci95: bool = False,
     shots_list = sorted({k.shots for k in runs})
     by_shots = {s: group_methods({k: r for k, r in runs.items() if k.shots == s}, seeds)
                 for s in shots_list}
-    labels = sorted({m.label for ms in by_shots.values() for m in ms}, key=_method_sort_key)
+    labels = sorted({m.label for ms in by_shots.values() for m in ms}, key=method_sort_key)
     datasets = dataset_order(k.dataset for k in runs)
-    cells = _Cells(use_ci95)
+    cells = Cells(use_ci95)
     # columns: (label, shots, method or None, is_paper)
     columns: List[Tuple[str, int, Optional[Method], bool]] = []
     for label in labels:
@@ -355,7 +186,7 @@ def fewshot_table(runs: Dict[RunKey, RunResult], use_ci95: bool = False,
                 if stat:
                     per_column[i].append(stat.mean)
                 if m.has(dataset):
-                    incomplete += _incomplete(m, "test", dataset, f"{s}-shot")
+                    incomplete += incomplete_lines(m, "test", dataset, f"{s}-shot")
         rows.append(row)
     row = ["Average"]
     ours_fs = {}
@@ -374,11 +205,11 @@ def fewshot_table(runs: Dict[RunKey, RunResult], use_ci95: bool = False,
             if mark:
                 notes.append(f"* {label} {s}-shot: average over {covered} of {len(datasets)} "
                              "datasets.")
-            ours_fs[(label, s)] = _mean(per_column[i])
+            ours_fs[(label, s)] = mean_of(per_column[i])
             row.append(cells.value(ours_fs[(label, s)], {**rec, "datasets": covered}, mark))
     rows.append(row)
     methods = [m for ms in by_shots.values() for m in ms]
-    notes = [_seed_note(_unique_labels(methods), use_ci95, bool(incomplete)), _cfg_note(_unique_labels(methods))
+    notes = [seed_note(_unique_labels(methods), use_ci95, bool(incomplete)), cfg_note(_unique_labels(methods))
              ] + _paper_note(paper, "fewshot", datasets) + notes
     return Table("fewshot", shots_list, header, rows, cells.records, notes, incomplete)
 
@@ -402,7 +233,7 @@ def transfer_table(setting: str, runs: Dict[RunKey, RunResult], shots: int,
     header = ["Method", f"{display_name(SOURCE_DATASET)} (source)"] + \
         [display_name(d) for d in targets] + ["Average"]
     averaged = columns if setting == "dg" else columns[1:]
-    cells = _Cells(use_ci95)
+    cells = Cells(use_ci95)
     rows, incomplete, notes = [], [], []
     for m in methods:
         ours_tr: Dict[str, Optional[float]] = {}
@@ -424,7 +255,7 @@ def transfer_table(setting: str, runs: Dict[RunKey, RunResult], shots: int,
                 stat = m.stat(role, dataset)
                 means[dataset] = stat.mean if stat else None
                 row.append(cells.stat(stat, len(m.seeds), rec))
-                incomplete += _incomplete(m, role, dataset, role)
+                incomplete += incomplete_lines(m, role, dataset, role)
             rec = {"setting": setting, "shots": shots, "method": label, "trainer": m.trainer,
                    "cfg": "", "dataset": "average", "metric": "accuracy"}
             if is_paper:
@@ -436,12 +267,12 @@ def transfer_table(setting: str, runs: Dict[RunKey, RunResult], shots: int,
                 if mark:
                     notes.append(f"* {m.label}: average over {len(present)} of "
                                  f"{len(averaged)} datasets.")
-                ours_tr = {**means, "average": _mean(present)}
+                ours_tr = {**means, "average": mean_of(present)}
                 row.append(cells.value(ours_tr["average"], {**rec, "datasets": len(present)}, mark))
             rows.append(row)
     what = "source and targets" if setting == "dg" else "targets"
-    notes = [_seed_note(methods, use_ci95, bool(incomplete)), f"Average: over the {what}, as the paper.",
-             _cfg_note(methods)] + _paper_note(paper, setting, [d for _, d in averaged]) + notes
+    notes = [seed_note(methods, use_ci95, bool(incomplete)), f"Average: over the {what}, as the paper.",
+             cfg_note(methods)] + _paper_note(paper, setting, [d for _, d in averaged]) + notes
     return Table(setting, [shots], header, rows, cells.records, notes, incomplete)
 
 
@@ -471,40 +302,3 @@ def build_tables(setting: str, runs: Dict[RunKey, RunResult], use_ci95: bool = F
         else:
             tables.append(transfer_table(setting, subset, shots, use_ci95, seeds, paper))
     return tables
-
-
-def render(tables: Sequence[Table], fmt: str) -> str:
-    """``tables`` as ``table`` (aligned text), ``markdown``, ``csv`` or ``json``."""
-    if fmt == "json":
-        return json.dumps([{"setting": t.setting, "title": t.title, "shots": t.shots,
-                            "header": t.header, "rows": t.rows, "records": t.records,
-                            "notes": t.notes, "incomplete": t.incomplete} for t in tables],
-                          indent=2)
-    if fmt == "csv":
-        fields = ["setting", "shots", "method", "trainer", "cfg", "dataset", "role", "metric",
-                  "mean", "std", "ci95", "n", "values", "datasets"]
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore",
-                                lineterminator="\n")
-        writer.writeheader()
-        for t in tables:
-            for rec in t.records:
-                values = rec.get("values")
-                writer.writerow({**rec, "values": ";".join(f"{v:.4f}" for v in values)
-                                 if values else ""})
-        return out.getvalue()
-    if fmt not in ("table", "markdown"):
-        raise ValueError(f"Unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
-    blocks = []
-    for t in tables:
-        title = f"## {t.title}" if fmt == "markdown" else f"{t.title}\n{'=' * len(t.title)}"
-        body = tabulate(t.rows, headers=t.header, tablefmt="github" if fmt == "markdown"
-                        else "simple", disable_numparse=True,
-                        colalign=["left"] + ["right"] * (len(t.header) - 1))
-        lines = [title, "", body, ""]
-        lines += [f"- {n}" if fmt == "markdown" else n for n in t.notes]
-        if t.incomplete:
-            lines += ["", f"Incomplete runs ({len(t.incomplete)}, not in the means):"]
-            lines += [f"- {line}" if fmt == "markdown" else f"  {line}" for line in t.incomplete]
-        blocks.append("\n".join(lines))
-    return "\n\n".join(blocks) + "\n"

@@ -21,7 +21,7 @@ with warnings.catch_warnings():
     import clip
     from clip.model import CLIP
 
-from .templates import class_prompts
+from clipfit.methods.templates import class_prompts
 
 
 @dataclass

@@ -14,9 +14,9 @@ import torch
 import torch.nn as nn
 from yacs.config import CfgNode
 
-from .addon import AddOnClassifier
-from .templates import DEFAULT_TEMPLATE, check_template, resolve_template
-from .text import class_text_features
+from clipfit.methods.addon import AddOnClassifier
+from clipfit.methods.templates import DEFAULT_TEMPLATE, check_template, resolve_template
+from clipfit.methods.text import class_text_features
 
 CFG_PREFIX = "TRAINER.CLIP_ADAPTER."
 

@@ -3,7 +3,7 @@
 :class:`AddOnClassifier` freezes every CLIP parameter, learns the modules a subclass
 adds as attributes (context vectors, an adapter) and, with ``update_image_ln`` ("+UL",
 CLIPFit paper Table 4, key ``TRAINER.UPDATE_IMAGE_LN``), also the image encoder's
-LayerNorms, chosen by the same code as CLIPFit's (:func:`clipfit.params.image_layernorm_parameters`).
+LayerNorms, chosen by the same code as CLIPFit's (:func:`clipfit.methods.params.image_layernorm_parameters`).
 Its loss is cross-entropy on the cosine logits plus the weighted terms a subclass
 returns from :meth:`AddOnClassifier.regularisers`.
 """
@@ -14,9 +14,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from .classifier import CLIPClassifier, LossParts
-from .losses import classification_loss
-from .params import Selection, freeze_all_except, image_layernorm_parameters
+from clipfit.methods.classifier import CLIPClassifier, LossParts
+from clipfit.methods.losses import classification_loss
+from clipfit.methods.params import Selection, freeze_all_except, image_layernorm_parameters
 
 UL_KEY = "TRAINER.UPDATE_IMAGE_LN"
 

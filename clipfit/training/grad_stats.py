@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
-from clipfit.atomic import atomic_path
+from clipfit.fileio import atomic_path
 
 FILE_NAME = "grad_stats.pt"
 FORMAT = "clipfit-grad-stats-1"

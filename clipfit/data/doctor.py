@@ -1,4 +1,4 @@
-"""Check a data root before training: ``python -m clipfit.doctor --root DATA [--dataset dtd ...]``.
+"""Check a data root before training: ``python -m clipfit.data doctor --root DATA [--dataset dtd ...]``.
 
 For every CoOp dataset found under DATA (or each one named) it checks the folder tree and
 the files the loader needs, the split file, the number of classes and images per split
@@ -25,16 +25,11 @@ import yaml
 from PIL import Image
 from tabulate import tabulate
 
-from clipfit.data_splits import (
-    DOCS,
-    FEWSHOT_FOLDER,
-    CoOpDataset,
-    DatasetLayoutError,
-    read_json_file,
-    stale_rows,
-)
+from clipfit.data.fewshot import FEWSHOT_FOLDER, stale_rows
+from clipfit.data.folders import CoOpDataset
+from clipfit.data.splits import DOCS, DatasetLayoutError, read_json_file
+from clipfit import REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # classes, train, val, test of CoOp's splits (CLIPFit paper, Table 8; variants: their papers)
 PUBLISHED: Dict[str, Tuple[int, Optional[int], Optional[int], int]] = {
     "ImageNet": (1000, 1281167, None, 50000),
@@ -250,7 +245,7 @@ def check_dataset(
     name: str, root: str, max_images: int = 200, skip_counts: bool = False, requested: bool = False
 ) -> Report:
     """Check one dataset (registry name) under ``root``; an absent folder is a problem only if requested."""
-    from clipfit.config import get_cfg
+    from clipfit.training.config import get_cfg
     from clipfit.engine import DATASET_REGISTRY
 
     cls = DATASET_REGISTRY.get(name)
@@ -294,7 +289,7 @@ def summary(reports: Sequence[Report]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clipfit.doctor", description=__doc__.split("\n\n")[1])
+    parser = argparse.ArgumentParser(prog="python -m clipfit.data doctor", description=__doc__.split("\n\n")[1])
     parser.add_argument("--root", required=True, help="the data root (train.py's --root)")
     parser.add_argument(
         "--dataset",

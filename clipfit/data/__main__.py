@@ -1,0 +1,27 @@
+"""``python -m clipfit.data COMMAND``: dataset tools (``doctor``: check datasets under ``--root``)."""
+from __future__ import annotations
+
+import sys
+from typing import Callable, Dict, Optional, Sequence
+
+
+def _doctor(argv: Sequence[str]) -> int:
+    from clipfit.data.doctor import main
+
+    return main(argv)
+
+
+COMMANDS: Dict[str, Callable[[Sequence[str]], int]] = {"doctor": _doctor}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: python -m clipfit.data {{{','.join(COMMANDS)}}} [options]  (--help after the command)",
+              file=sys.stderr)
+        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The jobs of a sweep: which script commands one dataset and seed runs, and where they write.
+
+The experiment scripts define where each run writes: :func:`resolve` asks them (``DRY_RUN=1``).
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+from clipfit import REPO_ROOT
+from clipfit.experiments.protocol import FEWSHOT_SHOTS, SETTINGS, SOURCE_DATASET, setting_datasets
+from clipfit.experiments.results import FINISHED, last_progress, run_status
+
+HEADER_PREFIX = "==> "  # the scripts' announcement lines
+
+
+@dataclass
+class Job:
+    """One unit of a sweep: shell commands run in order, and the run folders they fill."""
+
+    name: str
+    commands: List[List[str]]
+    run_dirs: List[str] = field(default_factory=list)
+    log: str = ""
+    lock: str = ""
+
+    @property
+    def shell(self) -> str:
+        return " && ".join(shlex.join(c) for c in self.commands)
+
+    def status(self) -> str:
+        """done (every run finished), partial (some) or todo (none)."""
+        finished = [run_status(d) == FINISHED for d in self.run_dirs]
+        if finished and all(finished):
+            return "done"
+        return "partial" if any(finished) else "todo"
+
+
+def _script(name: str, *args) -> List[str]:
+    return ["bash", osp.join("scripts", name), *map(str, args)]
+
+
+def plan(setting: str, seeds: Sequence[int], datasets: Optional[Sequence[str]] = None,
+         shots: Sequence[int] = FEWSHOT_SHOTS, opts: Sequence[str] = ()) -> List[Job]:
+    """The jobs of ``setting`` (seed-major, so a killed sweep leaves whole seeds done)."""
+    chosen = list(datasets) if datasets else list(setting_datasets(setting))
+    jobs: List[Job] = []
+    for seed in seeds:
+        if setting == "base2new":
+            jobs += [Job(f"{d}-seed{seed}", [_script("base2new_train.sh", d, seed, *opts),
+                                             _script("base2new_test.sh", d, seed, *opts)])
+                     for d in chosen]
+        elif setting == "fewshot":
+            jobs += [Job(f"{d}-{k}shot-seed{seed}", [_script("fewshot.sh", d, seed, k, *opts)])
+                     for k in shots for d in chosen]
+        elif setting == "xd":
+            jobs.append(Job(f"{SOURCE_DATASET}-seed{seed}",
+                            [_script("xd_train.sh", seed, *opts)]
+                            + [_script("xd_test.sh", d, seed, *opts) for d in chosen]))
+        elif setting == "dg":
+            jobs.append(Job(f"{SOURCE_DATASET}-seed{seed}", [_script("dg_test.sh", seed, *opts)]))
+        else:
+            raise ValueError(f"Unknown setting '{setting}'; choose one of {', '.join(SETTINGS)}")
+    return jobs
+
+
+def sweep_dir(setting: str, env: Dict[str, str]) -> str:
+    """Where a sweep keeps job logs, locks and SLURM files: ``$OUT/sweeps/<setting>/<tag>``."""
+    out = env.get("OUT") or "output"
+    tag = env.get("TRAINER") or "CLIPFit"
+    if env.get("CFG"):
+        tag += f"_{env['CFG']}"
+    if env.get("SHOTS", "16") != "16" and setting != "fewshot":
+        tag += f"_shots{env['SHOTS']}"
+    return osp.join(out if osp.isabs(out) else osp.join(REPO_ROOT, out), "sweeps", setting, tag)
+
+
+def resolve(jobs: Sequence[Job], setting: str, env: Dict[str, str]) -> None:
+    """Fill each job's run folders (asking its scripts with ``DRY_RUN=1``), log and lock."""
+    base = sweep_dir(setting, env)
+    dry_env = {**env, "DRY_RUN": "1"}
+    for job in jobs:
+        job.run_dirs = []
+        for command in job.commands:
+            proc = subprocess.run(command, cwd=REPO_ROOT, env=dry_env, capture_output=True,
+                                  text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{shlex.join(command)} failed in DRY_RUN mode:\n"
+                                   f"{proc.stderr.strip() or proc.stdout.strip()}")
+            job.run_dirs += [p if osp.isabs(p) else osp.join(REPO_ROOT, p)
+                             for p in proc.stdout.split() if p]
+        job.log = osp.join(base, "logs", f"{job.name}.log")
+        job.lock = osp.join(base, "locks", f"{job.name}.lock")
+
+
+def display_path(path: str) -> str:
+    rel = osp.relpath(path, REPO_ROOT)
+    return path if rel.startswith("..") else rel
+
+
+def task_command(job: Job) -> List[str]:
+    """The command that runs ``job`` under its lock, appending to its log."""
+    return [sys.executable, "-m", "clipfit.experiments.sweep", "task", "--lock", job.lock, "--log", job.log,
+            "--", "bash", "-c", job.shell]
+
+
+def job_progress(job: Job) -> str:
+    """What a running job does now: its last script announcement and training progress."""
+    try:
+        with open(job.log, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 65536))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    step = next((ln[len(HEADER_PREFIX):] for ln in reversed(lines)
+                 if ln.startswith(HEADER_PREFIX)), "")
+    progress = last_progress(job.log)
+    last_header = max((i for i, ln in enumerate(lines) if ln.startswith(HEADER_PREFIX)),
+                      default=-1)
+    has_progress_after = any(ln.startswith("epoch [") for ln in lines[last_header + 1:])
+    step = step.replace(REPO_ROOT + os.sep, "")
+    return step + (f" [{progress}]" if progress and has_progress_after else "")

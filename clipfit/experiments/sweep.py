@@ -1,0 +1,144 @@
+"""Sweep runner: every dataset x seed of a setting, in parallel or as a SLURM job array.
+
+``bash scripts/sweep.sh SETTING [options] [-- yacs opts]`` (or ``python -m clipfit.experiments.sweep``).
+A job is one dataset and seed (base2new: train then test; fewshot: one number of shots; xd:
+one seed's ImageNet training and its 10 targets; dg: one seed's source model and 4 targets).
+The experiment scripts define where each run writes: the sweep asks them (``DRY_RUN=1``)
+and skips a job whose run folders all hold final results. A job that was interrupted runs
+again, and the scripts resume its runs from their last checkpoint.
+
+Jobs run one per GPU listed in ``CUDA_VISIBLE_DEVICES``, else ``--jobs N`` at a time, or as
+a SLURM job array (``--slurm``). A lock file per job keeps two sweeps (or a sweep and a
+leftover job of a killed one) from running the same job at once. The environment contract of
+the scripts (TRAINER, CFG, SHOTS, DATA, OUT, PYTHON) passes through unchanged.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import os.path as osp
+import signal
+import sys
+from typing import Dict, List, Optional, Sequence
+
+from clipfit.experiments.jobs import Job, display_path, plan, resolve
+from clipfit.experiments.protocol import FEWSHOT_SHOTS, SEEDS, SETTINGS
+from clipfit.experiments.runners import LocalRunner, is_locked, run_task, slots_from_env, submit_slurm
+
+def summarize(setting: str, env: Dict[str, str], skipped: Sequence[Job],
+              runner: Optional[LocalRunner], interrupted: bool) -> None:
+    """What ran, what was skipped, what failed and where its log is; what to run next."""
+    print("=" * 60)
+    trainer = env.get("TRAINER") or "CLIPFit"
+    counts = [f"{len(skipped)} skipped (already finished)"]
+    if runner is not None:
+        counts += [f"{len(runner.ok)} ran ok", f"{len(runner.failed)} failed"]
+        not_run = len(runner.pending) + len(runner.running)
+        counts += [f"{len(runner.busy)} busy in another process"] if runner.busy else []
+        counts += [f"{not_run} not run"] if not_run else []
+    print(f"Sweep {setting} (TRAINER={trainer}): {', '.join(counts)}")
+    if runner is not None:
+        for job, reason in runner.failed:
+            print(f"  FAILED {job.name} ({reason}): {display_path(job.log)}")
+        for job in runner.busy:
+            print(f"  BUSY   {job.name} (lock {display_path(job.lock)} held by another process)")
+    if interrupted:
+        print("Interrupted: run the same command again to resume (finished runs are skipped, "
+              "unfinished ones resume from their last checkpoint).")
+    out = env.get("OUT") or "output"
+    root = osp.join(out, setting) if setting in ("base2new", "fewshot") else out
+    print(f"Results: python parse_test_res.py --{setting} {root}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scripts/sweep.sh", description=__doc__.split("\n\n")[0],
+        epilog="Environment: TRAINER (CLIPFit), CFG, SHOTS, DATA, OUT, PYTHON as for the "
+               "scripts; CUDA_VISIBLE_DEVICES=0,1,2,3 runs one job per GPU. Everything after "
+               "'--' is passed to every script as yacs opts.")
+    parser.add_argument("setting", choices=SETTINGS,
+                        help="base2new, fewshot, xd (cross-dataset) or dg (distribution shift)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
+                        help="default: 1 2 3")
+    parser.add_argument("--datasets", nargs="+",
+                        help="default: the setting's 11 datasets (xd: the 10 targets; "
+                             "dg: ignored, dg_test.sh tests its 4 targets)")
+    parser.add_argument("--shots", type=int, nargs="+", default=list(FEWSHOT_SHOTS),
+                        help="fewshot only (default: 1 2 4 8 16)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="parallel jobs when CUDA_VISIBLE_DEVICES is not set")
+    parser.add_argument("--dry-run", action="store_true", help="list the jobs, run nothing")
+    parser.add_argument("--slurm", action="store_true", help="submit a SLURM job array")
+    parser.add_argument("--sbatch-args", default="",
+                        help="extra sbatch options, given with '=': "
+                             "--sbatch-args='--partition=gpu --time=12:00:00'")
+    parser.add_argument("--max-parallel", type=int, default=0,
+                        help="SLURM: at most this many array tasks at once (0: no limit)")
+    parser.add_argument("--status-every", type=float, default=30.0,
+                        help="seconds between progress summaries")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["task"]:
+        task = argparse.ArgumentParser(prog="clipfit.experiments.sweep task")
+        task.add_argument("--lock", required=True)
+        task.add_argument("--log", required=True)
+        task.add_argument("command", nargs=argparse.REMAINDER)
+        args = task.parse_args(argv[1:])
+        command = args.command[1:] if args.command[:1] == ["--"] else args.command
+        run_task(args.lock, args.log, command)
+        return 0
+    opts: List[str] = []
+    if "--" in argv:
+        opts = argv[argv.index("--") + 1:]
+        argv = argv[:argv.index("--")]
+    args = build_parser().parse_args(argv)
+    env = dict(os.environ)
+    jobs = plan(args.setting, args.seeds, args.datasets, args.shots, opts)
+    resolve(jobs, args.setting, env)
+
+    states = {job.name: job.status() for job in jobs}
+    skipped = [j for j in jobs if states[j.name] == "done"]
+    todo = [j for j in jobs if states[j.name] != "done"]
+    print(f"Sweep {args.setting} (TRAINER={env.get('TRAINER') or 'CLIPFit'}): {len(jobs)} jobs, "
+          f"{len(skipped)} already finished (skipped), {len(todo)} to run")
+    for job in skipped:
+        print(f"  skip {job.name}: finished")
+    for job in todo:
+        note = " (partly done: resumes)" if states[job.name] == "partial" else ""
+        note += " (running in another process)" if is_locked(job.lock) else ""
+        print(f"  run  {job.name}{note}: {job.shell}")
+    if args.slurm:
+        return submit_slurm(todo, args.setting, env, args.sbatch_args, args.max_parallel,
+                            args.dry_run) if todo else 0
+    if args.dry_run or not todo:
+        summarize(args.setting, env, skipped, None, False)
+        return 0
+
+    slots = slots_from_env(env, args.jobs)
+    where = (f"one per GPU ({', '.join(s for s in slots if s)})" if slots[0] is not None
+             else f"{len(slots)} at a time (CUDA_VISIBLE_DEVICES not set: no GPU pinning)")
+    print(f"Running {len(todo)} jobs {where}")
+    runner = LocalRunner(todo, slots, env, args.status_every)
+    interrupted = False
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        runner.run()
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\nStopping the running jobs ...", flush=True)
+        runner.stop()
+    summarize(args.setting, env, skipped, runner, interrupted)
+    if interrupted:
+        return 130
+    return 1 if runner.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
