@@ -6,7 +6,8 @@ from typing import Dict, List
 from scipy.io import loadmat
 
 from clipfit.data.folders import CoOpDataset
-from clipfit.data.splits import Split, read_json_file, split_groups
+from clipfit.data.splits import Split, split_groups
+from clipfit.fileio import read_json
 from clipfit.engine import DATASET_REGISTRY
 
 LABELS = "imagelabels.mat"
@@ -34,5 +35,6 @@ oxford_flowers/
         by_label: Dict[int, List[str]] = {}  # 1-based label -> images, in order of first appearance
         for i, label in enumerate(loadmat(os.path.join(self.dataset_dir, LABELS))["labels"][0]):
             by_label.setdefault(int(label), []).append(os.path.join(self.image_dir, f"image_{i + 1:05d}.jpg"))
-        names = read_json_file(os.path.join(self.dataset_dir, CLASSNAMES), "Class-name file")
+        names = read_json(os.path.join(self.dataset_dir, CLASSNAMES), "Class-name file",
+                          "copy cat_to_name.json from CoOp's repository again")
         return split_groups((y - 1, names[str(y)], paths) for y, paths in by_label.items())

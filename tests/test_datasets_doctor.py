@@ -53,6 +53,9 @@ def test_a_healthy_root_has_no_problems_and_a_summary_table(tmp_path, capsys):
     ]
 
 
+DEAD_PID = 4_999_999  # above Linux's largest pid (2**22): no process has it
+
+
 def test_corruptions_are_reported_one_line_each_with_the_fix(tmp_path, capsys):
     dtd = make_dataset("dtd", str(tmp_path), per_class=40)
     cache_fewshot(tmp_path, 1)
@@ -66,7 +69,7 @@ def test_corruptions_are_reported_one_line_each_with_the_fix(tmp_path, capsys):
         json.dump(cache, f)
     with open(os.path.join(fewshot, "shot_2-seed_2.json"), "w") as f:
         f.write('{"train": [')
-    open(os.path.join(fewshot, ".shot_4-seed_1.json.x1y2.tmp"), "w").close()
+    open(os.path.join(fewshot, f".shot_4-seed_1.json.{DEAD_PID}.tmp"), "w").close()
     broken = os.path.join(dtd, "images", "bubbly", "bubbly_0003.jpg")
     with open(broken, "wb") as f:
         f.write(b"\xff\xd8 not really a jpeg")
@@ -93,7 +96,7 @@ def test_corruptions_are_reported_one_line_each_with_the_fix(tmp_path, capsys):
     assert len(about_dtd) == 4
     assert any(f"unreadable image {broken}" in line and "Fix: replace it" in line for line in about_dtd)
     assert any(
-        "shot_2-seed_1.json: 1 train image(s) are not in the current split" in line
+        "shot_2-seed_1.json: 1 of its train images are not in the split's train set" in line
         and "Fix: delete it" in line
         for line in about_dtd
     )

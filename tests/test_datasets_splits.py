@@ -17,7 +17,9 @@ from scipy.io import loadmat
 import datasets  # noqa: F401  (registers the loaders)
 from _helpers import build, replay_fewshot
 from clipfit.data import splits as split_files
+from clipfit import fileio
 from clipfit.data.splits import DatasetLayoutError
+from clipfit.fileio import FileContentError
 from clipfit.testing.fake_datasets import make_dataset, registry_name
 
 FOLDER_DATASETS = {  # name -> (image folder, ignored class folders, class names after renaming)
@@ -201,7 +203,7 @@ def test_damaged_split_file_says_so(tmp_path):
     folder = make_dataset("dtd", str(tmp_path))
     with open(os.path.join(folder, "split_zhou_DescribableTextures.json"), "w") as f:
         f.write('{"train": [')
-    with pytest.raises(DatasetLayoutError, match="not valid JSON"):
+    with pytest.raises(FileContentError, match="split_zhou_DescribableTextures.json is not valid JSON.*Fix: download"):
         build(tmp_path, "dtd")
 
 
@@ -230,17 +232,22 @@ def test_more_shots_than_a_class_has_keeps_all_its_images_and_warns(tmp_path, ca
     assert len(ds.val) == 8  # every val image: 2 per class
 
 
-def test_stale_fewshot_cache_is_reported_with_the_fix(tmp_path):
+def test_stale_fewshot_cache_is_made_again_with_a_note(tmp_path, capsys):
     folder = make_dataset("dtd", str(tmp_path))
     ds = build(tmp_path, "dtd", shots=2, seed=1)
     cache = os.path.join(folder, "split_fewshot", "shot_2-seed_1.json")
     with open(cache) as f:
-        data = json.load(f)
+        original = json.load(f)
+    data = json.loads(json.dumps(original))
     data["train"][0][0] = os.path.relpath(ds.test[0].impath, os.path.join(folder, "images"))
     with open(cache, "w") as f:
         json.dump(data, f)
-    with pytest.raises(DatasetLayoutError, match="does not match the current split.*Delete it"):
-        build(tmp_path, "dtd", shots=2, seed=1)
+    capsys.readouterr()
+    again = build(tmp_path, "dtd", shots=2, seed=1)
+    assert "not in the split's train set" in capsys.readouterr().out
+    assert [x.impath for x in again.train_x] == [x.impath for x in ds.train_x]
+    with open(cache) as f:
+        assert json.load(f) == original
 
 
 def test_coops_pickle_caches_are_never_unpickled_nor_touched(tmp_path, monkeypatch):
@@ -267,11 +274,10 @@ def test_coops_pickle_caches_are_never_unpickled_nor_touched(tmp_path, monkeypat
 def test_a_failed_cache_write_leaves_no_file_and_the_run_continues(tmp_path, monkeypatch, capsys):
     folder = make_dataset("dtd", str(tmp_path))
 
-    def disk_full(obj, f, **kwargs):
-        f.write('{"train": [')
+    def disk_full(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(split_files.json, "dump", disk_full)
+    monkeypatch.setattr(fileio.os, "fsync", disk_full)
     ds = build(tmp_path, "dtd", shots=2, seed=1)
     assert len(ds.train_x) == 8
     assert "could not save the few-shot selection" in capsys.readouterr().out
@@ -279,11 +285,10 @@ def test_a_failed_cache_write_leaves_no_file_and_the_run_continues(tmp_path, mon
     assert not os.path.exists(os.path.join(fewshot_dir, "shot_2-seed_1.json"))
     assert no_temp_files(folder)
 
-    def interrupted(obj, f, **kwargs):
-        f.write('{"train": [')
+    def interrupted(fd):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(split_files.json, "dump", interrupted)
+    monkeypatch.setattr(fileio.os, "fsync", interrupted)
     with pytest.raises(KeyboardInterrupt):
         build(tmp_path, "dtd", shots=2, seed=2)
     assert os.listdir(fewshot_dir) == [] and no_temp_files(folder)

@@ -14,13 +14,13 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from yacs.config import CfgNode
 
+from clipfit.checkpoint_files import POINTER_FILE, checkpoint_file, has_checkpoint, read_pointer, saved_epochs
 from clipfit.training import tuned_checkpoint as ckpt_io
 from clipfit.methods.clip_loader import CLIPWeightsNotFoundError, architecture, load_clip
 from clipfit.training.config import get_cfg, merge_from_file
 
 CONFIG_FILE = "config.yaml"
 ANALYSIS_FOLDER = "analysis"
-_CKPT = re.compile(r"^model\.pth\.tar-(\d+)$")
 
 
 class RunError(ValueError):
@@ -50,9 +50,7 @@ class Run:
 
 
 def _is_model_dir(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, ckpt_io.LAST_FILE)) or any(
-        _CKPT.match(f) for f in os.listdir(path)
-    )
+    return has_checkpoint(path)
 
 
 def find_checkpoint(path: str, epoch: Optional[int] = None) -> str:
@@ -74,11 +72,10 @@ def find_checkpoint(path: str, epoch: Optional[int] = None) -> str:
             raise RunError(f"{path} holds several models ({', '.join(found)}): pass one of these folders.")
         model_dir = os.path.join(path, found[0])
     if epoch is not None:
-        return os.path.join(model_dir, ckpt_io.checkpoint_file(epoch))
-    if os.path.isfile(os.path.join(model_dir, ckpt_io.LAST_FILE)):
-        return ckpt_io.latest_file(model_dir)
-    epochs = sorted(int(m.group(1)) for m in map(_CKPT.match, os.listdir(model_dir)) if m)
-    return os.path.join(model_dir, ckpt_io.checkpoint_file(epochs[-1]))
+        return os.path.join(model_dir, checkpoint_file(epoch))
+    if os.path.isfile(os.path.join(model_dir, POINTER_FILE)):
+        return read_pointer(model_dir)
+    return os.path.join(model_dir, checkpoint_file(saved_epochs(model_dir)[-1]))
 
 
 def load_run_config(run_dir: str) -> Optional[CfgNode]:

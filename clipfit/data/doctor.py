@@ -3,9 +3,10 @@
 For every CoOp dataset found under DATA (or each one named) it checks the folder tree and
 the files the loader needs, the split file, the number of classes and images per split
 against CoOp's published sizes, the images per class, that images open, and that the
-few-shot caches still match the split. It prints one line per problem with its fix, then
-a summary table, and exits with status 1 when a problem was found. It writes nothing: a
-missing split is made in memory only.
+few-shot caches pass the checks a run makes, and lists partial files left by interrupted
+writes (also in the run folders given with --output-dir). It prints one line per problem with
+its fix, then a summary table, and exits with status 1 when a problem was found. It writes
+nothing (a missing split is made in memory only); --clean removes the partial files.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ import yaml
 from PIL import Image
 from tabulate import tabulate
 
-from clipfit.data.fewshot import FEWSHOT_FOLDER, stale_rows
-from clipfit.data.folders import CoOpDataset
-from clipfit.data.splits import DOCS, DatasetLayoutError, read_json_file
 from clipfit import REPO_ROOT
+from clipfit.data.fewshot import FEWSHOT_FOLDER, cache_problem, fewshot_sources
+from clipfit.data.folders import CoOpDataset
+from clipfit.data.splits import DOCS, DatasetLayoutError
+from clipfit.fileio import FileContentError, leftover_temps, read_json
 
 # classes, train, val, test of CoOp's splits (CLIPFit paper, Table 8; variants: their papers)
 PUBLISHED: Dict[str, Tuple[int, Optional[int], Optional[int], int]] = {
@@ -196,53 +198,43 @@ def check_images(report: Report, splits: Tuple, max_images: int) -> None:
         report.add(f"{len(bad) - MAX_LISTED} more unreadable images.", "extract the dataset again.")
 
 
-def check_leftovers(report: Report, folder: str) -> None:
-    """Temporary files of interrupted writes (``.<name>.<random>.tmp``) in the dataset and cache folders."""
-    for sub in (folder, os.path.join(folder, FEWSHOT_FOLDER)):
-        if os.path.isdir(sub):
-            for name in sorted(os.listdir(sub)):
-                if name.startswith(".") and name.endswith(".tmp"):
-                    report.add(
-                        f"{os.path.join(sub, name)} is a partial file left by an interrupted write.",
-                        "delete it.",
-                    )
+def check_leftovers(report: Report, folders: Sequence[str], clean: bool, recursive: bool = False) -> None:
+    """Temporary files of interrupted writes (``.<name>.<pid>.tmp`` of a process that is gone)
+    in ``folders`` (and their subfolders if ``recursive``): listed, or removed with ``--clean``."""
+    for path in (p for folder in folders for p in leftover_temps(folder, recursive=recursive)):
+        if clean:
+            os.remove(path)
+            print(f"Removed {path}, a partial file left by an interrupted write.")
+        else:
+            report.add(f"{path} is a partial file left by an interrupted write.",
+                       "delete it, or run the doctor again with --clean.")
 
 
 def check_caches(report: Report, fewshot_dir: str, image_dir: str, splits: Tuple) -> None:
-    """Every few-shot cache must hold at most K images per class, all from the current split."""
+    """Every few-shot cache must pass the check a run makes before using it (see ``cache_problem``)."""
     if not os.path.isdir(fewshot_dir):
         return
     train, val, _ = splits
+    fix = "delete it; the next run with these shots and seed samples again from the current split."
     for name in sorted(os.listdir(fewshot_dir)):
         path = os.path.join(fewshot_dir, name)
         match = CACHE_FILE.match(name)
-        if not match:
+        if not match or train is None:
             continue
         report.caches += 1
-        shots = int(match.group(1))
+        shots, seed = int(match.group(1)), int(match.group(2))
         try:
-            data = read_json_file(path, "Few-shot cache")
-        except DatasetLayoutError as e:
-            report.add(one_line(e), "delete it; the next run with this seed samples again.")
-            continue
-        for part, items in (("train", train), ("val", val)):
-            if part not in data or items is None:
-                continue
-            stale = stale_rows(data[part], items, image_dir)
-            most = max(Counter(row[1] for row in data[part]).values(), default=0)
-            if stale:
-                report.add(
-                    f"{path}: {len(stale)} {part} image(s) are not in the current split (e.g. {stale[0]}).",
-                    "delete it; the next run with this seed samples again from the current split.",
-                )
-            elif most > shots:
-                report.add(
-                    f"{path}: a class has {most} {part} images, more than {shots} shots.", "delete it."
-                )
+            data = read_json(path, "Few-shot cache")
+            problem = cache_problem(data, shots, seed, fewshot_sources(train, val, shots), image_dir, path)
+        except (FileContentError, OSError) as e:
+            problem = str(e).split(" Fix:")[0]
+        if problem:
+            report.add(f"{path}: {problem.rstrip('.')}.", fix)
 
 
 def check_dataset(
-    name: str, root: str, max_images: int = 200, skip_counts: bool = False, requested: bool = False
+    name: str, root: str, max_images: int = 200, skip_counts: bool = False, requested: bool = False,
+    clean: bool = False,
 ) -> Report:
     """Check one dataset (registry name) under ``root``; an absent folder is a problem only if requested."""
     from clipfit.training.config import get_cfg
@@ -267,7 +259,7 @@ def check_dataset(
         if saved:  # caches are compared with the saved split only
             image_dir = os.path.join(folder, cls.image_folder) if cls.image_folder else folder
             check_caches(report, os.path.join(folder, FEWSHOT_FOLDER), image_dir, splits)
-    check_leftovers(report, folder)
+    check_leftovers(report, (folder, os.path.join(folder, FEWSHOT_FOLDER)), clean)
     report.status = f"{len(report.problems)} problem(s)" if report.problems else "ok"
     return report
 
@@ -308,14 +300,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         action="store_true",
         help="do not compare sizes with CoOp's published ones (for a deliberate subset)",
     )
+    parser.add_argument(
+        "--clean",
+        action="store_true",
+        help="remove the partial files of interrupted writes found in the datasets and in --output-dir",
+    )
+    parser.add_argument(
+        "--output-dir",
+        nargs="+",
+        default=[],
+        help="also look for partial files of interrupted writes in these run folders (recursively)",
+    )
     args = parser.parse_args(argv)
     import_loaders()
     names = [resolve_name(n) for n in args.dataset] or list(PUBLISHED)
     reports = [
-        check_dataset(n, args.root, args.max_images, args.skip_counts, requested=bool(args.dataset))
+        check_dataset(n, args.root, args.max_images, args.skip_counts, requested=bool(args.dataset),
+                      clean=args.clean)
         for n in names
     ]
     problems = [p for r in reports for p in r.problems]
+    for folder in args.output_dir:
+        runs = Report("runs", folder)
+        check_leftovers(runs, [folder], args.clean, recursive=True)
+        problems += runs.problems
     for problem in problems:
         print(problem.line())
     if not any(r.status != "absent" for r in reports):

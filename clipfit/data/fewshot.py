@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from collections import Counter
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from clipfit.data.splits import (DatasetLayoutError, Row, atomic_write_json, load_or_create, make_datums,
-                                 read_json_file, to_rows)
+from clipfit.data.splits import (DOCS, DatasetLayoutError, atomic_write_json, checked_rows, folder_lock, make_datums,
+                                 to_rows)
+from clipfit.fileio import FileContentError, read_json
 from clipfit.engine import DatasetBase, Datum
 
 FEWSHOT_FOLDER = "split_fewshot"
@@ -40,11 +42,51 @@ def warn_short_classes(dataset: DatasetBase, split_name: str, items: List[Datum]
         )
 
 
-def stale_rows(rows: Iterable[Row], current: List[Datum], prefix: str) -> List[str]:
-    """Image paths of cached ``rows`` that are not (path, label, class name) items of ``current``."""
-    known = {(item.impath, item.label, item.classname) for item in current}
-    paths = ((os.path.join(prefix, p), int(y), c) for p, y, c in rows)
-    return [path for path, y, c in paths if (path, y, c) not in known]
+def fewshot_sources(
+    train: List[Datum], val: Optional[List[Datum]], num_shots: int
+) -> Dict[str, Tuple[List[Datum], int]]:
+    """The lists a few-shot selection samples from, with their shots per class (val: at most 4)."""
+    sources = {"train": (train, num_shots)}
+    if val is not None:
+        sources["val"] = (val, min(num_shots, MAX_VAL_SHOTS))
+    return sources
+
+
+def cache_problem(data: dict, num_shots: int, seed: int, sources: Dict[str, Tuple[List[Datum], int]],
+                  prefix: str, source: str) -> str:
+    """Why a few-shot cache cannot be used with the current split ("" when it can).
+
+    It must say the shots and seed its name says, and each list must hold rows of the split's
+    list (paths inside the dataset folder), no duplicates, every class of the split, and per
+    class as many images as the shots ask or, for a smaller class, all it has.
+    """
+    if data.get("num_shots") != num_shots or data.get("seed") != seed:
+        return (f"it says num_shots {data.get('num_shots')}, seed {data.get('seed')}, but its name is for "
+                f"{num_shots} shots, seed {seed}")
+    for name, (items, shots) in sources.items():
+        if name not in data:
+            return f"it has no {name} list"
+        try:
+            rows = checked_rows(data[name], source, name, "it is made again")
+        except FileContentError as e:
+            return str(e).split(" Fix:")[0]
+        known = {(item.impath, item.label, item.classname) for item in items}
+        keys = [(os.path.join(prefix, p), y, c) for p, y, c in rows]
+        stale = [k[0] for k in keys if k not in known]
+        if stale:
+            return (f"{len(stale)} of its {name} images are not in the split's {name} set (e.g. {stale[0]}): "
+                    "it was made from another split file")
+        if len(set(keys)) != len(keys):
+            return f"its {name} list holds {len(keys) - len(set(keys))} duplicated row(s)"
+        have, available = Counter(y for _, y, _ in keys), Counter(item.label for item in items)
+        absent = sorted(set(available) - set(have))
+        if absent:
+            return f"its {name} list lacks {len(absent)} of the split's {len(available)} classes (labels {absent[:5]})"
+        wrong = [f"label {y}: {have[y]} instead of {min(shots, n)}" for y, n in sorted(available.items())
+                 if have[y] != min(shots, n)]
+        if wrong:
+            return f"its {name} list does not hold {shots} images per class ({', '.join(wrong[:3])})"
+    return ""
 
 
 def sample_fewshot(
@@ -58,41 +100,41 @@ def sample_fewshot(
 
     Sampling is Dassl's ``generate_fewshot_dataset`` (train first, then val), cached as JSON
     in ``dataset.split_fewshot_dir`` per (shots, seed), with paths relative to
-    ``dataset.image_dir``; a cached selection is reused as is. ``val`` is None for ImageNet
-    (no val split). ``num_shots < 1`` keeps every image.
+    ``dataset.image_dir``. A cached selection is checked (:func:`cache_problem`) and reused;
+    a bad one is made again, with a note. ``val`` is None for ImageNet (no val split).
+    ``num_shots < 1`` keeps every image.
     """
     if num_shots < 1:
         return train, val
     path_prefix = dataset.image_dir
     cache = fewshot_cache_path(dataset.split_fewshot_dir, num_shots, seed)
-    sources = {"train": (train, num_shots)}
-    if val is not None:
-        sources["val"] = (val, min(num_shots, MAX_VAL_SHOTS))
+    sources = fewshot_sources(train, val, num_shots)
 
-    def read() -> Dict[str, List[Datum]]:
+    def read(note: bool) -> Optional[Dict[str, List[Datum]]]:
+        if not os.path.exists(cache):
+            return None
+        try:
+            data = read_json(cache, "Few-shot cache")
+            problem = cache_problem(data, num_shots, seed, sources, path_prefix, cache)
+        except (FileContentError, OSError) as e:
+            problem = str(e).split(" Fix:")[0]
+        if problem:
+            if note:
+                print(f"NOTE: the few-shot cache {cache} cannot be used: {problem}. "
+                      f"Sampling it again from the split with seed {seed}.")
+            return None
         print(f"Loading the few-shot selection from {cache}")
-        data = read_json_file(cache, "Few-shot cache")
-        out = {}
-        for name, (items, _) in sources.items():
-            if name not in data:
-                raise DatasetLayoutError(
-                    f"The few-shot cache {cache} has no {name} list. Delete it and run again."
-                )
-            stale = stale_rows(data[name], items, path_prefix)
-            if stale:
-                raise DatasetLayoutError(
-                    f"The few-shot cache {cache} does not match the current split: "
-                    f"{len(stale)} of its {name} "
-                    f"images are not in the split's {name} set (e.g. {stale[0]}). It was made from another "
-                    f"split file. Delete it (or the whole {FEWSHOT_FOLDER}/ folder) and run again; the same "
-                    "seed then samples again from the current split."
-                )
-            out[name] = make_datums(data[name], path_prefix, cache)
-        return out
+        return {name: make_datums(checked_rows(data[name], cache, name, ""), path_prefix, cache)
+                for name in sources}
 
     def create() -> Dict[str, List[Datum]]:
         out = {}
         for name, (items, shots) in sources.items():
+            if not items:
+                raise DatasetLayoutError(
+                    f"The {name} split of {type(dataset).__name__} in {dataset.dataset_dir} has no images: there "
+                    f"is nothing to sample {num_shots} shots from. Check the dataset and its split file (see {DOCS})."
+                )
             warn_short_classes(dataset, name, items, shots)
             out[name] = dataset.generate_fewshot_dataset(items, num_shots=shots)
         record = {
@@ -110,7 +152,10 @@ def sample_fewshot(
             )
         return out
 
-    picked = load_or_create(cache, read, create, lock_dir=dataset.dataset_dir)
+    picked = read(note=True)
+    if picked is None:
+        with folder_lock(dataset.dataset_dir):  # concurrent runs wait for the first one's file
+            picked = read(note=False) or create()
     return picked["train"], picked.get("val")
 
 
@@ -128,6 +173,12 @@ def subsample_classes(*datasets: List[Datum], subsample: str = "all") -> Sequenc
     labels = sorted({item.label for item in datasets[0]})
     m = math.ceil(len(labels) / 2)
     selected = labels[:m] if subsample == "base" else labels[m:]
+    if not selected:
+        raise ValueError(
+            f"DATASET.SUBSAMPLE_CLASSES {subsample} keeps no class: the training set has {len(labels)} "
+            f"class(es), and the base half takes the first ceil({len(labels)}/2) = {m}. Use all (or base), "
+            "or a dataset with at least 2 classes."
+        )
     relabel = {y: y_new for y_new, y in enumerate(selected)}
     print(f"Keeping the {subsample} classes: {len(selected)} of {len(labels)}")
     return [

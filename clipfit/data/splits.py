@@ -7,19 +7,20 @@ order CoOp makes them, so that a seed gives the same split as CoOp with Dassl.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 from clipfit.engine import Datum, listdir_nohidden
-from clipfit.fileio import write_json
+from clipfit.fileio import FileContentError, read_json, write_json
 
 Split = Tuple[List[Datum], List[Datum], List[Datum]]
 Row = Tuple[str, int, str]  # (image path relative to the split's folder, label, class name)
 T = TypeVar("T")
 
 DOCS = "DATASETS.md"
+SPLIT_FIX = ("download CoOp's split file again (see DATASETS.md), or delete it so that a new split is made "
+             "(then not comparable with published numbers)")
 
 
 class DatasetLayoutError(FileNotFoundError):
@@ -34,19 +35,34 @@ def atomic_write_json(obj: object, path: str) -> None:
     write_json(path, obj, indent=4, separators=(",", ": "))
 
 
-def read_json_file(path: str, what: str) -> dict:
-    """Load a JSON object, with an error that names the file and the fix when it is damaged."""
-    try:
-        with open(path, "r") as f:
-            obj = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DatasetLayoutError(
-            f"{what} {path} is not valid JSON ({e}). It may be a partial download: "
-            "download it again, or delete it so that it is recreated."
-        ) from e
-    if not isinstance(obj, dict):
-        raise DatasetLayoutError(f"{what} {path} should hold a JSON object, found {type(obj).__name__}.")
-    return obj
+def row_problem(row: object) -> str:
+    """Why ``row`` is not a ``[relative image path, integer label, class name]`` row ("" if it is)."""
+    if not isinstance(row, (list, tuple)) or len(row) != 3:
+        return "a row must be [relative image path, integer label, class name]"
+    path, label, classname = row
+    if not isinstance(path, str) or not path:
+        return "its image path is not a non-empty string"
+    if isinstance(label, bool) or not isinstance(label, int) or label < 0:
+        return "its label is not a non-negative integer"
+    if not isinstance(classname, str) or not classname:
+        return "its class name is not a non-empty string"
+    norm = os.path.normpath(path)
+    if os.path.isabs(path) or norm == ".." or norm.startswith(".." + os.sep) or "\x00" in path:
+        return "its image path leads outside the dataset folder (absolute or with ..); it is refused"
+    return ""
+
+
+def checked_rows(rows: object, source: str, part: str, fix: str) -> List[Row]:
+    """The rows of list ``part`` of ``source``, each checked by :func:`row_problem`; a bad one raises
+    :class:`FileContentError` naming the row, the file and ``fix``."""
+    if not isinstance(rows, list):
+        raise FileContentError(f"The {part} entry of {source} is not a list of rows. Fix: {fix}.")
+    for i, row in enumerate(rows):
+        problem = row_problem(row)
+        if problem:
+            shown = repr(row) if len(repr(row)) < 200 else repr(row)[:200] + "..."
+            raise FileContentError(f"Row {i} of the {part} list of {source} is {shown}: {problem}. Fix: {fix}.")
+    return [(p, int(y), c) for p, y, c in rows]
 
 
 def annotation_lines(path: str) -> List[str]:
@@ -112,23 +128,34 @@ def to_rows(items: Iterable[Datum], prefix: str) -> List[Row]:
 
 
 def read_split(filepath: str, path_prefix: str) -> Split:
-    """Read a CoOp ``split_zhou_*.json`` file (train, val, test)."""
+    """Read a CoOp ``split_zhou_*.json`` file (train, val, test), every row and list checked."""
     print(f"Reading split from {filepath}")
-    split = read_json_file(filepath, "Split file")
-    missing = [k for k in ("train", "val", "test") if k not in split]
-    if missing:
-        raise DatasetLayoutError(
-            f"Split file {filepath} has no {', '.join(missing)} list: it is not one of CoOp's "
-            "split_zhou_*.json files. Download it again, or delete it so that it is recreated."
-        )
-    train, val, test = (make_datums(split[k], path_prefix, filepath) for k in ("train", "val", "test"))
+    split = read_json(filepath, "Split file", SPLIT_FIX)
+    parts = []
+    for name in ("train", "val", "test"):
+        if name not in split:
+            raise FileContentError(
+                f"Split file {filepath} has no {name} list: it is not one of CoOp's split_zhou_*.json "
+                f"files. Fix: {SPLIT_FIX}."
+            )
+        rows = checked_rows(split[name], filepath, name, SPLIT_FIX)
+        if not rows:
+            raise FileContentError(f"The {name} list of split file {filepath} is empty. Fix: {SPLIT_FIX}.")
+        parts.append(make_datums(rows, path_prefix, filepath))
+    train, val, test = parts
     return train, val, test
 
 
 def save_split(
     train: List[Datum], val: List[Datum], test: List[Datum], filepath: str, path_prefix: str
 ) -> None:
-    """Write a split file in CoOp's format (paths relative to ``path_prefix``)."""
+    """Write a split file in CoOp's format (paths relative to ``path_prefix``); an empty list is refused."""
+    for name, items in (("train", train), ("val", val), ("test", test)):
+        if not items:
+            raise FileContentError(
+                f"The new split for {filepath} has no {name} images, so it is not written. Check that the "
+                f"dataset's images and annotations are complete (see {DOCS})."
+            )
     split = {
         name: to_rows(items, path_prefix) for name, items in (("train", train), ("val", val), ("test", test))
     }

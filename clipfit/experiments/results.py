@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import math
 import os
 import os.path as osp
@@ -19,6 +18,9 @@ import re
 import statistics
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
+
+from clipfit.checkpoint_files import saved_epochs
+from clipfit.fileio import read_json
 
 METRICS_FILE = "metrics.json"
 LOG_FILE = "log.txt"
@@ -33,7 +35,6 @@ JSON_KEYS: Dict[str, str] = {
 _METRIC_LINE = re.compile(r"^\* (\w+): ([\d,.eE+-]+)%?$")
 _PROGRESS_LINE = re.compile(r"^epoch \[(\d+)/(\d+)\]")
 _SEED_DIR = re.compile(r"^seed(\d+)$")
-_CHECKPOINT = re.compile(r"^model\.pth\.tar-(\d+)$")
 
 FINISHED, UNFINISHED, MISSING = "finished", "unfinished", "missing"
 
@@ -60,11 +61,10 @@ class RunResult:
 def read_metrics_json(path: str) -> Optional[Dict[str, float]]:
     """Metrics of a ``metrics.json`` under log keyword names; None when absent or invalid."""
     try:
-        with open(path) as f:
-            data = json.load(f)
+        data = read_json(path, "Metrics file")
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or not isinstance(data.get("accuracy"), (int, float)):
+    if not isinstance(data.get("accuracy"), (int, float)):
         return None
     return {kw: float(data[key]) for kw, key in JSON_KEYS.items()
             if isinstance(data.get(key), (int, float))}
@@ -140,8 +140,7 @@ def run_status(run_dir: str) -> str:
 
 def last_checkpoint_epoch(run_dir: str) -> Optional[int]:
     """The highest ``N`` of ``<run_dir>/<model name>/model.pth.tar-N``, None without one."""
-    epochs = [int(m.group(1)) for p in glob.glob(osp.join(run_dir, "*", "model.pth.tar-*"))
-              if (m := _CHECKPOINT.match(osp.basename(p)))]
+    epochs = [e for d in glob.glob(osp.join(run_dir, "*", "")) for e in saved_epochs(d)]
     return max(epochs) if epochs else None
 
 

@@ -17,7 +17,6 @@ ImageNet's, as in the real 200-class subsets).
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -26,6 +25,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 import numpy as np
 from PIL import Image
 from scipy.io import savemat
+
+from clipfit.fileio import write_json
 
 Row = Tuple[str, int, str]
 T = TypeVar("T")
@@ -90,8 +91,7 @@ class _Maker:
             f.write("".join(line + newline for line in lines))
 
     def json(self, relpath: str, obj: object) -> None:
-        with open(os.path.join(self.folder, relpath), "w") as f:
-            json.dump(obj, f, indent=4)
+        write_json(os.path.join(self.folder, relpath), obj, indent=4)
 
     def parts(self, items: List[str]) -> Tuple[List[str], List[str], List[str]]:
         """Shuffle one class's images (private RNG) and cut 50/20/30 into train/val/test."""

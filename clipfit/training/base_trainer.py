@@ -29,6 +29,7 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 from tqdm import tqdm
 
+from clipfit.checkpoint_files import checkpoint_file, has_checkpoint, load_newest
 from clipfit.training import tuned_checkpoint as ckpt_io
 from clipfit.fileio import write_json
 from clipfit.methods.classifier import CLIPClassifier
@@ -261,23 +262,26 @@ class CLIPTrainer(TrainerX):
                   "(ignore this if it's done on purpose)")
             return
         for name in self.get_model_names():
-            path = osp.join(directory, name, ckpt_io.checkpoint_file(epoch))
+            path = osp.join(directory, name, checkpoint_file(epoch))
             checkpoint = self._load_learned(name, path)
             val = checkpoint.get("val_result")
             shown = f"{val:.1f}" if isinstance(val, (int, float)) else val
             print(f"Load {path} to {name} (epoch={checkpoint['epoch']}, val_result={shown})")
 
     def resume_model_if_exist(self, directory: str) -> int:
+        """Resume from each model's newest checkpoint that loads (damaged ones are skipped, and said)."""
         names = self.get_model_names()
-        if not names or any(not osp.exists(osp.join(directory, n, ckpt_io.LAST_FILE)) for n in names):
+        if not names or not all(has_checkpoint(osp.join(directory, n)) for n in names):
             print("No checkpoint found, train from scratch")
             return 0
         print(f"Found checkpoint at {directory} (will resume training)")
         start_epoch = 0
         for name in names:
-            path = ckpt_io.latest_file(osp.join(directory, name))
-            print(f'Loading checkpoint from "{path}"')
-            checkpoint = self._load_learned(name, path)
+            def load(path: str, name: str = name) -> Dict[str, Any]:
+                print(f'Loading checkpoint from "{path}"')
+                return self._load_learned(name, path)
+
+            _, checkpoint = load_newest(osp.join(directory, name), load)
             if self._optims[name] is not None and checkpoint.get("optimizer") is not None:
                 self._optims[name].load_state_dict(checkpoint["optimizer"])
             if self._scheds[name] is not None and checkpoint.get("scheduler") is not None:

@@ -5,31 +5,19 @@ Files are written with the engine's ``save_checkpoint`` (Dassl's layout:
 ``model-best.pth.tar``; keys ``state_dict``, ``epoch``, ``optimizer``, ``scheduler``,
 ``val_result``) with one more key, ``meta``: the backbone name, its architecture,
 every learned tensor's shape and the settings that decide which tensors are learned.
-:func:`read` uses ``torch.load(..., weights_only=True)`` and :func:`check_compatible`
-refuses a checkpoint whose meta differs, saying what differs.
+File names and the checked ``torch.load`` come from :mod:`clipfit.checkpoint_files`;
+:func:`check_compatible` refuses a checkpoint whose meta differs, saying what differs.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
+from clipfit.checkpoint_files import (CheckpointMismatchError, DamagedCheckpointError, ForeignCheckpointError,
+                                      load_weights_only)
+
 FORMAT = "clipfit-learned-tensors-1"
-LAST_FILE = "checkpoint"
-BEST_FILE = "model-best.pth.tar"
-
-
-class CheckpointMismatchError(RuntimeError):
-    """A checkpoint that was made for another model or parameter selection."""
-
-    def __str__(self) -> str:
-        return self.args[0]
-
-
-def checkpoint_file(epoch: Optional[int]) -> str:
-    """Dassl's file name: ``model.pth.tar-<epoch>``, or the best model for ``None``."""
-    return BEST_FILE if epoch is None else f"model.pth.tar-{epoch}"
 
 
 def learned_state(params: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -52,36 +40,19 @@ def make_meta(
     }
 
 
-def latest_file(directory: str) -> str:
-    """The file the ``checkpoint`` file of ``directory`` names (Dassl's resume rule)."""
-    with open(os.path.join(directory, LAST_FILE)) as f:
-        return os.path.join(directory, f.readline().strip())
-
-
 def read(path: str) -> Dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; clear errors for missing or foreign files."""
-    if not os.path.isfile(path):
-        directory = os.path.dirname(path)
-        found = sorted(f for f in os.listdir(directory) if f.startswith("model")) if os.path.isdir(
-            directory
-        ) else []
-        hint = f"found there: {', '.join(found)}; pass --load-epoch N for one of them" if found else (
-            "check --model-dir (it holds one sub-directory per model, as written by training)"
-        )
-        raise FileNotFoundError(f"No checkpoint at {path} ({hint}).")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointMismatchError(
-            f"{path} cannot be loaded safely with weights_only=True ({type(err).__name__}: {err}). "
-            "It was not written by this toolkit (e.g. by the authors' CLIPFit code, which stores "
-            "the whole model); retrain with this toolkit or load it yourself."
-        ) from err
-    if not isinstance(ckpt, dict) or ckpt.get("meta", {}).get("format") != FORMAT:
-        raise CheckpointMismatchError(
+    """Load a checkpoint of this toolkit; a damaged file raises :class:`DamagedCheckpointError`,
+    a foreign one :class:`ForeignCheckpointError`, both naming the path."""
+    ckpt = load_weights_only(path)
+    meta = ckpt.get("meta") if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ForeignCheckpointError(
             f"{path} is not a checkpoint of this toolkit (no '{FORMAT}' meta): it may come from "
             "the authors' code or another trainer. Retrain with this toolkit."
         )
+    missing = [k for k in ("state_dict", "epoch") if k not in ckpt]
+    if missing:
+        raise DamagedCheckpointError(f"{path} has no {', '.join(missing)}: it is damaged. Delete it.")
     return ckpt
 
 

@@ -1,9 +1,9 @@
 """Checkpoint files with Dassl's names and layout, written atomically, read with weights_only."""
 from __future__ import annotations
 
+import io
 import os.path as osp
 import random
-import shutil
 import warnings
 from collections import OrderedDict
 from typing import Any, Dict, Optional
@@ -11,7 +11,8 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
-from clipfit.fileio import atomic_path, write_text
+from clipfit.checkpoint_files import BEST_FILE, POINTER_FILE, checkpoint_file, load_newest, load_weights_only
+from clipfit.fileio import write_bytes, write_text
 
 from .tools import mkdir_if_missing
 
@@ -57,42 +58,35 @@ def save_checkpoint(
             (k[7:] if k.startswith("module.") else k, v) for k, v in state["state_dict"].items()
         )
     if not model_name:
-        model_name = "model.pth.tar-" + str(state["epoch"])
+        model_name = checkpoint_file(state["epoch"])
     fpath = osp.join(save_dir, model_name)
-    with atomic_path(fpath) as tmp:
-        torch.save(state, tmp)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # in memory first: a full disk is then reported with the size needed
+    write_bytes(fpath, buffer.getvalue())
     print(f"Checkpoint saved to {fpath}")
-    write_text(osp.join(save_dir, "checkpoint"), osp.basename(fpath) + "\n")
+    write_text(osp.join(save_dir, POINTER_FILE), osp.basename(fpath) + "\n")
 
     if is_best:
-        shutil.copy(fpath, osp.join(save_dir, "model-best.pth.tar"))
+        write_bytes(osp.join(save_dir, BEST_FILE), buffer.getvalue())
     return fpath
 
 
 def load_checkpoint(fpath: str) -> Dict[str, Any]:
-    """Load a checkpoint onto the CPU (or GPU when available) with ``weights_only=True``."""
+    """Load a checkpoint onto the CPU (or GPU when available) with ``weights_only=True``; a damaged
+    or foreign file raises an error that names it (:mod:`clipfit.checkpoint_files`)."""
     if not fpath:
         raise ValueError("Checkpoint path is empty")
-    if not osp.exists(fpath):
-        raise FileNotFoundError(f'No checkpoint at "{fpath}"')
-    map_location = None if torch.cuda.is_available() else "cpu"
-    try:
-        return torch.load(fpath, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise RuntimeError(
-            f'Cannot load checkpoint "{fpath}" ({type(e).__name__}: {e}). The file is damaged '
-            "or holds arbitrary Python objects (only tensors and plain data are loaded); "
-            "delete it and train again."
-        ) from e
+    return load_weights_only(fpath, map_location=None if torch.cuda.is_available() else "cpu")
 
 
 def resume_from_checkpoint(fdir: str, model, optimizer=None, scheduler=None) -> int:
-    """Load the checkpoint named in ``fdir/checkpoint`` into model/optimizer/scheduler;
-    return the epoch to start from."""
-    with open(osp.join(fdir, "checkpoint"), "r") as f:
-        fpath = osp.join(fdir, f.readline().strip())
-    print(f'Loading checkpoint from "{fpath}"')
-    checkpoint = load_checkpoint(fpath)
+    """Load the newest checkpoint of ``fdir`` that loads (the one ``fdir/checkpoint`` names first)
+    into model/optimizer/scheduler; return the epoch to start from."""
+    def load(path: str) -> Dict[str, Any]:
+        print(f'Loading checkpoint from "{path}"')
+        return load_checkpoint(path)
+
+    _, checkpoint = load_newest(fdir, load)
     model.load_state_dict(checkpoint["state_dict"])
     print("Loaded model weights")
     if optimizer is not None and checkpoint.get("optimizer") is not None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import os.path as osp
 import random
@@ -38,12 +37,8 @@ def check_isfile(fpath: str) -> bool:
 
 
 def read_json(fpath: str) -> Any:
-    """Read a JSON file, naming the file when it is not valid JSON."""
-    with open(fpath, "r") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{fpath} is not valid JSON ({e}); delete or repair it") from e
+    """Read a JSON file (Dassl's signature), naming the file when it is damaged."""
+    return fileio.read_json(fpath, kind=object)
 
 
 def write_json(obj: Any, fpath: str) -> None:

@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from clipfit.checkpoint_files import BEST_FILE, checkpoint_file, has_checkpoint
+
 from .checkpoint import capture_rng_state, load_checkpoint, resume_from_checkpoint, save_checkpoint
 from .data import DataManager
 from .registry import build_evaluator
@@ -66,7 +68,7 @@ class TrainerBase:
 
     def resume_model_if_exist(self, directory: str) -> int:
         names = self.get_model_names()
-        if any(not osp.exists(osp.join(directory, name, "checkpoint")) for name in names):
+        if not all(has_checkpoint(osp.join(directory, name)) for name in names):
             print("No checkpoint found, train from scratch")
             return 0
         print(f"Found checkpoint at {directory} (will resume training)")
@@ -81,7 +83,7 @@ class TrainerBase:
             print("Note that load_model() is skipped as no pretrained model is given "
                   "(ignore this if it's done on purpose)")
             return
-        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+        model_file = checkpoint_file(epoch)
         for name in self.get_model_names():
             model_path = osp.join(directory, name, model_file)
             if not osp.exists(model_path):
@@ -259,7 +261,7 @@ class SimpleTrainer(TrainerBase):
             if curr_result > self.best_result:
                 self.best_result = curr_result
                 self.save_model(self.epoch, self.output_dir, val_result=curr_result,
-                                model_name="model-best.pth.tar")
+                                model_name=BEST_FILE)
         if meet_checkpoint_freq or last_epoch:
             self.save_model(self.epoch, self.output_dir)
 

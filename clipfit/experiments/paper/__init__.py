@@ -51,10 +51,11 @@ API
 from __future__ import annotations
 
 import copy
-import json
 import re
 from functools import lru_cache
 from pathlib import Path
+
+from clipfit.fileio import read_json
 
 __all__ = [
     "SETTINGS",
@@ -137,8 +138,7 @@ def table_names() -> tuple[str, ...]:
 
 @lru_cache(maxsize=None)
 def _read(stem: str) -> dict:
-    with open(_DIR / f"{stem}.json", encoding="utf-8") as f:
-        return json.load(f)
+    return read_json(str(_DIR / f"{stem}.json"), "Reference table")
 
 
 def load_table(name: str) -> dict:
