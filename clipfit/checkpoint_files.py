@@ -138,7 +138,8 @@ def load_weights_only(path: str, map_location: Any = "cpu") -> Any:
         raise FileNotFoundError(f"No checkpoint at {path} ({hint}).")
     damaged = (f"{path} is damaged (truncated, overwritten or corrupted on disk), so it cannot be used: "
                "{}. Delete it; resume falls back to the newest checkpoint that loads.")
-    if zipfile.is_zipfile(path):
+    intact = zipfile.is_zipfile(path)  # torch's format since 1.6; older files are bare pickles
+    if intact:
         try:
             with zipfile.ZipFile(path) as archive:
                 bad = archive.testzip()
@@ -149,12 +150,13 @@ def load_weights_only(path: str, map_location: Any = "cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Weights only load failed" in str(e):
+        # an intact archive, or a bare pickle naming a class, was written as it is: it holds Python objects
+        if "Weights only load failed" in str(e) and (intact or "Unsupported global" in str(e)):
             raise ForeignCheckpointError(
                 f"{path} holds Python objects, not only tensors and plain data, so it is not loaded "
                 "(weights_only=True). It was not written by this toolkit (e.g. by the authors' CLIPFit "
                 "code, which stores the whole model); retrain with this toolkit or load it yourself."
             ) from e
-        raise DamagedCheckpointError(damaged.format(f"{type(e).__name__}: {e}")) from e
+        raise DamagedCheckpointError(damaged.format(f"{type(e).__name__}: {str(e)[-300:].strip()}")) from e
     except Exception as e:  # torch raises RuntimeError, EOFError, ... for unreadable archives
         raise DamagedCheckpointError(damaged.format(f"{type(e).__name__}: {e}")) from e

@@ -38,16 +38,49 @@ class TokenizedPrompts:
         return self.tokens.shape[0]
 
 
+class PromptTooLongError(RuntimeError):
+    """A prompt with more tokens than the text encoder's context."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def token_count(prompt: str) -> int:
+    """Tokens of ``prompt`` in CLIP's tokenizer, start and end tokens included."""
+    return len(clip.clip._tokenizer.encode(prompt)) + 2
+
+
 def tokenize(prompts: Sequence[str], context_length: int = 77) -> TokenizedPrompts:
-    """Tokenise with CLIP's tokenizer; the EOT token has the largest id in each row."""
-    full = clip.tokenize(list(prompts), context_length=context_length).long()
+    """Tokenise with CLIP's tokenizer; the EOT token has the largest id in each row.
+
+    A prompt longer than ``context_length`` tokens raises :class:`PromptTooLongError`."""
+    try:
+        full = clip.tokenize(list(prompts), context_length=context_length).long()
+    except RuntimeError as err:  # clip's message names neither the token count nor the context
+        for prompt in prompts:
+            n = token_count(prompt)
+            if n > context_length:
+                raise PromptTooLongError(
+                    f"The prompt {prompt!r} has {n} tokens; CLIP's text encoder takes at most {context_length}"
+                ) from err
+        raise
     eot = full.argmax(dim=-1)
     return TokenizedPrompts(full[:, : int(eot.max()) + 1].contiguous(), eot)
 
 
 def tokenize_classes(template: str, classnames: Sequence[str], context_length: int = 77) -> TokenizedPrompts:
-    """Tokenised class prompts (``template`` filled with each class name)."""
-    return tokenize(class_prompts(template, classnames), context_length)
+    """Tokenised class prompts (``template`` filled with each class name); a class whose prompt is
+    too long raises :class:`PromptTooLongError` naming the class, the template and the count."""
+    prompts = class_prompts(template, classnames)
+    try:
+        return tokenize(prompts, context_length)
+    except PromptTooLongError as err:
+        name, prompt = next((c, p) for c, p in zip(classnames, prompts) if token_count(p) > context_length)
+        raise PromptTooLongError(
+            f"The class name {name!r} is too long for CLIP's text encoder: with the template {template!r} "
+            f"its prompt has {token_count(prompt)} tokens, more than the {context_length} the encoder takes. "
+            "Shorten the class name (in the dataset's class-name file or split) or the template."
+        ) from err
 
 
 def causal_mask(length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:

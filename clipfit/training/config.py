@@ -6,9 +6,15 @@ never literals.
 from __future__ import annotations
 
 import difflib
+import os
 from typing import Iterable, List, Sequence
 
+import yaml
 from yacs.config import CfgNode as CN
+
+from clipfit.fileio import FileContentError, read_text
+
+ALLOW_PY_ENV = "CLIPFIT_ALLOW_PY_CONFIG"  # "1" lets yacs execute a .py config file
 
 
 def project_keys() -> CN:
@@ -126,10 +132,33 @@ def _unknown_keys(cfg: CN, other: CN, prefix: str = "") -> List[str]:
     return missing
 
 
+def load_cfg_file(cfg: CN, path: str) -> CN:
+    """The config file ``path`` parsed as YAML, with errors naming the file and the line.
+
+    yacs would execute a ``.py`` config file; that is refused unless ``CLIPFIT_ALLOW_PY_CONFIG=1``.
+    """
+    if path.endswith(".py"):
+        if os.environ.get(ALLOW_PY_ENV) != "1":
+            raise FileContentError(
+                f"Config file {path} is Python code, which yacs would execute. Config files are YAML: "
+                f"write it as a .yaml file, or set {ALLOW_PY_ENV}=1 to run it (only for code you trust)."
+            )
+        with open(path, "r") as f:
+            return cfg.load_cfg(f)
+    text = read_text(path, "Config file", "write it again as YAML text")
+    try:
+        data = yaml.safe_load(text)  # what yacs does for YAML, with the file named in errors
+    except yaml.YAMLError as e:
+        where = str(e).replace('"<unicode string>"', path)
+        raise FileContentError(f"Config file {path} is not valid YAML:\n{where}\nFix the YAML syntax there.") from e
+    if not isinstance(data, (dict, type(None))):
+        raise FileContentError(f"Config file {path} should hold YAML keys (KEY: value), not a {type(data).__name__}.")
+    return type(cfg)(data or {})
+
+
 def merge_from_file(cfg: CN, path: str) -> None:
-    """``cfg.merge_from_file`` with an error naming the unknown key and its closest match."""
-    with open(path, "r") as f:
-        other = cfg.load_cfg(f)
+    """``cfg.merge_from_file`` with errors naming the file, the unknown key and its closest match."""
+    other = load_cfg_file(cfg, path)
     missing = _unknown_keys(cfg, other)
     if missing:
         raise ConfigKeyError(missing[0], path, closest_key(missing[0], flat_keys(cfg)))
