@@ -23,7 +23,7 @@ from clipfit.testing.fake_datasets import make_dataset
 from clipfit.testing.tiny_clip import save_tiny_clip
 from clipfit.training.cli import build_parser, import_plugins, setup_cfg
 
-EPOCHS = 3
+EPOCHS = 2
 DEAD_PID = 4_999_999  # above Linux's largest pid (2**22): no process has it
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,9 +51,10 @@ def run(tmp_path_factory):
     make_dataset("dtd", root, n_classes=4, per_class=10)
     clip_path = save_tiny_clip(str(base / "tiny.pt"))
     out = base / "run"
-    _trainer(root, clip_path, out).train()
+    trainer = _trainer(root, clip_path, out)
+    trainer.train()
     final = torch.load(out / "clipfit" / f"model.pth.tar-{EPOCHS}", weights_only=True)["state_dict"]
-    return {"root": root, "clip": clip_path, "out": out, "final": final}
+    return {"root": root, "clip": clip_path, "out": out, "final": final, "trainer": trainer}
 
 
 def _copy(run, tmp_path):
@@ -79,29 +80,36 @@ def _flip_tensor_bytes(path):
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("damage", [_truncate, _flip_tensor_bytes, os.remove], ids=["truncated", "flipped", "deleted"])
-def test_resume_skips_a_damaged_last_checkpoint_and_ends_with_the_uninterrupted_weights(run, tmp_path, capsys,
-                                                                                      damage):
+def test_resume_skips_a_truncated_last_checkpoint_and_ends_with_the_uninterrupted_weights(run, tmp_path, capsys):
     out = _copy(run, tmp_path)
     last = out / "clipfit" / f"model.pth.tar-{EPOCHS}"
-    damage(last)
+    _truncate(last)
     capsys.readouterr()
     trainer = _trainer(run["root"], run["clip"], out)
     trainer.train()
     said = capsys.readouterr().out
     assert trainer.start_epoch == EPOCHS - 1
-    if damage is not os.remove:
-        assert f"skipping a damaged checkpoint: {last} is damaged" in said
-        assert f"(skipped: model.pth.tar-{EPOCHS})" in said
-    assert f"model.pth.tar-{EPOCHS - 1}" in said and "--load-epoch" not in said
+    assert f"skipping a damaged checkpoint: {last} is damaged" in said
+    assert f"Resuming from {out / 'clipfit' / f'model.pth.tar-{EPOCHS - 1}'}, the newest checkpoint that loads " \
+           f"(skipped: model.pth.tar-{EPOCHS})" in said
     resumed = torch.load(last, weights_only=True)["state_dict"]
     for name, tensor in run["final"].items():
         assert torch.equal(resumed[name], tensor), name
 
 
+def test_resume_after_the_last_checkpoint_was_deleted_takes_the_one_before_without_load_epoch_advice(
+        run, tmp_path, capsys):
+    out = _copy(run, tmp_path)
+    os.remove(out / "clipfit" / f"model.pth.tar-{EPOCHS}")  # the pointer still names it
+    capsys.readouterr()
+    assert run["trainer"].resume_model_if_exist(str(out)) == EPOCHS - 1
+    said = capsys.readouterr().out
+    assert f"model.pth.tar-{EPOCHS - 1}" in said and "--load-epoch" not in said
+
+
 def test_a_damaged_checkpoint_is_reported_as_damaged_and_a_foreign_one_as_foreign(run, tmp_path):
     out = _copy(run, tmp_path)
-    trainer = _trainer(run["root"], run["clip"], out)
+    trainer = run["trainer"]
     path = out / "clipfit" / f"model.pth.tar-{EPOCHS}"
     _truncate(path)
     with pytest.raises(DamagedCheckpointError, match=f"{path} is damaged") as err:
@@ -121,9 +129,9 @@ def test_resume_with_every_checkpoint_damaged_names_them_and_the_way_out(run, tm
     out = _copy(run, tmp_path)
     for epoch in range(1, EPOCHS + 1):
         _truncate(out / "clipfit" / f"model.pth.tar-{epoch}")
-    trainer = _trainer(run["root"], run["clip"], out)
+    trainer = run["trainer"]
     with pytest.raises(DamagedCheckpointError, match=r"No checkpoint in .*clipfit can be loaded \(all damaged: "
-                                                     r"model.pth.tar-3, model.pth.tar-2, model.pth.tar-1\)"):
+                                                     r"model.pth.tar-2, model.pth.tar-1\)"):
         trainer.resume_model_if_exist(str(out))
 
 
@@ -136,25 +144,27 @@ def test_the_checkpoint_pointer_must_name_a_file_of_its_own_folder(run, tmp_path
         with pytest.raises(PointerOutsideError, match=f"pointer file {pointer} names .* refused"):
             read_pointer(str(folder))
         with pytest.raises(PointerOutsideError):
-            _trainer(run["root"], run["clip"], out).resume_model_if_exist(str(out))
+            run["trainer"].resume_model_if_exist(str(out))
     pointer.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")  # binary: named, ignored, resume uses the newest file
     with pytest.raises(FileContentError, match=f"{pointer} holds binary data.*Fix: delete {pointer}"):
         read_pointer(str(folder))
     capsys.readouterr()
-    assert _trainer(run["root"], run["clip"], out).resume_model_if_exist(str(out)) == EPOCHS
+    assert run["trainer"].resume_model_if_exist(str(out)) == EPOCHS
     assert f"{pointer} holds binary data" in capsys.readouterr().out
 
 
-def test_the_builtin_engine_resume_falls_back_too(tmp_path, capsys):
+@pytest.mark.parametrize("damage", [_truncate, _flip_tensor_bytes], ids=["truncated", "flipped"])
+def test_the_builtin_engine_resume_falls_back_too(tmp_path, capsys, damage):
     model = torch.nn.Linear(3, 2)
     for epoch in (1, 2):
         with torch.no_grad():
             model.weight.fill_(epoch)
         save_checkpoint({"state_dict": model.state_dict(), "epoch": epoch}, str(tmp_path))
-    _truncate(tmp_path / "model.pth.tar-2")
+    damage(tmp_path / "model.pth.tar-2")
     assert resume_from_checkpoint(str(tmp_path), model) == 1
     assert torch.equal(model.weight, torch.ones(2, 3))
-    assert "(skipped: model.pth.tar-2)" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert f"{tmp_path / 'model.pth.tar-2'} is damaged" in said and "(skipped: model.pth.tar-2)" in said
 
 
 # Interrupted writes ----------------------------------------------------------------------------

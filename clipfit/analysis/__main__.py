@@ -5,13 +5,13 @@ import argparse
 import sys
 from typing import List, Optional
 
-from clipfit.training.tuned_checkpoint import CheckpointMismatchError
+from clipfit.checkpoint_files import CheckpointError
 from clipfit.methods.clip_loader import CLIPWeightsNotFoundError
 from .runs import RunError
 
 RUN_HELP = ("a run's output folder (with config.yaml and <model>/model.pth.tar-N), its model folder, "
             "or a checkpoint file")
-USER_ERRORS = (RunError, CheckpointMismatchError, CLIPWeightsNotFoundError, FileNotFoundError, ValueError)
+USER_ERRORS = (RunError, CheckpointError, CLIPWeightsNotFoundError, FileNotFoundError, ValueError)
 
 
 def _out(p: argparse.ArgumentParser, several: bool) -> None:
