@@ -159,6 +159,13 @@ def save_split(
     split = {
         name: to_rows(items, path_prefix) for name, items in (("train", train), ("val", val), ("test", test))
     }
+    for name, rows in split.items():
+        bad = next((row for row in rows if row_problem(list(row))), None)
+        if bad is not None:
+            raise FileContentError(
+                f"The new split for {filepath} would list {bad[0]!r} ({name}): {row_problem(list(bad))}. Every "
+                f"image must lie under {path_prefix}."
+            )
     atomic_write_json(split, filepath)
     print(f"Saved split to {filepath}")
 
