@@ -7,7 +7,6 @@ A run is given as its output folder (holding ``config.yaml`` and
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 

@@ -12,7 +12,7 @@ import random
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 from clipfit.engine import Datum, listdir_nohidden
-from clipfit.fileio import FileContentError, read_json, write_json
+from clipfit.fileio import FileContentError, read_json, read_text, write_json
 
 Split = Tuple[List[Datum], List[Datum], List[Datum]]
 Row = Tuple[str, int, str]  # (image path relative to the split's folder, label, class name)
@@ -67,8 +67,8 @@ def checked_rows(rows: object, source: str, part: str, fix: str) -> List[Row]:
 
 def annotation_lines(path: str) -> List[str]:
     """The stripped, non-blank lines of a dataset's text annotation file, in file order."""
-    with open(path, "r") as f:
-        return [line.strip() for line in f if line.strip()]
+    text = read_text(path, "Annotation file", "extract it again from the dataset's archive")
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 @contextlib.contextmanager
