@@ -5,7 +5,7 @@ Every file the project writes (checkpoints, configs, metrics, splits, caches, pl
 goes through :func:`atomic_path`, so an interrupted run never leaves a partial file behind:
 the data goes to a hidden ``.<name>.<pid>.tmp`` next to the target, renamed onto it when
 complete. A process killed during a write leaves that temporary file; the next write of the
-same file removes it (when its process is gone), and :func:`leftover_temps` finds the rest
+same file removes it (when its process is gone and it is older than a minute), and :func:`leftover_temps` finds the rest
 (``python -m clipfit.data doctor --clean``). A full disk is reported as such, with the folder,
 the space needed and the space free.
 """
@@ -17,10 +17,12 @@ import json
 import os
 import re
 import shutil
+import time
 from typing import Any, Iterator, List, Optional
 
 TEMP_FILE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+LEFTOVER_AGE_S = 60  # a temporary file younger than this is never taken for a leftover
 
 
 class FileContentError(ValueError):
@@ -54,17 +56,26 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def is_leftover(name: str) -> bool:
-    """Whether file name ``name`` is the temporary file of a write whose process is gone."""
-    match = TEMP_FILE.match(name)
-    return bool(match) and not pid_alive(int(match.group("pid")))
+def is_leftover(path: str) -> bool:
+    """Whether ``path`` is the temporary file of a write whose process is gone.
+
+    A file changed in the last :data:`LEFTOVER_AGE_S` seconds is kept: on a folder shared between
+    machines, its pid may belong to a writer on another machine.
+    """
+    match = TEMP_FILE.match(os.path.basename(path))
+    if not match or pid_alive(int(match.group("pid"))):
+        return False
+    try:
+        return time.time() - os.path.getmtime(path) > LEFTOVER_AGE_S
+    except OSError:
+        return False
 
 
 def leftover_temps(folder: str, recursive: bool = True) -> List[str]:
     """Paths of the temporary files of interrupted writes under ``folder`` (sorted)."""
     found = []
     for root, dirs, files in os.walk(folder):
-        found.extend(os.path.join(root, f) for f in files if is_leftover(f))
+        found.extend(p for p in (os.path.join(root, f) for f in files) if is_leftover(p))
         if not recursive:
             break
     return sorted(found)
@@ -76,7 +87,7 @@ def remove_leftovers_of(path: str) -> None:
     with contextlib.suppress(OSError):
         for entry in os.listdir(folder):
             match = TEMP_FILE.match(entry)
-            if match and match.group("name") == name and is_leftover(entry):
+            if match and match.group("name") == name and is_leftover(os.path.join(folder, entry)):
                 with contextlib.suppress(OSError):
                     os.remove(os.path.join(folder, entry))
 

@@ -69,7 +69,9 @@ def test_corruptions_are_reported_one_line_each_with_the_fix(tmp_path, capsys):
         json.dump(cache, f)
     with open(os.path.join(fewshot, "shot_2-seed_2.json"), "w") as f:
         f.write('{"train": [')
-    open(os.path.join(fewshot, f".shot_4-seed_1.json.{DEAD_PID}.tmp"), "w").close()
+    leftover = os.path.join(fewshot, f".shot_4-seed_1.json.{DEAD_PID}.tmp")
+    open(leftover, "w").close()
+    os.utime(leftover, (0, 0))  # old: a killed write, not one in progress
     broken = os.path.join(dtd, "images", "bubbly", "bubbly_0003.jpg")
     with open(broken, "wb") as f:
         f.write(b"\xff\xd8 not really a jpeg")

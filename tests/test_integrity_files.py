@@ -9,6 +9,7 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -190,6 +191,9 @@ def _killed_write(path) -> str:
     proc.wait()
     tmp = fileio.temp_path(str(path), proc.pid)
     assert os.path.exists(tmp) and not os.path.exists(path)
+    assert not fileio.is_leftover(tmp)  # too young: it might be a writer on another machine
+    old = time.time() - fileio.LEFTOVER_AGE_S - 1
+    os.utime(tmp, (old, old))
     return tmp
 
 
@@ -199,6 +203,7 @@ def test_the_temporary_file_of_a_killed_write_is_removed_by_the_next_write_of_th
     assert leftover_temps(str(tmp_path)) == [tmp]
     alive = fileio.temp_path(str(path), os.getppid())  # a writer that is still running: left alone
     open(alive, "w").close()
+    os.utime(alive, (time.time() - 3600,) * 2)
     write_json(str(path), {"accuracy": 1.0})
     assert sorted(os.listdir(tmp_path)) == sorted(["metrics.json", os.path.basename(alive)])
 
@@ -210,6 +215,7 @@ def test_doctor_lists_and_cleans_leftovers_in_datasets_and_run_folders(tmp_path,
     in_run = tmp_path / "runs" / "seed1" / "clipfit" / f".model.pth.tar-15.{DEAD_PID}.tmp"
     in_run.parent.mkdir(parents=True)
     in_run.write_bytes(b"PK\x03\x04")
+    os.utime(in_run, (time.time() - 3600,) * 2)
     argv = ["--root", str(data), "--dataset", "dtd", "--skip-counts", "--output-dir", str(tmp_path / "runs")]
     assert doctor(argv) == 1
     said = capsys.readouterr().out
