@@ -114,10 +114,14 @@ def load_newest(folder: str, load: Callable[[str], T]) -> Tuple[str, T]:
         if skipped:
             print(f"Resuming from {path}, the newest checkpoint that loads (skipped: {', '.join(skipped)}).")
         return path, result
-    found = f" (all damaged: {', '.join(skipped)})" if skipped else ""
+    if skipped:
+        raise DamagedCheckpointError(
+            f"No checkpoint in {folder} can be loaded (all damaged: {', '.join(skipped)}). Train from scratch: "
+            "delete those files, or choose another --output-dir."
+        )
     raise DamagedCheckpointError(
-        f"No checkpoint in {folder} can be loaded{found}. Train from scratch: delete those files, or "
-        "choose another --output-dir."
+        f"{folder} has a '{POINTER_FILE}' file but no {EPOCH_PREFIX}N file to resume from. Train from scratch: "
+        f"delete {os.path.join(folder, POINTER_FILE)}, or choose another --output-dir."
     )
 
 

@@ -106,6 +106,11 @@ def test_resume_after_the_last_checkpoint_was_deleted_takes_the_one_before_witho
     assert run["trainer"].resume_model_if_exist(str(out)) == EPOCHS - 1
     said = capsys.readouterr().out
     assert f"model.pth.tar-{EPOCHS - 1}" in said and "--load-epoch" not in said
+    for epoch in range(1, EPOCHS):
+        os.remove(out / "clipfit" / f"model.pth.tar-{epoch}")
+    with pytest.raises(DamagedCheckpointError, match=f"has a 'checkpoint' file but no model.pth.tar-N file.*"
+                                                     f"delete {out / 'clipfit' / 'checkpoint'}, or choose another"):
+        run["trainer"].resume_model_if_exist(str(out))
 
 
 def test_a_damaged_checkpoint_is_reported_as_damaged_and_a_foreign_one_as_foreign(run, tmp_path):
