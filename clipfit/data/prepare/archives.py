@@ -1,0 +1,133 @@
+"""Reading tar and zip archives safely: list, refuse unsafe members, extract below one folder.
+
+An archive is refused as a whole, with every offending member named, when a member has an
+absolute path, a ``..`` component, is a link pointing outside the archive's tree, or is a
+device or pipe. Extraction only ever writes into the folder it is given.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import stat
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Sequence
+
+from clipfit.data.prepare.download import PrepareError
+
+MAX_NAMED = 10  # unsafe members named one by one before the rest are counted
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str  # as stored in the archive
+    size: int
+    kind: str  # file, dir, symlink, hardlink or special
+    target: str = ""  # a link's target
+
+    @property
+    def path(self) -> str:
+        """The normalised relative path (``./a//b/`` -> ``a/b``)."""
+        path = posixpath.normpath(self.name.replace("\\", "/")).lstrip("/")
+        return "" if path == "." else path
+
+
+class UnsafeArchive(PrepareError):
+    """An archive with members that would be written outside the extraction folder."""
+
+
+def is_zip(path: str) -> bool:
+    return zipfile.is_zipfile(path)
+
+
+def list_members(path: str) -> List[Member]:
+    """Every member of the tar (any compression) or zip archive ``path``."""
+    try:
+        if is_zip(path):
+            with zipfile.ZipFile(path) as zf:
+                return [_zip_member(zf, info) for info in zf.infolist()]
+        with tarfile.open(path, "r:*") as tf:
+            return [tar_member(m) for m in tf.getmembers()]
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
+        raise PrepareError(f"{path} is not a readable archive ({e}): delete it and run again to download it again.")
+
+
+def tar_member(m: tarfile.TarInfo) -> Member:
+    if m.issym():
+        return Member(m.name, 0, "symlink", m.linkname)
+    if m.islnk():
+        return Member(m.name, 0, "hardlink", m.linkname)
+    if m.isdir():
+        return Member(m.name, 0, "dir")
+    return Member(m.name, m.size, "file" if m.isfile() else "special")
+
+
+def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Member:
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        return Member(info.filename, 0, "symlink", zf.read(info).decode("utf-8", "replace"))
+    return Member(info.filename, 0 if info.is_dir() else info.file_size, "dir" if info.is_dir() else "file")
+
+
+def _absolute(name: str) -> bool:
+    return name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) is not None
+
+
+def _climbs(name: str) -> bool:
+    return ".." in re.split(r"[/\\]", name)
+
+
+def unsafe_reason(m: Member) -> Optional[str]:
+    """Why ``m`` may not be extracted, or None."""
+    if _absolute(m.name):
+        return "absolute path"
+    if _climbs(m.name):
+        return "path with '..'"
+    if m.kind == "special":
+        return "device or pipe"
+    if m.kind in ("symlink", "hardlink"):
+        if _absolute(m.target):
+            return f"link to the absolute path {m.target}"
+        base = posixpath.dirname(m.path) if m.kind == "symlink" else ""
+        resolved = posixpath.normpath(posixpath.join(base, m.target.replace("\\", "/")))
+        if resolved == ".." or resolved.startswith("../"):
+            return f"link to {m.target}, outside the archive"
+    return None
+
+
+def check_safe(path: str, members: Sequence[Member]) -> None:
+    """Raise :class:`UnsafeArchive` naming every unsafe member of ``path``."""
+    bad = [(m.name, r) for m in members for r in [unsafe_reason(m)] if r]
+    if bad:
+        named = "; ".join(f"{name!r} ({why})" for name, why in bad[:MAX_NAMED])
+        more = f"; and {len(bad) - MAX_NAMED} more" if len(bad) > MAX_NAMED else ""
+        raise UnsafeArchive(
+            f"Refusing {path}: {len(bad)} member(s) would be written outside the dataset folder: {named}{more}. "
+            "Nothing was extracted. Get the archive again from the official source."
+        )
+
+
+def top_entries(members: Sequence[Member], prefix: str) -> List[str]:
+    """The first path components below ``prefix`` (``""`` or ending with ``/``), sorted."""
+    tops = {m.path[len(prefix) :].split("/")[0] for m in members if m.path.startswith(prefix)}
+    return sorted(t for t in tops if t)
+
+
+def under(members: Sequence[Member], prefix: str) -> Iterator[Member]:
+    return (m for m in members if m.path.startswith(prefix) and m.path != prefix.rstrip("/"))
+
+
+def extract(path: str, members: Sequence[Member], prefix: str, dest: str) -> None:
+    """Extract the (already checked) members below ``prefix`` of archive ``path`` into ``dest``."""
+    wanted = {m.name for m in under(members, prefix)}
+    if is_zip(path):
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.filename in wanted:
+                    zf.extract(info, dest)
+        return
+    with tarfile.open(path, "r:*") as tf:
+        chosen = [m for m in tf.getmembers() if m.name in wanted]
+        tf.extractall(dest, members=chosen, filter="data")

@@ -1,0 +1,214 @@
+"""``python -m clipfit.data prepare DATASET... --root DATA``: download, lay out and check datasets.
+
+For each dataset it fetches what is missing (official sources of CoOp's DATASETS.md, a
+mirror, or a folder of archives), checks each file's SHA-256, extracts it into the layout
+the loaders read, and runs the doctor on the result. A rerun does only what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from tabulate import tabulate
+
+from clipfit.data.prepare.download import DOWNLOADS, MIRROR_ENV, Fetcher, ManualStep, PrepareError, human
+from clipfit.data.prepare.layout import STEPS, TMP_SUFFIX, is_done
+from clipfit.data.prepare.sources import (
+    IMAGENET_LOGIN,
+    SPECS,
+    DatasetSpec,
+    Source,
+    downloadable,
+    find_spec,
+    load_checksums,
+)
+
+DOCS_HINT = "DATASETS.md"
+
+
+def log(*parts: object) -> None:
+    print(*parts, flush=True)
+
+
+def select(names: Sequence[str]) -> List[DatasetSpec]:
+    """The datasets named (``all``: every one that can be downloaded), in registry order, once each."""
+    keys = set()
+    for name in names:
+        keys |= {s.key for s in downloadable()} if name == "all" else {find_spec(name).key}
+    return [s for s in SPECS if s.key in keys]
+
+
+def status(root: str, spec: DatasetSpec) -> Tuple[str, List[str]]:
+    """``present``, ``partial`` or ``missing``, and the entries still missing."""
+    folder = os.path.join(root, spec.folder)
+    missing = sorted({p for s in spec.sources if not is_done(folder, s) for p in s.provides})
+    if not missing:
+        return "present", []
+    entries = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+    return ("partial" if entries else "missing"), missing
+
+
+def list_datasets(root: str, specs: Sequence[DatasetSpec]) -> None:
+    rows = []
+    for spec in specs:
+        state, missing = status(root, spec)
+        rows.append([spec.key, spec.folder + "/", state, ", ".join(missing), spec.note])
+    log(tabulate(rows, headers=["Dataset", "Folder", "Status", "Missing", "Note"]))
+
+
+def dry_run(root: str, specs: Sequence[DatasetSpec], fetcher: Fetcher) -> None:
+    rows = []
+    for spec in specs:
+        folder = os.path.join(root, spec.folder)
+        for src in spec.sources:
+            origin = fetcher.origin(spec, src)
+            size = f"{human(os.path.getsize(origin))}" if os.path.isfile(origin) else f"~{human(src.size)}"
+            action = "present, skip" if is_done(folder, src) else ("by hand" if origin.startswith("(") else src.step)
+            dest = "(read to sort images/val)" if src.step == "none" else ", ".join(src.provides)
+            rows.append([spec.key, src.name, size, origin, dest, action])
+    log(tabulate(rows, headers=["Dataset", "File", "Size", "From", "To (under the dataset folder)", "Action"]))
+    log(f"Dataset folders are under {root}. Nothing was downloaded or written (--dry-run).")
+
+
+def manual_instructions(spec: DatasetSpec, missing: Sequence[Tuple[Source, str]], fetcher: Fetcher) -> str:
+    """What the user must do by hand, file by file, then the command to run again."""
+    folder = os.path.join(fetcher.root, spec.folder)
+    lines = [f"{spec.registry} needs files that cannot be downloaded without a login ({spec.note}):"]
+    lines.append(f"  1. Sign in at {IMAGENET_LOGIN} (create an account and accept the terms of access).")
+    lines.append("  2. Download these files from the ILSVRC 2012 page:")
+    lines += [f"       {s.name} (~{human(s.size)})" for s, _ in missing]
+    lines.append(
+        f"  3. Put them in {fetcher.download_dir(spec)}/ (or in a folder passed with --from-archives, "
+        "or on your --mirror)."
+    )
+    lines.append(f"  4. Run again: python -m clipfit.data prepare {spec.key} --root {fetcher.root}")
+    lines.append(
+        "     It extracts the training set into images/train/<wnid>/, sorts the validation images into "
+        "images/val/<wnid>/ by the devkit's labels, and checks the result."
+    )
+    done = [p for s in spec.sources if is_done(folder, s) for p in s.provides]
+    if done:
+        lines.append(f"  Already in place: {', '.join(sorted(set(done)))}.")
+    lines.append(f'  See {DOCS_HINT}, section "{spec.section}".')
+    return "\n".join(lines)
+
+
+def run_doctor(root: str, spec: DatasetSpec, args: argparse.Namespace) -> bool:
+    from clipfit.doctor import check_dataset, import_loaders
+
+    import_loaders()
+    report = check_dataset(spec.registry, root, args.max_images, args.skip_counts, requested=True)
+    for problem in report.problems:
+        log("  " + problem.line())
+    classes, train, val, test = report.sizes
+    log(f"  doctor: {report.status} (classes {classes}, train {train}, val {val}, test {test})")
+    return not report.problems
+
+
+def prepare_one(spec: DatasetSpec, fetcher: Fetcher, args: argparse.Namespace) -> bool:
+    """Fetch, place and check one dataset; False when something is left to do by hand or failed the doctor."""
+    folder = os.path.join(fetcher.root, spec.folder)
+    todo = [s for s in spec.sources if not is_done(folder, s)]
+    log(f"== {spec.key} ({spec.registry}) -> {folder}")
+    if not todo:
+        log("  complete: nothing to download or extract")
+    else:
+        os.makedirs(folder, exist_ok=True)
+        files: Dict[str, str] = {}
+        ours: Dict[str, bool] = {}
+        manual: List[Tuple[Source, str]] = []
+        for src in todo:
+            try:
+                files[src.name], ours[src.name] = fetcher.obtain(spec, src)
+            except ManualStep as e:
+                manual.append((src, str(e)))
+        if args.download_only:
+            log(f"  downloaded; extract later with: python -m clipfit.data prepare {spec.key} --root {fetcher.root}")
+        else:
+            for src in sorted(todo, key=lambda s: s.step == "file"):  # archives first, split files last
+                if src.name in files:
+                    log(f"  {src.step}: {src.name} -> {', '.join(src.provides)}")
+                    try:
+                        STEPS[src.step](folder, src, files[src.name], ours[src.name], files)
+                    except ManualStep as e:
+                        manual.append((src, str(e)))
+            if not args.keep_archives:
+                remove_downloads(fetcher.download_dir(spec), [files[n] for n in files if ours[n]])
+        if manual:
+            log(manual_instructions(spec, [m for m in manual if m[0].name not in files], fetcher))
+            return False
+        if args.download_only:
+            return True
+    return run_doctor(fetcher.root, spec, args)
+
+
+def remove_downloads(download_dir: str, paths: Sequence[str]) -> None:
+    """Delete the archives downloaded for a dataset once it is in place, and the folder if empty."""
+    for path in paths:
+        if os.path.isfile(path):
+            os.remove(path)
+    if os.path.isdir(download_dir) and not os.listdir(download_dir):
+        os.rmdir(download_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m clipfit.data prepare", description=__doc__.split("\n\n")[1].replace("\n", " ")
+    )
+    parser.add_argument("datasets", nargs="*", metavar="DATASET", help="config names (dtd, oxford_pets, ...) or all")
+    parser.add_argument("--root", required=True, help="the data root (train.py's --root)")
+    parser.add_argument(
+        "--mirror",
+        default=None,
+        help=f"take every file from this URL or folder (same file names) instead; default: ${MIRROR_ENV}",
+    )
+    parser.add_argument("--from-archives", default=None, metavar="FOLDER", help="use only files already in FOLDER")
+    parser.add_argument("--download-only", action="store_true", help="fetch the files, extract nothing")
+    parser.add_argument("--dry-run", action="store_true", help="list every file, size, source and destination")
+    parser.add_argument("--list", action="store_true", help="show which datasets are present, partial or missing")
+    parser.add_argument("--keep-archives", action="store_true", help="keep downloaded archives after extracting")
+    parser.add_argument("--checksums", default=None, help="JSON file of extra SHA-256 per file name")
+    parser.add_argument("--retries", type=int, default=3, help="resumes after a cut connection (default 3)")
+    parser.add_argument("--max-images", type=int, default=200, help="images the doctor opens per dataset")
+    parser.add_argument("--skip-counts", action="store_true", help="the doctor skips CoOp's published sizes")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    root = os.path.abspath(os.path.expanduser(args.root))
+    if args.list:
+        list_datasets(root, select(args.datasets) if args.datasets else SPECS)
+        return 0
+    if not args.datasets:
+        raise SystemExit("Name the datasets to prepare (or all); --list shows what is there.")
+    specs = select(args.datasets)
+    mirror = args.mirror or os.environ.get(MIRROR_ENV) or None
+    if args.from_archives and not os.path.isdir(args.from_archives):
+        raise SystemExit(f"--from-archives {args.from_archives}: no such folder.")
+    fetcher = Fetcher(root, mirror, args.from_archives, load_checksums(args.checksums), args.retries, log=log)
+    if args.dry_run:
+        dry_run(root, specs, fetcher)
+        return 0
+    failed = []
+    for spec in specs:
+        try:
+            ok = prepare_one(spec, fetcher, args)
+        except PrepareError as e:
+            log(f"  ERROR: {e}")
+            ok = False
+        if not ok:
+            failed.append(spec.key)
+    if failed:
+        log(f"Not ready: {', '.join(failed)} (see above). Run the same command again to continue.")
+        return 1
+    log("All requested datasets are ready." if not args.download_only else "All files are downloaded.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
