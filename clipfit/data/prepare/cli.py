@@ -130,7 +130,7 @@ def prepare_one(spec: DatasetSpec, fetcher: Fetcher, args: argparse.Namespace) -
             log(f"  downloaded; extract later with: python -m clipfit.data prepare {spec.key} --root {fetcher.root}")
         else:
             for src in sorted(todo, key=lambda s: s.step == "file"):  # archives first, split files last
-                if src.name in files:
+                if src.name in files and src.step != "none":
                     log(f"  {src.step}: {src.name} -> {', '.join(src.provides)}")
                     try:
                         STEPS[src.step](folder, src, files[src.name], ours[src.name], files)
@@ -203,6 +203,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             ok = False
         if not ok:
             failed.append(spec.key)
+    if fetcher.record_hint():
+        log(fetcher.record_hint())
     if failed:
         log(f"Not ready: {', '.join(failed)} (see above). Run the same command again to continue.")
         return 1

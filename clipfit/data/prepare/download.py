@@ -158,6 +158,7 @@ class Fetcher:
     retries: int = 3
     backoff: float = 1.0
     log: Callable = print
+    unrecorded: Dict[str, str] = field(default_factory=dict)  # file name -> SHA-256 computed, none recorded
 
     def download_dir(self, spec: DatasetSpec) -> str:
         return os.path.join(self.root, spec.folder, DOWNLOADS)
@@ -201,7 +202,7 @@ class Fetcher:
         if self.from_archives:
             raise self.missing(spec, src, f"{src.name} is not in {self.from_archives}")
         if self.mirror and not is_url(self.mirror):
-            raise PrepareError(f"{src.name} is not in the mirror folder {self.mirror}.")
+            raise self.missing(spec, src, f"{src.name} is not in the mirror folder {self.mirror}")
         dest = os.path.join(self.download_dir(spec), src.name)
         if self.mirror:
             url = self.mirror.rstrip("/") + "/" + src.name
@@ -221,6 +222,17 @@ class Fetcher:
         self.verify(dest, src, ours=True)
         return dest, True
 
+    def record_hint(self) -> str:
+        """How to record the hashes computed without a recorded one (empty when there are none)."""
+        if not self.unrecorded:
+            return ""
+        entries = ",\n".join(f'  "{name}": "{digest}"' for name, digest in sorted(self.unrecorded.items()))
+        return (
+            f"No SHA-256 was recorded for {len(self.unrecorded)} file(s). Check them against their source if you "
+            f"can, then record them by adding these entries to {CHECKSUMS} (or to a JSON file passed with "
+            f"--checksums):\n{entries}"
+        )
+
     def missing(self, spec: DatasetSpec, src: Source, why: str) -> PrepareError:
         return ManualStep(why) if src.manual else PrepareError(why + ".")
 
@@ -230,15 +242,13 @@ class Fetcher:
         digest = sha256(path)
         expected = self.checksums.get(src.name)
         if expected is None:
-            self.log(
-                f"  no SHA-256 recorded for {src.name}; computed {digest}. To record it, add\n"
-                f'      "{src.name}": "{digest}"\n  to {CHECKSUMS} (or to a JSON file passed with --checksums).'
-            )
+            self.log(f"  SHA-256 {digest} (none recorded for {src.name})")
+            self.unrecorded[src.name] = digest
         elif digest != expected:
             if ours:
                 os.remove(path)
             fate = "It was deleted; run again to download it again" if ours else "Replace it"
             raise PrepareError(
-                f"{path} has SHA-256 {digest}, but {expected} is recorded for {src.name}: the file is damaged "
+                f"wrong checksum: {path} has SHA-256 {digest}, but {expected} is recorded for {src.name}: the file is damaged "
                 f"or not the expected one. {fate} (or, if the file changed upstream, record its new hash)."
             )

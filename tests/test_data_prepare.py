@@ -1,0 +1,372 @@
+"""``python -m clipfit.data prepare`` on fabricated archives served from 127.0.0.1 or a folder (no internet)."""
+
+import hashlib
+import io
+import json
+import os
+import sys
+import tarfile
+import zipfile
+
+import pytest
+
+import datasets  # noqa: F401  (registers the loaders)
+from clipfit.data.prepare import download
+from clipfit.data.prepare.cli import main
+from clipfit.data.prepare.sources import SPECS, find_spec
+from clipfit.data_splits import DatasetLayoutError
+from clipfit.testing.fake_archives import ARCHIVES, make_archives, write_archive
+from clipfit.testing.http_server import FileServer
+from tests._helpers import build
+
+ALL = [spec.key for spec in SPECS]
+DTD_ARCHIVE = "dtd-r1.0.1.tar.gz"
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory):
+    """Every dataset's official files, fabricated (2 classes, 16+ training images each), in one folder."""
+    base = tmp_path_factory.mktemp("prepare")
+    folder, expected = base / "mirror", base / "expected"
+    for key in ALL:
+        make_archives(key, str(folder), str(expected), n_classes=2, per_class=34)
+    assert sorted(os.listdir(expected)) == sorted(s.folder for s in SPECS)
+    return folder, expected
+
+
+def prepare(capsys, *argv):
+    rc = main([str(a) for a in argv])
+    return rc, capsys.readouterr().out
+
+
+def signature(root, key):
+    """(split, label, class name, SHA-1 of the image) of every item the loader reads."""
+    dataset = build(root, key)
+    out = []
+    for split in ("train_x", "val", "test"):
+        for x in getattr(dataset, split) or []:
+            with open(x.impath, "rb") as f:
+                out.append((split, x.label, x.classname, hashlib.sha1(f.read()).hexdigest()))
+    return sorted(out)
+
+
+def tree(folder):
+    """Every path below ``folder`` (relative), folders included."""
+    return sorted(
+        os.path.relpath(os.path.join(d, n), folder) for d, dirs, files in os.walk(folder) for n in dirs + files
+    )
+
+
+@pytest.mark.parametrize("key", ALL)
+def test_each_dataset_from_served_archives_to_its_loader(key, mirror, tmp_path, capsys):
+    folder, expected = mirror
+    root = tmp_path / "data"
+    with FileServer(str(folder)) as server:
+        rc, out = prepare(capsys, key, "--root", root, "--mirror", server.url, "--skip-counts")
+    assert rc == 0, out
+    names = {name for name, _ in server.requests}
+    assert names == {s.name for s in find_spec(key).sources}  # every file of the dataset, nothing else
+    assert "doctor: ok" in out
+    assert os.listdir(root) == [find_spec(key).folder]  # nothing written beside the dataset folder
+    assert signature(root, key) == signature(expected, key)
+    leftovers = [p for p in tree(root) if ".download" in p or p.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_archive_extras_follow_coop_renames(mirror, tmp_path, capsys):
+    """Food-101's top folder is stripped (its README kept); of FGVC's archive only data/ is kept."""
+    folder, _ = mirror
+    rc, out = prepare(capsys, "food101", "fgvc_aircraft", "--root", tmp_path, "--mirror", folder, "--skip-counts")
+    assert rc == 0, out
+    assert os.path.isfile(tmp_path / "food-101" / "README.txt")
+    assert os.path.isfile(tmp_path / "fgvc_aircraft" / "families.txt")
+    assert not os.path.exists(tmp_path / "fgvc_aircraft" / "README.html")
+
+
+def test_imagenet_validation_images_are_sorted_by_the_devkit_labels(mirror, tmp_path, capsys):
+    folder, expected = mirror
+    rc, out = prepare(capsys, "imagenet", "--root", tmp_path, "--from-archives", folder, "--skip-counts")
+    assert rc == 0, out
+    val = tmp_path / "imagenet" / "images" / "val"
+    assert sorted(os.listdir(val)) == sorted(os.listdir(expected / "imagenet" / "images" / "val"))
+    assert all(name.startswith("ILSVRC2012_val_") for wnid in os.listdir(val) for name in os.listdir(val / wnid))
+
+
+def test_a_folder_mirror_from_the_environment_variable(mirror, tmp_path, capsys, monkeypatch):
+    folder, expected = mirror
+    monkeypatch.setenv(download.MIRROR_ENV, str(folder))
+    rc, out = prepare(capsys, "eurosat", "--root", tmp_path, "--skip-counts")
+    assert rc == 0, out
+    assert "downloading" not in out
+    assert signature(tmp_path, "eurosat") == signature(expected, "eurosat")
+    assert sorted(os.listdir(folder)) == sorted(  # the mirror is read, never changed
+        {n for k in ALL if k != "imagenet" for n in ARCHIVES[k]}
+        | {"ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar", "ILSVRC2012_devkit_t12.tar.gz"}
+    )
+
+
+def test_a_missing_file_in_a_folder_mirror_is_named(tmp_path, capsys):
+    (tmp_path / "mirror").mkdir()
+    rc, out = prepare(capsys, "dtd", "--root", tmp_path / "data", "--mirror", tmp_path / "mirror")
+    assert rc == 1
+    assert f"{DTD_ARCHIVE} is not in the mirror folder" in out
+
+
+def test_resume_after_a_cut_connection_in_the_next_run(mirror, tmp_path, capsys):
+    folder, expected = mirror
+    size = os.path.getsize(folder / DTD_ARCHIVE)
+    root = tmp_path / "data"
+    with FileServer(str(folder), cut_after={DTD_ARCHIVE: 1000}) as server:
+        rc, out = prepare(capsys, "dtd", "--root", root, "--mirror", server.url, "--retries", "0", "--skip-counts")
+        assert rc == 1 and "run the same command again to resume" in out
+        part = root / "dtd" / ".download" / (DTD_ARCHIVE + ".part")
+        assert os.path.getsize(part) == 1000
+        with pytest.raises(DatasetLayoutError):  # nothing a loader accepts
+            build(root, "dtd")
+        rc, out = prepare(capsys, "dtd", "--root", root, "--mirror", server.url, "--retries", "0", "--skip-counts")
+    assert rc == 0, out
+    dtd_requests = [r for name, r in server.requests if name == DTD_ARCHIVE]
+    assert dtd_requests == [None, "bytes=1000-"]
+    assert size > 1000
+    assert signature(root, "dtd") == signature(expected, "dtd")
+
+
+def test_resume_within_one_run(mirror, tmp_path, capsys):
+    folder, _ = mirror
+    with FileServer(str(folder), cut_after={DTD_ARCHIVE: 700}) as server:
+        rc, out = prepare(capsys, "dtd", "--root", tmp_path, "--mirror", server.url, "--skip-counts")
+    assert rc == 0, out
+    assert "connection lost at 700 bytes" in out
+    assert [r for name, r in server.requests if name == DTD_ARCHIVE] == [None, "bytes=700-"]
+
+
+def test_a_wrong_hash_is_refused_and_the_download_deleted(mirror, tmp_path, capsys):
+    folder, _ = mirror
+    sums = tmp_path / "sums.json"
+    sums.write_text(json.dumps({DTD_ARCHIVE: "0" * 64}))
+    root = tmp_path / "data"
+    with FileServer(str(folder)) as server:
+        rc, out = prepare(capsys, "dtd", "--root", root, "--mirror", server.url, "--checksums", sums)
+    assert rc == 1
+    assert "wrong checksum" in out and "0" * 64 in out and DTD_ARCHIVE in out
+    assert not os.path.exists(root / "dtd" / ".download" / DTD_ARCHIVE)
+    assert not os.path.exists(root / "dtd" / "images")
+
+
+def test_a_right_hash_passes_and_a_missing_one_is_printed_with_how_to_record_it(mirror, tmp_path, capsys):
+    folder, _ = mirror
+    digest = hashlib.sha256((folder / DTD_ARCHIVE).read_bytes()).hexdigest()
+    sums = tmp_path / "sums.json"
+    sums.write_text(json.dumps({DTD_ARCHIVE: digest}))
+    rc, out = prepare(capsys, "dtd", "--root", tmp_path / "d", "--mirror", folder, "--checksums", sums, "--skip-counts")
+    assert rc == 0, out
+    split = folder / "split_zhou_DescribableTextures.json"
+    split_digest = hashlib.sha256(split.read_bytes()).hexdigest()
+    assert f'"split_zhou_DescribableTextures.json": "{split_digest}"' in out
+    assert f'"{DTD_ARCHIVE}"' not in out.split("No SHA-256 was recorded")[1]
+    assert "checksums.json" in out
+
+
+def malicious_members():
+    """(member name, tar entry maker) of members that would escape the dataset folder."""
+
+    def link(name, target, kind=tarfile.SYMTYPE):
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname = kind, target
+        return info
+
+    return {
+        "dtd/../escaped.txt": None,
+        "/tmp/absolute.txt": None,
+        "dtd/images/evil": link("dtd/images/evil", "../../../outside"),
+        "dtd/images/abs": link("dtd/images/abs", "/etc/passwd"),
+        "dtd/images/hard": link("dtd/images/hard", "../x", tarfile.LNKTYPE),
+    }
+
+
+@pytest.mark.parametrize("bad", list(malicious_members()))
+def test_a_malicious_tar_member_is_refused_and_named(bad, tmp_path, capsys):
+    mirror = tmp_path / "mirror"
+    make_archives("dtd", str(mirror), str(tmp_path / "expected"), n_classes=2, per_class=4)
+    path = mirror / DTD_ARCHIVE
+    with tarfile.open(path) as tf:
+        members = [(m, tf.extractfile(m).read() if m.isfile() else None) for m in tf.getmembers()]
+    with tarfile.open(path, "w:gz") as tf:
+        for m, data in members:
+            tf.addfile(m, io.BytesIO(data) if data is not None else None)
+        entry = malicious_members()[bad]
+        if entry is None:
+            info = tarfile.TarInfo(bad)
+            info.size = 4
+            tf.addfile(info, io.BytesIO(b"evil"))
+        else:
+            tf.addfile(entry)
+    root = tmp_path / "data"
+    rc, out = prepare(capsys, "dtd", "--root", root, "--mirror", mirror)
+    assert rc == 1
+    assert "Refusing" in out and repr(bad) in out
+    assert sorted(os.listdir(tmp_path)) == ["data", "expected", "mirror"]
+    assert os.listdir(root) == ["dtd"]
+    assert not any(p.startswith("images") or p.endswith(".tmp") for p in tree(root / "dtd")), tree(root / "dtd")
+
+
+def test_a_malicious_zip_member_is_refused(tmp_path, capsys):
+    mirror = tmp_path / "mirror"
+    make_archives("eurosat", str(mirror), str(tmp_path / "expected"), n_classes=2, per_class=4)
+    with zipfile.ZipFile(mirror / "EuroSAT.zip", "a") as zf:
+        zf.writestr("2750/../../outside.txt", b"evil")
+    rc, out = prepare(capsys, "eurosat", "--root", tmp_path / "data", "--mirror", mirror)
+    assert rc == 1 and "'2750/../../outside.txt' (path with '..')" in out
+    assert not os.path.exists(tmp_path / "data" / "eurosat" / "2750")
+
+
+def test_an_unexpected_archive_layout_is_an_error(tmp_path, capsys):
+    mirror = tmp_path / "mirror"
+    make_archives("dtd", str(mirror), str(tmp_path / "expected"), n_classes=2, per_class=4)
+    write_archive(str(mirror / DTD_ARCHIVE), [("other/images/a.jpg", b"x")])
+    rc, out = prepare(capsys, "dtd", "--root", tmp_path / "data", "--mirror", mirror)
+    assert rc == 1 and "not the archive expected" in out and "other" in out
+
+
+def test_an_interrupted_extraction_leaves_nothing_a_loader_accepts(mirror, tmp_path, capsys, monkeypatch):
+    folder, expected = mirror
+    from clipfit.data.prepare import layout
+
+    real_rename = os.rename
+    calls = []
+
+    def failing_rename(src, dst):
+        calls.append(dst)
+        if os.path.basename(dst) == "images":
+            raise KeyboardInterrupt  # the user presses Ctrl-C just before the image folder lands
+        real_rename(src, dst)
+
+    monkeypatch.setattr(layout.os, "rename", failing_rename)
+    with pytest.raises(KeyboardInterrupt):
+        main(["dtd", "--root", str(tmp_path), "--mirror", str(folder)])
+    monkeypatch.setattr(layout.os, "rename", real_rename)
+    with pytest.raises(DatasetLayoutError):
+        build(tmp_path, "dtd")
+    assert not [p for p in tree(tmp_path / "dtd") if p.endswith(".tmp")]  # the work folder was removed
+    rc, out = prepare(capsys, "dtd", "--root", tmp_path, "--mirror", folder, "--skip-counts")
+    assert rc == 0, out
+    assert signature(tmp_path, "dtd") == signature(expected, "dtd")
+
+
+def test_a_rerun_on_a_complete_folder_does_nothing(mirror, tmp_path, capsys):
+    folder, _ = mirror
+    with FileServer(str(folder)) as server:
+        assert prepare(capsys, "oxford_pets", "--root", tmp_path, "--mirror", server.url, "--skip-counts")[0] == 0
+        before = {p: os.stat(tmp_path / p).st_mtime_ns for p in tree(tmp_path)}
+        n = len(server.requests)
+        rc, out = prepare(capsys, "oxford_pets", "--root", tmp_path, "--mirror", server.url, "--skip-counts")
+    assert rc == 0 and "complete: nothing to download or extract" in out
+    assert len(server.requests) == n
+    assert {p: os.stat(tmp_path / p).st_mtime_ns for p in tree(tmp_path)} == before
+
+
+def test_a_rerun_fetches_only_what_is_missing(mirror, tmp_path, capsys):
+    folder, _ = mirror
+    with FileServer(str(folder)) as server:
+        assert prepare(capsys, "oxford_pets", "--root", tmp_path, "--mirror", server.url, "--skip-counts")[0] == 0
+        os.remove(tmp_path / "oxford_pets" / "split_zhou_OxfordPets.json")
+        n = len(server.requests)
+        rc, out = prepare(capsys, "oxford_pets", "--root", tmp_path, "--mirror", server.url, "--skip-counts")
+    assert rc == 0, out
+    assert [name for name, _ in server.requests[n:]] == ["split_zhou_OxfordPets.json"]
+
+
+def test_download_only_then_extract_from_the_archives_elsewhere(mirror, tmp_path, capsys):
+    folder, expected = mirror
+    first = tmp_path / "online"
+    with FileServer(str(folder)) as server:
+        rc, out = prepare(capsys, "dtd", "--root", first, "--mirror", server.url, "--download-only")
+    assert rc == 0, out
+    assert sorted(os.listdir(first / "dtd" / ".download")) == sorted(ARCHIVES["dtd"])
+    assert not os.path.exists(first / "dtd" / "images")
+    second = tmp_path / "offline"
+    rc, out = prepare(capsys, "dtd", "--root", second, "--from-archives", first, "--skip-counts")
+    assert rc == 0, out
+    assert signature(second, "dtd") == signature(expected, "dtd")
+    assert sorted(os.listdir(first / "dtd" / ".download")) == sorted(ARCHIVES["dtd"])  # the source is left alone
+
+
+def test_from_archives_never_downloads_and_names_what_is_missing(tmp_path, capsys):
+    (tmp_path / "archives").mkdir()
+    rc, out = prepare(capsys, "caltech101", "--root", tmp_path / "data", "--from-archives", tmp_path / "archives")
+    assert rc == 1 and "101_ObjectCategories.tar.gz is not in" in out
+
+
+def test_not_enough_disk_space_is_an_error_with_the_size_needed(mirror, tmp_path, capsys, monkeypatch):
+    folder, _ = mirror
+
+    class Usage:
+        free = 10
+
+    monkeypatch.setattr(download.shutil, "disk_usage", lambda path: Usage)
+    rc, out = prepare(capsys, "dtd", "--root", tmp_path, "--mirror", folder)
+    assert rc == 1 and "Not enough disk space" in out and "bytes) needed, 10 B free" in out
+    assert not os.path.exists(tmp_path / "dtd" / "images")
+
+
+def test_dry_run_lists_every_file_and_writes_nothing(tmp_path, capsys):
+    rc, out = prepare(capsys, "all", "--root", tmp_path / "data", "--dry-run")
+    assert rc == 0
+    assert not os.path.exists(tmp_path / "data")
+    for spec in SPECS:
+        if spec.key != "imagenet":  # all = what can be downloaded
+            for src in spec.sources:
+                assert src.name in out
+    assert "ILSVRC2012_img_train.tar" not in out
+    assert "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz" in out
+    assert "gdrive:1u3_QfB467jqHgNXC00UIzbLZRQCg2S7x" in out
+
+
+def test_list_shows_present_partial_and_missing(mirror, tmp_path, capsys):
+    folder, _ = mirror
+    assert prepare(capsys, "dtd", "--root", tmp_path, "--mirror", folder, "--skip-counts")[0] == 0
+    (tmp_path / "eurosat").mkdir()
+    (tmp_path / "eurosat" / "split_zhou_EuroSAT.json").write_text("{}")
+    rc, out = prepare(capsys, "--list", "--root", tmp_path)
+    status = {line.split()[0]: line.split()[2] for line in out.splitlines()[2:]}
+    assert status["dtd"] == "present" and status["eurosat"] == "partial" and status["food101"] == "missing"
+    assert len(status) == len(SPECS)
+
+
+def test_imagenet_without_its_archives_prints_the_steps_and_does_the_rest(mirror, tmp_path, capsys):
+    folder, _ = mirror
+    only_classnames = tmp_path / "m"
+    only_classnames.mkdir()
+    (only_classnames / "classnames.txt").write_bytes((folder / "classnames.txt").read_bytes())
+    root = tmp_path / "data"
+    rc, out = prepare(capsys, "imagenet", "--root", root, "--mirror", only_classnames)
+    assert rc == 1
+    for name in ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar", "ILSVRC2012_devkit_t12.tar.gz"):
+        assert name in out
+    assert "image-net.org" in out and str(root / "imagenet" / ".download") in out
+    assert os.path.isfile(root / "imagenet" / "classnames.txt")
+
+
+def test_google_drive_files_need_gdown_named_in_the_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gdown", None)  # import gdown fails
+    rc, out = prepare(capsys, "imagenet_r", "--root", tmp_path, "--from-archives", tmp_path, "--skip-counts")
+    assert rc == 1  # from-archives: nothing is downloaded
+    with pytest.raises(download.PrepareError, match="pip install gdown"):
+        download.gdrive_download("someid", str(tmp_path / "x" / "f.json"))
+
+
+def test_google_drive_files_go_through_gdown_with_resume(tmp_path, monkeypatch):
+    calls = []
+
+    class FakeGdown:
+        @staticmethod
+        def download(url, output, quiet, resume):
+            calls.append((url, resume))
+            with open(output, "w") as f:
+                f.write("{}")
+            return output
+
+    monkeypatch.setitem(sys.modules, "gdown", FakeGdown)
+    dest = tmp_path / "d" / "split.json"
+    download.gdrive_download("abc123", str(dest))
+    assert calls == [("https://drive.google.com/uc?id=abc123", True)] and dest.read_text() == "{}"
