@@ -4,6 +4,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import sys
 import tarfile
 import zipfile
@@ -92,6 +93,24 @@ def test_imagenet_validation_images_are_sorted_by_the_devkit_labels(mirror, tmp_
     assert all(name.startswith("ILSVRC2012_val_") for wnid in os.listdir(val) for name in os.listdir(val / wnid))
 
 
+def test_a_flat_validation_folder_extracted_by_hand_is_sorted_in_place(mirror, tmp_path, capsys):
+    folder, expected = mirror
+    imagenet = tmp_path / "data" / "imagenet"
+    shutil.copytree(expected / "imagenet" / "images" / "train", imagenet / "images" / "train")
+    shutil.copy(expected / "imagenet" / "classnames.txt", imagenet)
+    with tarfile.open(folder / "ILSVRC2012_img_val.tar") as tf:
+        tf.extractall(imagenet / "images" / "val", filter="data")  # what `tar xf` of the val archive gives
+    archives = tmp_path / "archives"  # the devkit only
+    archives.mkdir()
+    shutil.copy(folder / "ILSVRC2012_devkit_t12.tar.gz", archives)
+    rc, out = prepare(capsys, "--list", "--root", tmp_path / "data")
+    assert [line.split()[2] for line in out.splitlines() if line.startswith("imagenet ")] == ["partial"]
+    rc, out = prepare(capsys, "imagenet", "--root", tmp_path / "data", "--from-archives", archives, "--skip-counts")
+    assert rc == 0, out
+    assert signature(tmp_path / "data", "imagenet") == signature(expected, "imagenet")
+    assert sorted(os.listdir(imagenet / "images")) == ["train", "val"]
+
+
 def test_a_folder_mirror_from_the_environment_variable(mirror, tmp_path, capsys, monkeypatch):
     folder, expected = mirror
     monkeypatch.setenv(download.MIRROR_ENV, str(folder))
@@ -131,8 +150,9 @@ def test_resume_after_a_cut_connection_in_the_next_run(mirror, tmp_path, capsys)
     assert signature(root, "dtd") == signature(expected, "dtd")
 
 
-def test_resume_within_one_run(mirror, tmp_path, capsys):
+def test_resume_within_one_run(mirror, tmp_path, capsys, monkeypatch):
     folder, _ = mirror
+    monkeypatch.setattr(download.time, "sleep", lambda seconds: None)
     with FileServer(str(folder), cut_after={DTD_ARCHIVE: 700}) as server:
         rc, out = prepare(capsys, "dtd", "--root", tmp_path, "--mirror", server.url, "--skip-counts")
     assert rc == 0, out

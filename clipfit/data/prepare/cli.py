@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from tabulate import tabulate
 
 from clipfit.data.prepare.download import DOWNLOADS, MIRROR_ENV, Fetcher, ManualStep, PrepareError, human
-from clipfit.data.prepare.layout import STEPS, TMP_SUFFIX, is_done
+from clipfit.data.prepare.layout import STEPS, is_done, needs_file
 from clipfit.data.prepare.sources import (
     IMAGENET_LOGIN,
     SPECS,
@@ -68,7 +68,7 @@ def dry_run(root: str, specs: Sequence[DatasetSpec], fetcher: Fetcher) -> None:
             origin = fetcher.origin(spec, src)
             size = f"{human(os.path.getsize(origin))}" if os.path.isfile(origin) else f"~{human(src.size)}"
             action = "present, skip" if is_done(folder, src) else ("by hand" if origin.startswith("(") else src.step)
-            dest = "(read to sort images/val)" if src.step == "none" else ", ".join(src.provides)
+            dest = "(labels to sort images/val)" if src.step == "imagenet_devkit" else ", ".join(src.provides)
             rows.append([spec.key, src.name, size, origin, dest, action])
     log(tabulate(rows, headers=["Dataset", "File", "Size", "From", "To (under the dataset folder)", "Action"]))
     log(f"Dataset folders are under {root}. Nothing was downloaded or written (--dry-run).")
@@ -77,7 +77,7 @@ def dry_run(root: str, specs: Sequence[DatasetSpec], fetcher: Fetcher) -> None:
 def manual_instructions(spec: DatasetSpec, missing: Sequence[Tuple[Source, str]], fetcher: Fetcher) -> str:
     """What the user must do by hand, file by file, then the command to run again."""
     folder = os.path.join(fetcher.root, spec.folder)
-    lines = [f"{spec.registry} needs files that cannot be downloaded without a login ({spec.note}):"]
+    lines = [f"{spec.registry} cannot be downloaded without a login at image-net.org. To finish it:"]
     lines.append(f"  1. Sign in at {IMAGENET_LOGIN} (create an account and accept the terms of access).")
     lines.append("  2. Download these files from the ILSVRC 2012 page:")
     lines += [f"       {s.name} (~{human(s.size)})" for s, _ in missing]
@@ -122,6 +122,8 @@ def prepare_one(spec: DatasetSpec, fetcher: Fetcher, args: argparse.Namespace) -
         ours: Dict[str, bool] = {}
         manual: List[Tuple[Source, str]] = []
         for src in todo:
+            if not needs_file(folder, src):
+                continue
             try:
                 files[src.name], ours[src.name] = fetcher.obtain(spec, src)
             except ManualStep as e:
@@ -130,7 +132,7 @@ def prepare_one(spec: DatasetSpec, fetcher: Fetcher, args: argparse.Namespace) -
             log(f"  downloaded; extract later with: python -m clipfit.data prepare {spec.key} --root {fetcher.root}")
         else:
             for src in sorted(todo, key=lambda s: s.step == "file"):  # archives first, split files last
-                if src.name in files and src.step != "none":
+                if src.name in files:
                     log(f"  {src.step}: {src.name} -> {', '.join(src.provides)}")
                     try:
                         STEPS[src.step](folder, src, files[src.name], ours[src.name], files)

@@ -20,13 +20,21 @@ from clipfit.data.prepare.download import ManualStep, PrepareError, check_free
 from clipfit.data.prepare.sources import IMAGENET_FILES, Source
 
 TMP_SUFFIX = ".extract.tmp"
+FLAT_VAL, SORTING_VAL = "val.flat", "val.sorting"  # names under images/ while a flat val set is sorted
 VAL_IMAGE = re.compile(r"ILSVRC2012_val_(\d{8})\.JPEG$")
 Step = Callable[[str, Source, str, bool, Dict[str, str]], None]
 
 
 def is_done(folder: str, src: Source) -> bool:
-    """Whether everything ``src`` provides is in the dataset folder."""
+    """Whether everything ``src`` provides is in the dataset folder (a flat ImageNet val set is not done)."""
+    if src.step in ("imagenet_val", "imagenet_devkit") and flat_validation(folder):
+        return False
     return all(os.path.lexists(os.path.join(folder, p)) for p in src.provides)
+
+
+def needs_file(folder: str, src: Source) -> bool:
+    """Whether the step of ``src`` needs its file (a flat val set already extracted needs only the devkit)."""
+    return not is_done(folder, src) and not (src.step == "imagenet_val" and flat_validation(folder))
 
 
 def fresh_temp(parent: str, name: str) -> str:
@@ -130,13 +138,24 @@ def devkit_labels(path: str) -> List[str]:
     return [wnid[y] for y in labels]
 
 
+def flat_validation(folder: str) -> bool:
+    """Whether ``images/val`` holds ILSVRC's flat validation images (or is being sorted) instead of class folders."""
+    images = os.path.join(folder, "images")
+    if os.path.isdir(os.path.join(images, FLAT_VAL)):
+        return True
+    val = os.path.join(images, "val")
+    return os.path.isdir(val) and any(VAL_IMAGE.match(n) for n in os.listdir(val))
+
+
 def sort_validation(flat: str, target: str, labels: List[str]) -> None:
-    """Move ``flat/ILSVRC2012_val_<i>.JPEG`` into ``target/<wnid>/`` by the devkit labels."""
+    """Move ``flat/ILSVRC2012_val_<i>.JPEG`` into ``target/<wnid>/`` by the devkit labels
+    (files already in ``target`` count as sorted)."""
     names = sorted(os.listdir(flat))
-    if len(names) != len(labels):
+    done = sum(len(os.listdir(os.path.join(target, d))) for d in os.listdir(target)) if os.path.isdir(target) else 0
+    if len(names) + done != len(labels):
         raise PrepareError(
-            f"The validation archive holds {len(names)} files but the devkit labels {len(labels)} images: "
-            "the archives do not belong together."
+            f"The validation set holds {len(names) + done} files but the devkit labels {len(labels)} images: "
+            "they do not belong together."
         )
     for name in names:
         match = VAL_IMAGE.match(name)
@@ -167,8 +186,23 @@ def imagenet_val(folder: str, src: Source, path: str, ours: bool, files: Dict[st
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def nothing(folder: str, src: Source, path: str, ours: bool, files: Dict[str, str]) -> None:
-    """A file read by another step (the ImageNet devkit)."""
+def imagenet_devkit(folder: str, src: Source, path: str, ours: bool, files: Dict[str, str]) -> None:
+    """Sort a flat ``images/val`` extracted earlier into class folders; otherwise the devkit is only
+    read by :func:`imagenet_val`.
+
+    The flat folder is first renamed ``images/val.flat`` (so no loader takes it for the val set), sorted
+    into ``images/val.sorting`` and renamed ``images/val``; a rerun continues an interrupted sort.
+    """
+    if not flat_validation(folder):
+        return
+    images = os.path.join(folder, "images")
+    val, flat, target = (os.path.join(images, n) for n in ("val", FLAT_VAL, SORTING_VAL))
+    labels = devkit_labels(path)
+    if not os.path.isdir(flat):
+        os.rename(val, flat)
+    sort_validation(flat, target, labels)
+    os.rename(target, val)
+    os.rmdir(flat)
 
 
 STEPS: Dict[str, Step] = {
@@ -176,5 +210,5 @@ STEPS: Dict[str, Step] = {
     "extract": extract_archive,
     "imagenet_train": imagenet_train,
     "imagenet_val": imagenet_val,
-    "none": nothing,
+    "imagenet_devkit": imagenet_devkit,
 }

@@ -87,8 +87,8 @@ SPECS: Tuple[DatasetSpec, ...] = (
             _classnames(),
             _archive(IMAGENET_FILES[0], IMAGENET_LOGIN, 147_897_477_120, "images/train", step="imagenet_train", manual=True),
             _archive(IMAGENET_FILES[1], IMAGENET_LOGIN, 6_744_924_160, "images/val", step="imagenet_val", manual=True),
-            # read by the imagenet_val step (the validation labels); nothing of it is kept
-            _archive(IMAGENET_FILES[2], IMAGENET_LOGIN, 2_568_145, "images/val", step="none", manual=True),
+            # its validation labels sort the val images into class folders; nothing of it is kept
+            _archive(IMAGENET_FILES[2], IMAGENET_LOGIN, 2_568_145, "images/val", step="imagenet_devkit", manual=True),
         ),
         note="needs a login at image-net.org",
     ),
