@@ -12,7 +12,7 @@ setup(
     description="CLIPFit: parameter-efficient fine-tuning of CLIP as a Dassl/CoOp plugin trainer",
     python_requires=">=3.9",
     packages=find_packages(include=["clipfit", "clipfit.*"]),
-    package_data={"clipfit": ["experiments/paper/*.json"]},
+    package_data={"clipfit": ["experiments/paper/*.json", "data/prepare/*.json"]},
     install_requires=[
         "torch",
         "torchvision",
@@ -30,5 +30,5 @@ setup(
         "scikit-learn",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest"], "tensorboard": ["tensorboard"]},
+    extras_require={"test": ["pytest"], "tensorboard": ["tensorboard"], "prepare": ["gdown>=4.7"]},
 )
