@@ -5,6 +5,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tarfile
 import zipfile
@@ -15,7 +16,7 @@ import datasets  # noqa: F401  (registers the loaders)
 from clipfit.data.prepare import download
 from clipfit.data.prepare.cli import main
 from clipfit.data.prepare.sources import SPECS, find_spec
-from clipfit.data_splits import DatasetLayoutError
+from clipfit.data.splits import DatasetLayoutError
 from clipfit.testing.fake_archives import ARCHIVES, make_archives, write_archive
 from clipfit.testing.http_server import FileServer
 from tests._helpers import build
@@ -390,3 +391,12 @@ def test_google_drive_files_go_through_gdown_with_resume(tmp_path, monkeypatch):
     dest = tmp_path / "d" / "split.json"
     download.gdrive_download("abc123", str(dest))
     assert calls == [("https://drive.google.com/uc?id=abc123", True)] and dest.read_text() == "{}"
+
+
+def test_the_module_command_and_an_unknown_dataset(tmp_path):
+    run = [sys.executable, "-m", "clipfit.data", "prepare"]
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    ok = subprocess.run(run + ["dtd", "--root", str(tmp_path), "--dry-run"], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0 and DTD_ARCHIVE in ok.stdout and not os.listdir(tmp_path)
+    bad = subprocess.run(run + ["dtdd", "--root", str(tmp_path)], capture_output=True, text=True, env=env)
+    assert bad.returncode != 0 and "Unknown dataset 'dtdd'" in bad.stderr and "oxford_pets" in bad.stderr

@@ -1,4 +1,5 @@
-"""``python -m clipfit.data COMMAND``: dataset tools (``doctor``: check datasets under ``--root``)."""
+"""``python -m clipfit.data COMMAND``: dataset tools (``prepare``: download and lay out datasets under
+``--root``; ``doctor``: check them)."""
 from __future__ import annotations
 
 import sys
@@ -11,7 +12,13 @@ def _doctor(argv: Sequence[str]) -> int:
     return main(argv)
 
 
-COMMANDS: Dict[str, Callable[[Sequence[str]], int]] = {"doctor": _doctor}
+def _prepare(argv: Sequence[str]) -> int:
+    from clipfit.data.prepare.cli import main
+
+    return main(argv)
+
+
+COMMANDS: Dict[str, Callable[[Sequence[str]], int]] = {"prepare": _prepare, "doctor": _doctor}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

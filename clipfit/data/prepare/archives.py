@@ -128,6 +128,15 @@ def extract(path: str, members: Sequence[Member], prefix: str, dest: str) -> Non
                 if info.filename in wanted:
                     zf.extract(info, dest)
         return
-    with tarfile.open(path, "r:*") as tf:
-        chosen = [m for m in tf.getmembers() if m.name in wanted]
-        tf.extractall(dest, members=chosen, filter="data")
+    with tarfile.open(path, "r|*") as tf:  # one pass, in archive order
+        for m in tf:
+            if m.name in wanted:
+                extract_member(tf, m, dest)
+
+
+def extract_member(tf: tarfile.TarFile, member: tarfile.TarInfo, dest: str) -> None:
+    """``tf.extract`` with tarfile's ``data`` filter where this Python has it (3.11.4 and later)."""
+    if hasattr(tarfile, "data_filter"):
+        tf.extract(member, dest, filter="data")
+    else:
+        tf.extract(member, dest)

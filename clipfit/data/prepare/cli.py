@@ -98,7 +98,7 @@ def manual_instructions(spec: DatasetSpec, missing: Sequence[Tuple[Source, str]]
 
 
 def run_doctor(root: str, spec: DatasetSpec, args: argparse.Namespace) -> bool:
-    from clipfit.doctor import check_dataset, import_loaders
+    from clipfit.data.doctor import check_dataset, import_loaders
 
     import_loaders()
     report = check_dataset(spec.registry, root, args.max_images, args.skip_counts, requested=True)

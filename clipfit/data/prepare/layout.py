@@ -14,8 +14,16 @@ import shutil
 import tarfile
 from typing import Callable, Dict, List
 
-from clipfit.atomic import atomic_path
-from clipfit.data.prepare.archives import check_safe, extract, list_members, tar_member, top_entries, under
+from clipfit.fileio import atomic_path
+from clipfit.data.prepare.archives import (
+    check_safe,
+    extract,
+    extract_member,
+    list_members,
+    tar_member,
+    top_entries,
+    under,
+)
 from clipfit.data.prepare.download import ManualStep, PrepareError, check_free
 from clipfit.data.prepare.sources import IMAGENET_FILES, Source
 
@@ -109,8 +117,10 @@ def imagenet_train(folder: str, src: Source, path: str, ours: bool, files: Dict[
             for m in inner:
                 wnid = os.path.basename(m.path)[: -len(".tar")]
                 with tarfile.open(fileobj=outer.extractfile(m.name), mode="r:*") as tf:
-                    check_safe(f"{path}:{m.name}", [tar_member(x) for x in tf.getmembers()])
-                    tf.extractall(os.path.join(tmp, wnid), filter="data")
+                    inner_members = tf.getmembers()
+                    check_safe(f"{path}:{m.name}", [tar_member(x) for x in inner_members])
+                    for x in inner_members:
+                        extract_member(tf, x, os.path.join(tmp, wnid))
         os.rename(tmp, os.path.join(images, "train"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
