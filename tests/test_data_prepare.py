@@ -400,3 +400,22 @@ def test_the_module_command_and_an_unknown_dataset(tmp_path):
     assert ok.returncode == 0 and DTD_ARCHIVE in ok.stdout and not os.listdir(tmp_path)
     bad = subprocess.run(run + ["dtdd", "--root", str(tmp_path)], capture_output=True, text=True, env=env)
     assert bad.returncode != 0 and "Unknown dataset 'dtdd'" in bad.stderr and "oxford_pets" in bad.stderr
+
+
+def test_the_registry_matches_the_loaders_and_their_configs():
+    """Each dataset's folder, section, image folder and split file are the ones its loader reads."""
+    import yaml
+
+    from clipfit.engine import DATASET_REGISTRY
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for spec in SPECS:
+        with open(os.path.join(repo, "configs", "datasets", f"{spec.key}.yaml")) as f:
+            assert yaml.safe_load(f)["DATASET"]["NAME"] == spec.registry
+        loader = DATASET_REGISTRY.get(spec.registry)
+        assert (loader.dataset_dir, loader.doc_section) == (spec.folder, spec.section)
+        provided = {p.split("/")[0] for src in spec.sources for p in src.provides}
+        assert loader.image_folder == "" or loader.image_folder in provided, spec.key
+        assert loader.split_file in provided | {""}, spec.key
+    configs = {name[: -len(".yaml")] for name in os.listdir(os.path.join(repo, "configs", "datasets"))}
+    assert configs - {"image_folder", "csv_dataset"} == {s.key for s in SPECS}  # every CoOp dataset
