@@ -419,3 +419,22 @@ def test_the_registry_matches_the_loaders_and_their_configs():
         assert getattr(loader, "split_file", "") in provided | {""}, spec.key
     configs = {name[: -len(".yaml")] for name in os.listdir(os.path.join(repo, "configs", "datasets"))}
     assert configs - {"image_folder", "csv_dataset"} == {s.key for s in SPECS}  # every CoOp dataset
+
+
+def test_imagenet_does_what_it_can_and_keeps_the_files_still_needed(mirror, tmp_path, capsys):
+    folder, expected = mirror
+    downloads = tmp_path / "imagenet" / ".download"
+    downloads.mkdir(parents=True)
+    for name in ("classnames.txt", "ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"):
+        shutil.copy(folder / name, downloads)  # put there by hand; the devkit is missing
+    rc, out = prepare(capsys, "imagenet", "--root", tmp_path)
+    assert rc == 1
+    steps = out.split("To finish it:")[1]
+    assert "ILSVRC2012_devkit_t12.tar.gz" in steps and "ILSVRC2012_img_val.tar (" not in steps
+    assert sorted(os.listdir(tmp_path / "imagenet" / "images")) == ["train"]
+    assert sorted(os.listdir(downloads)) == ["ILSVRC2012_img_val.tar"]  # still needed: kept
+    shutil.copy(folder / "ILSVRC2012_devkit_t12.tar.gz", downloads)
+    rc, out = prepare(capsys, "imagenet", "--root", tmp_path, "--skip-counts")
+    assert rc == 0, out
+    assert signature(tmp_path, "imagenet") == signature(expected, "imagenet")
+    assert not os.path.exists(downloads)

@@ -75,7 +75,8 @@ def dry_run(root: str, specs: Sequence[DatasetSpec], fetcher: Fetcher) -> None:
 
 
 def manual_instructions(spec: DatasetSpec, missing: Sequence[Tuple[Source, str]], fetcher: Fetcher) -> str:
-    """What the user must do by hand, file by file, then the command to run again."""
+    """What the user must do by hand, file by file, then the command to run again (ImageNet is the
+    only dataset behind a login)."""
     folder = os.path.join(fetcher.root, spec.folder)
     lines = [f"{spec.registry} cannot be downloaded without a login at image-net.org. To finish it:"]
     lines.append(f"  1. Sign in at {IMAGENET_LOGIN} (create an account and accept the terms of access).")
@@ -88,7 +89,8 @@ def manual_instructions(spec: DatasetSpec, missing: Sequence[Tuple[Source, str]]
     lines.append(f"  4. Run again: python -m clipfit.data prepare {spec.key} --root {fetcher.root}")
     lines.append(
         "     It extracts the training set into images/train/<wnid>/, sorts the validation images into "
-        "images/val/<wnid>/ by the devkit's labels, and checks the result."
+        "images/val/<wnid>/ by the devkit's labels, and checks the result. Files in .download/ are "
+        "deleted once extracted (unless --keep-archives); files in a --from-archives folder are never touched."
     )
     done = [p for s in spec.sources if is_done(folder, s) for p in s.provides]
     if done:
@@ -138,8 +140,9 @@ def prepare_one(spec: DatasetSpec, fetcher: Fetcher, args: argparse.Namespace) -
                         STEPS[src.step](folder, src, files[src.name], ours[src.name], files)
                     except ManualStep as e:
                         manual.append((src, str(e)))
-            if not args.keep_archives:
-                remove_downloads(fetcher.download_dir(spec), [files[n] for n in files if ours[n]])
+            if not args.keep_archives:  # what is in place; a file another step still needs is kept
+                done = [files[s.name] for s in todo if ours.get(s.name) and is_done(folder, s)]
+                remove_downloads(fetcher.download_dir(spec), done)
         if manual:
             log(manual_instructions(spec, [m for m in manual if m[0].name not in files], fetcher))
             return False
