@@ -438,3 +438,11 @@ def test_imagenet_does_what_it_can_and_keeps_the_files_still_needed(mirror, tmp_
     assert rc == 0, out
     assert signature(tmp_path, "imagenet") == signature(expected, "imagenet")
     assert not os.path.exists(downloads)
+
+
+def test_a_file_missing_from_a_mirror_server_is_an_error_naming_the_address(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    with FileServer(str(tmp_path / "empty")) as server:
+        rc, out = prepare(capsys, "eurosat", "--root", tmp_path / "data", "--mirror", server.url)
+    assert rc == 1 and f"{server.url}/EuroSAT.zip answered HTTP 404" in out
+    assert [name for name, _ in server.requests] == ["EuroSAT.zip"]  # not retried

@@ -84,6 +84,10 @@ def http_download(
         try:
             with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
                 resumed = have > 0 and resp.status == 206 and _range_start(resp) == have
+                if resp.status == 206 and not resumed:  # not the range asked for: start again
+                    os.remove(part)
+                    last = PrepareError(f"unexpected Content-Range {resp.headers.get('Content-Range')}")
+                    continue
                 length = resp.headers.get("Content-Length")
                 total = (have if resumed else 0) + int(length) if length is not None else None
                 if total is not None:
