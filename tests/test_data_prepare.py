@@ -205,30 +205,80 @@ def malicious_members():
     }
 
 
-@pytest.mark.parametrize("bad", list(malicious_members()))
-def test_a_malicious_tar_member_is_refused_and_named(bad, tmp_path, capsys):
-    mirror = tmp_path / "mirror"
-    make_archives("dtd", str(mirror), str(tmp_path / "expected"), n_classes=2, per_class=4)
+def rewrite_dtd_archive(mirror, extra):
+    """Re-write the fabricated DTD archive with the tar entries ``extra`` (TarInfo, data) appended."""
     path = mirror / DTD_ARCHIVE
     with tarfile.open(path) as tf:
         members = [(m, tf.extractfile(m).read() if m.isfile() else None) for m in tf.getmembers()]
     with tarfile.open(path, "w:gz") as tf:
-        for m, data in members:
+        for m, data in members + list(extra):
             tf.addfile(m, io.BytesIO(data) if data is not None else None)
-        entry = malicious_members()[bad]
-        if entry is None:
-            info = tarfile.TarInfo(bad)
-            info.size = 4
-            tf.addfile(info, io.BytesIO(b"evil"))
-        else:
-            tf.addfile(entry)
+
+
+def assert_refused(tmp_path, root, out, bad):
+    assert "Refusing" in out and repr(bad) in out
+    assert sorted(os.listdir(tmp_path)) == ["data", "expected", "mirror"]  # nothing written beside DATA
+    assert os.listdir(root) == ["dtd"]
+    assert not any(p.startswith("images") or p.endswith(".tmp") for p in tree(root / "dtd")), tree(root / "dtd")
+
+
+@pytest.mark.parametrize("bad", list(malicious_members()))
+def test_a_malicious_tar_member_is_refused_and_named(bad, tmp_path, capsys):
+    mirror = tmp_path / "mirror"
+    make_archives("dtd", str(mirror), str(tmp_path / "expected"), n_classes=2, per_class=4)
+    entry = malicious_members()[bad]
+    if entry is None:
+        entry = tarfile.TarInfo(bad)
+        entry.size = 4
+    rewrite_dtd_archive(mirror, [(entry, b"evil" if entry.isfile() else None)])
     root = tmp_path / "data"
     rc, out = prepare(capsys, "dtd", "--root", root, "--mirror", mirror)
     assert rc == 1
-    assert "Refusing" in out and repr(bad) in out
-    assert sorted(os.listdir(tmp_path)) == ["data", "expected", "mirror"]
-    assert os.listdir(root) == ["dtd"]
-    assert not any(p.startswith("images") or p.endswith(".tmp") for p in tree(root / "dtd")), tree(root / "dtd")
+    assert_refused(tmp_path, root, out, bad)
+
+
+def test_a_link_that_escapes_through_another_link_is_refused(tmp_path, capsys):
+    """Each link alone stays inside; followed on disk, the second one leaves the folder."""
+    mirror = tmp_path / "mirror"
+    make_archives("dtd", str(mirror), str(tmp_path / "expected"), n_classes=2, per_class=4)
+    links = []
+    for name, target in (("dtd/images/a", "../.."), ("dtd/images/b", "a/../../..")):
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname = tarfile.SYMTYPE, target
+        links.append((info, None))
+    rewrite_dtd_archive(mirror, links)
+    root = tmp_path / "data"
+    rc, out = prepare(capsys, "dtd", "--root", root, "--mirror", mirror)
+    assert rc == 1
+    assert_refused(tmp_path, root, out, "dtd/images/b")
+
+
+def test_a_truncated_archive_is_deleted_and_fetched_again(mirror, tmp_path, capsys):
+    folder, expected = mirror
+    served = tmp_path / "served"
+    shutil.copytree(folder, served)
+    good = (served / DTD_ARCHIVE).read_bytes()
+    (served / DTD_ARCHIVE).write_bytes(good[: len(good) // 2])
+    root = tmp_path / "data"
+    with FileServer(str(served)) as server:
+        rc, out = prepare(capsys, "dtd", "--root", root, "--mirror", server.url)
+        assert rc == 1 and "damaged or truncated" in out and "It was deleted" in out
+        assert not os.path.exists(root / "dtd" / ".download" / DTD_ARCHIVE)
+        (served / DTD_ARCHIVE).write_bytes(good)
+        rc, out = prepare(capsys, "dtd", "--root", root, "--mirror", server.url, "--skip-counts")
+    assert rc == 0, out
+    assert signature(root, "dtd") == signature(expected, "dtd")
+
+
+def test_eurosat_from_its_later_release_is_renamed_to_2750(tmp_path, capsys):
+    mirror = tmp_path / "mirror"
+    make_archives("eurosat", str(mirror), str(tmp_path / "expected"), n_classes=2, per_class=34)
+    with zipfile.ZipFile(mirror / "EuroSAT.zip") as zf:
+        entries = [(name.replace("2750/", "EuroSAT_RGB/", 1), zf.read(name)) for name in zf.namelist()]
+    write_archive(str(mirror / "EuroSAT.zip"), entries)
+    rc, out = prepare(capsys, "eurosat", "--root", tmp_path / "data", "--mirror", mirror, "--skip-counts")
+    assert rc == 0, out
+    assert signature(tmp_path / "data", "eurosat") == signature(tmp_path / "expected", "eurosat")
 
 
 def test_a_malicious_zip_member_is_refused(tmp_path, capsys):

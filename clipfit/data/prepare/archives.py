@@ -7,11 +7,13 @@ device or pipe. Extraction only ever writes into the folder it is given.
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 import re
 import stat
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence
 
@@ -38,20 +40,40 @@ class UnsafeArchive(PrepareError):
     """An archive with members that would be written outside the extraction folder."""
 
 
+class BrokenArchive(PrepareError):
+    """An archive that cannot be read to its end (truncated or damaged)."""
+
+
+@contextlib.contextmanager
+def reading(path: str) -> Iterator[None]:
+    """Turn the errors of reading archive ``path`` into :class:`BrokenArchive` or :class:`UnsafeArchive`."""
+    try:
+        yield
+    except getattr(tarfile, "FilterError", ()) as e:  # tarfile's own check, on links through links
+        raise UnsafeArchive(
+            f"Refusing {path}: member {e.tarinfo.name!r} would be written outside the dataset folder ({e}). "
+            f"Nothing was kept. Delete {path} and get the archive again from the official source."
+        ) from e
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as e:
+        raise BrokenArchive(f"{path} is damaged or truncated ({type(e).__name__}: {e}).") from e
+    except OSError as e:
+        if e.errno is not None:  # a real I/O error (disk full, permissions), not bad compressed data
+            raise
+        raise BrokenArchive(f"{path} is damaged or truncated ({type(e).__name__}: {e}).") from e
+
+
 def is_zip(path: str) -> bool:
     return zipfile.is_zipfile(path)
 
 
 def list_members(path: str) -> List[Member]:
     """Every member of the tar (any compression) or zip archive ``path``."""
-    try:
+    with reading(path):
         if is_zip(path):
             with zipfile.ZipFile(path) as zf:
                 return [_zip_member(zf, info) for info in zf.infolist()]
         with tarfile.open(path, "r:*") as tf:
             return [tar_member(m) for m in tf.getmembers()]
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
-        raise PrepareError(f"{path} is not a readable archive ({e}): delete it and run again to download it again.")
 
 
 def tar_member(m: tarfile.TarInfo) -> Member:
@@ -105,7 +127,7 @@ def check_safe(path: str, members: Sequence[Member]) -> None:
         more = f"; and {len(bad) - MAX_NAMED} more" if len(bad) > MAX_NAMED else ""
         raise UnsafeArchive(
             f"Refusing {path}: {len(bad)} member(s) would be written outside the dataset folder: {named}{more}. "
-            "Nothing was extracted. Get the archive again from the official source."
+            f"Nothing was extracted. Delete {path} and get the archive again from the official source."
         )
 
 
@@ -122,16 +144,17 @@ def under(members: Sequence[Member], prefix: str) -> Iterator[Member]:
 def extract(path: str, members: Sequence[Member], prefix: str, dest: str) -> None:
     """Extract the (already checked) members below ``prefix`` of archive ``path`` into ``dest``."""
     wanted = {m.name for m in under(members, prefix)}
-    if is_zip(path):
-        with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
-                if info.filename in wanted:
-                    zf.extract(info, dest)
-        return
-    with tarfile.open(path, "r|*") as tf:  # one pass, in archive order
-        for m in tf:
-            if m.name in wanted:
-                extract_member(tf, m, dest)
+    with reading(path):
+        if is_zip(path):
+            with zipfile.ZipFile(path) as zf:
+                for info in zf.infolist():
+                    if info.filename in wanted:
+                        zf.extract(info, dest)
+            return
+        with tarfile.open(path, "r|*") as tf:  # one pass, in archive order
+            for m in tf:
+                if m.name in wanted:
+                    extract_member(tf, m, dest)
 
 
 def extract_member(tf: tarfile.TarFile, member: tarfile.TarInfo, dest: str) -> None:

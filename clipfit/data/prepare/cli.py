@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from tabulate import tabulate
 
+from clipfit.data.prepare.archives import BrokenArchive
 from clipfit.data.prepare.download import DOWNLOADS, MIRROR_ENV, Fetcher, ManualStep, PrepareError, human
 from clipfit.data.prepare.layout import STEPS, is_done, needs_file
 from clipfit.data.prepare.sources import (
@@ -140,6 +141,11 @@ def prepare_one(spec: DatasetSpec, fetcher: Fetcher, args: argparse.Namespace) -
                         STEPS[src.step](folder, src, files[src.name], ours[src.name], files)
                     except ManualStep as e:
                         manual.append((src, str(e)))
+                    except BrokenArchive as e:
+                        if not ours[src.name]:
+                            raise BrokenArchive(f"{e} Replace it with a good copy.") from e
+                        os.remove(files[src.name])
+                        raise BrokenArchive(f"{e} It was deleted: run the same command again to download it again.") from e
             if not args.keep_archives:  # what is in place; a file another step still needs is kept
                 done = [files[s.name] for s in todo if ours.get(s.name) and is_done(folder, s)]
                 remove_downloads(fetcher.download_dir(spec), done)

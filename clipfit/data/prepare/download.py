@@ -170,13 +170,9 @@ class Fetcher:
     def local_candidates(self, spec: DatasetSpec, src: Source) -> List[str]:
         """Paths where the file may already be, in the order they are tried."""
         paths = [os.path.join(self.download_dir(spec), src.name)]
-        if self.from_archives:
-            paths += [
-                os.path.join(self.from_archives, src.name),
-                os.path.join(self.from_archives, spec.folder, DOWNLOADS, src.name),
-            ]
-        elif self.mirror and not is_url(self.mirror):
-            paths.append(os.path.join(self.mirror, src.name))
+        folder = self.from_archives or (self.mirror if self.mirror and not is_url(self.mirror) else None)
+        if folder:  # flat, by dataset folder, or a data root filled by --download-only
+            paths += [os.path.join(folder, *sub, src.name) for sub in ((), (spec.folder,), (spec.folder, DOWNLOADS))]
         paths += [os.path.join(self.root, p) for p in src.shared]
         return paths
 

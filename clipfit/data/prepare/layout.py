@@ -20,6 +20,7 @@ from clipfit.data.prepare.archives import (
     extract,
     extract_member,
     list_members,
+    reading,
     tar_member,
     top_entries,
     under,
@@ -113,7 +114,7 @@ def imagenet_train(folder: str, src: Source, path: str, ours: bool, files: Dict[
     check_free(folder, sum(m.size for m in inner), f"extracting {os.path.basename(path)}")
     tmp = fresh_temp(images, "train")
     try:
-        with tarfile.open(path, "r:*") as outer:
+        with reading(path), tarfile.open(path, "r:*") as outer:
             for m in inner:
                 wnid = os.path.basename(m.path)[: -len(".tar")]
                 with tarfile.open(fileobj=outer.extractfile(m.name), mode="r:*") as tf:
@@ -132,7 +133,7 @@ def devkit_labels(path: str) -> List[str]:
 
     wanted = {"meta": "data/meta.mat", "truth": "data/ILSVRC2012_validation_ground_truth.txt"}
     found: Dict[str, bytes] = {}
-    with tarfile.open(path, "r:*") as tf:
+    with reading(path), tarfile.open(path, "r:*") as tf:
         for m in tf.getmembers():
             for key, tail in wanted.items():
                 if m.isfile() and m.name.endswith(tail):

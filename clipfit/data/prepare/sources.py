@@ -238,7 +238,14 @@ SPECS: Tuple[DatasetSpec, ...] = (
         "eurosat",
         "EuroSAT",
         (
-            _archive("EuroSAT.zip", "http://madm.dfki.de/files/sentinel/EuroSAT.zip", 94_280_567, "2750"),
+            # the later release (Zenodo) names the folder EuroSAT_RGB/: renamed to CoOp's 2750/
+            _archive(
+                "EuroSAT.zip",
+                "http://madm.dfki.de/files/sentinel/EuroSAT.zip",
+                94_280_567,
+                "2750",
+                rename=(("EuroSAT_RGB", "2750"),),
+            ),
             _split("EuroSAT", "1Ip7yaCWFi0eaOFUGga0lUdVi_DDQth1o"),
         ),
     ),
