@@ -1,8 +1,9 @@
 """Reading tar and zip archives safely: list, refuse unsafe members, extract below one folder.
 
 An archive is refused as a whole, with every offending member named, when a member has an
-absolute path, a ``..`` component, is a link pointing outside the archive's tree, or is a
-device or pipe. Extraction only ever writes into the folder it is given.
+absolute path or a ``..`` component, is a link pointing outside the archive's tree or through
+another link, is written through a link, or is a device or pipe. Extraction only ever writes
+into the folder it is given (tarfile's ``data`` filter, where Python has it, checks again).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import tarfile
 import zipfile
 import zlib
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Set
 
 from clipfit.data.prepare.download import PrepareError
 
@@ -101,27 +102,42 @@ def _climbs(name: str) -> bool:
     return ".." in re.split(r"[/\\]", name)
 
 
-def unsafe_reason(m: Member) -> Optional[str]:
-    """Why ``m`` may not be extracted, or None."""
+def _through_link(parts: Sequence[str], links: Set[str]) -> bool:
+    """Whether the path ``parts`` passes through (below) one of the ``links``."""
+    return any("/".join(parts[:i]) in links for i in range(1, len(parts)))
+
+
+def unsafe_reason(m: Member, links: Set[str] = frozenset()) -> Optional[str]:
+    """Why ``m`` may not be extracted, or None; ``links`` are the paths of the archive's link members."""
     if _absolute(m.name):
         return "absolute path"
     if _climbs(m.name):
         return "path with '..'"
     if m.kind == "special":
         return "device or pipe"
+    if _through_link(m.path.split("/"), links):
+        return "written through a link"
     if m.kind in ("symlink", "hardlink"):
         if _absolute(m.target):
             return f"link to the absolute path {m.target}"
-        base = posixpath.dirname(m.path) if m.kind == "symlink" else ""
-        resolved = posixpath.normpath(posixpath.join(base, m.target.replace("\\", "/")))
-        if resolved == ".." or resolved.startswith("../"):
-            return f"link to {m.target}, outside the archive"
+        base = posixpath.dirname(m.path) if m.kind == "symlink" else ""  # hard links start at the top
+        walked = [p for p in base.split("/") if p]
+        for part in m.target.replace("\\", "/").split("/"):
+            if part == "..":
+                if not walked:
+                    return f"link to {m.target}, outside the archive"
+                walked.pop()
+            elif part not in ("", "."):
+                walked.append(part)
+                if _through_link(walked + ["x"], links - {m.path}):
+                    return f"link to {m.target}, through another link"
     return None
 
 
 def check_safe(path: str, members: Sequence[Member]) -> None:
     """Raise :class:`UnsafeArchive` naming every unsafe member of ``path``."""
-    bad = [(m.name, r) for m in members for r in [unsafe_reason(m)] if r]
+    links = {m.path for m in members if m.kind in ("symlink", "hardlink")}
+    bad = [(m.name, r) for m in members for r in [unsafe_reason(m, links)] if r]
     if bad:
         named = "; ".join(f"{name!r} ({why})" for name, why in bad[:MAX_NAMED])
         more = f"; and {len(bad) - MAX_NAMED} more" if len(bad) > MAX_NAMED else ""
