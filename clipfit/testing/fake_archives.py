@@ -35,7 +35,10 @@ FGVC = "fgvc-aircraft-2013b/data/"
 FGVC_FILES = ("images", "variants.txt", "images_variant_train.txt", "images_variant_val.txt", "images_variant_test.txt")
 
 ARCHIVES: Dict[str, Dict[str, Layout]] = {
-    "caltech101": {"101_ObjectCategories.tar.gz": [("101_ObjectCategories", "101_ObjectCategories")], **_split("Caltech101")},
+    "caltech101": {
+        "101_ObjectCategories.tar.gz": [("101_ObjectCategories", "101_ObjectCategories")],
+        **_split("Caltech101"),
+    },
     "oxford_pets": {
         "images.tar.gz": [("images", "images")],
         "annotations.tar.gz": [("annotations", "annotations")],
@@ -155,7 +158,8 @@ def _imagenet_archives(folder: str, out: str) -> Dict[str, str]:
     wnids = sorted(os.listdir(train_dir))
     inner = []
     for wnid in wnids:
-        images = [(name, _read(os.path.join(train_dir, wnid, name))) for name in sorted(os.listdir(os.path.join(train_dir, wnid)))]
+        names = sorted(os.listdir(os.path.join(train_dir, wnid)))
+        images = [(name, _read(os.path.join(train_dir, wnid, name))) for name in names]
         tar_path = os.path.join(out, f"{wnid}.tar")
         inner.append((f"{wnid}.tar", _read(write_archive(tar_path, images))))
         os.remove(tar_path)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from tabulate import tabulate
 
 from clipfit.data.prepare.archives import BrokenArchive
-from clipfit.data.prepare.download import DOWNLOADS, MIRROR_ENV, Fetcher, ManualStep, PrepareError, human
+from clipfit.data.prepare.download import MIRROR_ENV, Fetcher, ManualStep, PrepareError, human
 from clipfit.data.prepare.layout import STEPS, is_done, needs_file
 from clipfit.data.prepare.sources import (
     IMAGENET_LOGIN,
@@ -115,46 +114,56 @@ def run_doctor(root: str, spec: DatasetSpec, args: argparse.Namespace) -> bool:
 def prepare_one(spec: DatasetSpec, fetcher: Fetcher, args: argparse.Namespace) -> bool:
     """Fetch, place and check one dataset; False when something is left to do by hand or failed the doctor."""
     folder = os.path.join(fetcher.root, spec.folder)
-    todo = [s for s in spec.sources if not is_done(folder, s)]
     log(f"== {spec.key} ({spec.registry}) -> {folder}")
-    if not todo:
+    if all(is_done(folder, s) for s in spec.sources):
         log("  complete: nothing to download or extract")
-    else:
-        os.makedirs(folder, exist_ok=True)
-        files: Dict[str, str] = {}
-        ours: Dict[str, bool] = {}
-        manual: List[Tuple[Source, str]] = []
-        for src in todo:
-            if not needs_file(folder, src):
-                continue
-            try:
-                files[src.name], ours[src.name] = fetcher.obtain(spec, src)
-            except ManualStep as e:
-                manual.append((src, str(e)))
-        if args.download_only:
-            log(f"  downloaded; extract later with: python -m clipfit.data prepare {spec.key} --root {fetcher.root}")
-        else:
-            for src in sorted(todo, key=lambda s: s.step == "file"):  # archives first, split files last
-                if src.name in files:
-                    log(f"  {src.step}: {src.name} -> {', '.join(src.provides)}")
-                    try:
-                        STEPS[src.step](folder, src, files[src.name], ours[src.name], files)
-                    except ManualStep as e:
-                        manual.append((src, str(e)))
-                    except BrokenArchive as e:
-                        if not ours[src.name]:
-                            raise BrokenArchive(f"{e} Replace it with a good copy.") from e
-                        os.remove(files[src.name])
-                        raise BrokenArchive(f"{e} It was deleted: run the same command again to download it again.") from e
-            if not args.keep_archives:  # what is in place; a file another step still needs is kept
-                done = [files[s.name] for s in todo if ours.get(s.name) and is_done(folder, s)]
-                remove_downloads(fetcher.download_dir(spec), done)
-        if manual:
-            log(manual_instructions(spec, [m for m in manual if m[0].name not in files], fetcher))
-            return False
-        if args.download_only:
-            return True
-    return run_doctor(fetcher.root, spec, args)
+        return args.download_only or run_doctor(fetcher.root, spec, args)
+    from clipfit.data.splits import folder_lock  # imports torch: not needed by --list and --dry-run
+
+    os.makedirs(folder, exist_ok=True)
+    with folder_lock(folder):  # a second prepare of this dataset waits, then finds it done
+        manual = fetch_and_place(spec, folder, fetcher, args)
+    if manual:
+        log(manual_instructions(spec, manual, fetcher))
+        return False
+    return args.download_only or run_doctor(fetcher.root, spec, args)
+
+
+def fetch_and_place(
+    spec: DatasetSpec, folder: str, fetcher: Fetcher, args: argparse.Namespace
+) -> List[Tuple[Source, str]]:
+    """Fetch every file still needed and run its step; returns the files left to fetch by hand."""
+    todo = [s for s in spec.sources if not is_done(folder, s)]
+    files: Dict[str, str] = {}
+    ours: Dict[str, bool] = {}
+    manual: List[Tuple[Source, str]] = []
+    for src in todo:
+        if not needs_file(folder, src):
+            continue
+        try:
+            files[src.name], ours[src.name] = fetcher.obtain(spec, src)
+        except ManualStep as e:
+            manual.append((src, str(e)))
+    if args.download_only:
+        log(f"  downloaded; extract later with: python -m clipfit.data prepare {spec.key} --root {fetcher.root}")
+        return manual
+    for src in sorted(todo, key=lambda s: s.step == "file"):  # archives first, split files last
+        if src.name not in files:
+            continue
+        log(f"  {src.step}: {src.name} -> {', '.join(src.provides)}")
+        try:
+            STEPS[src.step](folder, src, files[src.name], ours[src.name], files)
+        except ManualStep as e:
+            manual.append((src, str(e)))
+        except BrokenArchive as e:
+            if not ours[src.name]:
+                raise BrokenArchive(f"{e} Replace it with a good copy.") from e
+            os.remove(files[src.name])
+            raise BrokenArchive(f"{e} It was deleted: run the same command again to download it again.") from e
+    if not args.keep_archives:  # what is in place; a file another step still needs is kept
+        done = [files[s.name] for s in todo if ours.get(s.name) and is_done(folder, s)]
+        remove_downloads(fetcher.download_dir(spec), done)
+    return [m for m in manual if m[0].name not in files]
 
 
 def remove_downloads(download_dir: str, paths: Sequence[str]) -> None:

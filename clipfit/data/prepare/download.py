@@ -249,6 +249,7 @@ class Fetcher:
                 os.remove(path)
             fate = "It was deleted; run again to download it again" if ours else "Replace it"
             raise PrepareError(
-                f"wrong checksum: {path} has SHA-256 {digest}, but {expected} is recorded for {src.name}: the file is damaged "
+                f"wrong checksum: {path} has SHA-256 {digest}, but {expected} is recorded for {src.name}: "
+                "the file is damaged "
                 f"or not the expected one. {fate} (or, if the file changed upstream, record its new hash)."
             )

@@ -75,6 +75,7 @@ def _archive(name: str, url: str, size: int, *provides: str, **kw) -> Source:
 
 VGG = "https://www.robots.ox.ac.uk/~vgg/data"
 CARS = "http://ai.stanford.edu/~jkrause/car196"
+BERKELEY = "https://people.eecs.berkeley.edu/~hendrycks"
 IMAGENET_FILES = "ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar", "ILSVRC2012_devkit_t12.tar.gz"
 
 SPECS: Tuple[DatasetSpec, ...] = (
@@ -85,7 +86,9 @@ SPECS: Tuple[DatasetSpec, ...] = (
         "ImageNet",
         (
             _classnames(),
-            _archive(IMAGENET_FILES[0], IMAGENET_LOGIN, 147_897_477_120, "images/train", step="imagenet_train", manual=True),
+            _archive(
+                IMAGENET_FILES[0], IMAGENET_LOGIN, 147_897_477_120, "images/train", step="imagenet_train", manual=True
+            ),
             _archive(IMAGENET_FILES[1], IMAGENET_LOGIN, 6_744_924_160, "images/val", step="imagenet_val", manual=True),
             # its validation labels sort the val images into class folders; nothing of it is kept
             _archive(IMAGENET_FILES[2], IMAGENET_LOGIN, 2_568_145, "images/val", step="imagenet_devkit", manual=True),
@@ -300,7 +303,7 @@ SPECS: Tuple[DatasetSpec, ...] = (
         "ImageNet-A",
         (
             # linked from github.com/hendrycks/natural-adv-examples (the page CoOp names)
-            _archive("imagenet-a.tar", "https://people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar", 687_000_000, "imagenet-a"),
+            _archive("imagenet-a.tar", f"{BERKELEY}/imagenet-a.tar", 687_000_000, "imagenet-a"),
             _classnames(),
         ),
     ),
@@ -311,7 +314,7 @@ SPECS: Tuple[DatasetSpec, ...] = (
         "ImageNet-R",
         (
             # linked from github.com/hendrycks/imagenet-r (the page CoOp names)
-            _archive("imagenet-r.tar", "https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar", 2_100_000_000, "imagenet-r"),
+            _archive("imagenet-r.tar", f"{BERKELEY}/imagenet-r.tar", 2_100_000_000, "imagenet-r"),
             _classnames(),
         ),
     ),
