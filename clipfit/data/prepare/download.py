@@ -13,11 +13,14 @@ import os
 import re
 import shutil
 import socket
+import sys
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
+
+from tqdm import tqdm
 
 from clipfit.data.prepare.sources import CHECKSUMS, GDRIVE, DatasetSpec, Source
 
@@ -94,9 +97,10 @@ def http_download(
                     check_free(os.path.dirname(dest), total - (have if resumed else 0), os.path.basename(dest))
                 if have and not resumed:
                     log(f"  the server ignored the resume request; downloading {os.path.basename(dest)} again")
-                with open(part, "ab" if resumed else "wb") as f:
+                with open(part, "ab" if resumed else "wb") as f, progress(dest, total, f.tell()) as bar:
                     for block in iter(lambda: resp.read(CHUNK), b""):
                         f.write(block)
+                        bar.update(len(block))
             size = os.path.getsize(part)
             if total is not None and size != total:
                 raise http.client.IncompleteRead(b"", total - size)
@@ -118,6 +122,18 @@ def http_download(
     raise PrepareError(
         f"Could not download {url}: {last}. What arrived ({got:,} bytes) is kept in {part}; "
         "run the same command again to resume from there."
+    )
+
+
+def progress(dest: str, total: Optional[int], start: int) -> tqdm:
+    """A byte counter on a terminal (silent in logs and tests)."""
+    return tqdm(
+        total=total,
+        initial=start,
+        unit="B",
+        unit_scale=True,
+        desc=f"  {os.path.basename(dest)}",
+        disable=not sys.stderr.isatty(),
     )
 
 
