@@ -496,3 +496,13 @@ def test_a_file_missing_from_a_mirror_server_is_an_error_naming_the_address(tmp_
         rc, out = prepare(capsys, "eurosat", "--root", tmp_path / "data", "--mirror", server.url)
     assert rc == 1 and f"{server.url}/EuroSAT.zip answered HTTP 404" in out
     assert [name for name, _ in server.requests] == ["EuroSAT.zip"]  # not retried
+
+
+def test_a_work_folder_left_by_a_killed_run_is_removed(mirror, tmp_path, capsys):
+    folder, _ = mirror
+    assert prepare(capsys, "dtd", "--root", tmp_path, "--mirror", folder, "--skip-counts")[0] == 0
+    leftover = tmp_path / "dtd" / f".{DTD_ARCHIVE}.extract.tmp"
+    (leftover / "images").mkdir(parents=True)  # as after kill -9 during the clean-up
+    rc, out = prepare(capsys, "dtd", "--root", tmp_path, "--mirror", folder, "--skip-counts")
+    assert rc == 0 and "doctor: ok" in out, out
+    assert not os.path.exists(leftover)

@@ -16,7 +16,7 @@ from tabulate import tabulate
 
 from clipfit.data.prepare.archives import BrokenArchive
 from clipfit.data.prepare.download import MIRROR_ENV, Fetcher, ManualStep, PrepareError, human
-from clipfit.data.prepare.layout import STEPS, is_done, needs_file
+from clipfit.data.prepare.layout import STEPS, is_done, needs_file, remove_leftovers
 from clipfit.data.prepare.sources import (
     IMAGENET_LOGIN,
     SPECS,
@@ -113,16 +113,18 @@ def run_doctor(root: str, spec: DatasetSpec, args: argparse.Namespace) -> bool:
 
 def prepare_one(spec: DatasetSpec, fetcher: Fetcher, args: argparse.Namespace) -> bool:
     """Fetch, place and check one dataset; False when something is left to do by hand or failed the doctor."""
-    folder = os.path.join(fetcher.root, spec.folder)
-    log(f"== {spec.key} ({spec.registry}) -> {folder}")
-    if all(is_done(folder, s) for s in spec.sources):
-        log("  complete: nothing to download or extract")
-        return args.download_only or run_doctor(fetcher.root, spec, args)
     from clipfit.data.splits import folder_lock  # imports torch: not needed by --list and --dry-run
 
+    folder = os.path.join(fetcher.root, spec.folder)
+    log(f"== {spec.key} ({spec.registry}) -> {folder}")
     os.makedirs(folder, exist_ok=True)
     with folder_lock(folder):  # a second prepare of this dataset waits, then finds it done
-        manual = fetch_and_place(spec, folder, fetcher, args)
+        remove_leftovers(folder)
+        if all(is_done(folder, s) for s in spec.sources):
+            log("  complete: nothing to download or extract")
+            manual = []
+        else:
+            manual = fetch_and_place(spec, folder, fetcher, args)
     if manual:
         log(manual_instructions(spec, manual, fetcher))
         return False

@@ -54,6 +54,15 @@ def fresh_temp(parent: str, name: str) -> str:
     return path
 
 
+def remove_leftovers(folder: str) -> None:
+    """Remove the work folders of steps killed before they could clean up (in ``folder`` and ``images/``)."""
+    for parent in (folder, os.path.join(folder, "images")):
+        if os.path.isdir(parent):
+            for name in os.listdir(parent):
+                if name.startswith(".") and name.endswith(TMP_SUFFIX):
+                    shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
 def place_file(folder: str, src: Source, path: str, ours: bool, files: Dict[str, str]) -> None:
     """Move a downloaded file into place, or copy one that lies elsewhere (atomically either way)."""
     dest = os.path.join(folder, src.provides[0])
