@@ -390,7 +390,7 @@ def test_dry_run_lists_every_file_and_writes_nothing(tmp_path, capsys):
                 assert src.name in out
     assert "ILSVRC2012_img_train.tar" not in out
     assert "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz" in out
-    assert "gdrive:1u3_QfB467jqHgNXC00UIzbLZRQCg2S7x" in out
+    assert "https://drive.google.com/uc?id=1u3_QfB467jqHgNXC00UIzbLZRQCg2S7x" in out
 
 
 def test_list_shows_present_partial_and_missing(mirror, tmp_path, capsys):
@@ -418,10 +418,17 @@ def test_imagenet_without_its_archives_prints_the_steps_and_does_the_rest(mirror
     assert os.path.isfile(root / "imagenet" / "classnames.txt")
 
 
-def test_google_drive_files_need_gdown_named_in_the_error(tmp_path, capsys, monkeypatch):
+def test_google_drive_files_need_gdown_named_before_anything_is_downloaded(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "gdown", None)  # import gdown fails
-    rc, out = prepare(capsys, "imagenet_r", "--root", tmp_path, "--from-archives", tmp_path, "--skip-counts")
-    assert rc == 1  # from-archives: nothing is downloaded
+
+    def no_network(url, *args, **kwargs):
+        raise AssertionError(f"tried to download {url}")
+
+    monkeypatch.setattr(download, "http_download", no_network)
+    rc, out = prepare(capsys, "eurosat", "--root", tmp_path)  # no mirror: the official addresses
+    assert rc == 1
+    assert "split_zhou_EuroSAT.json is on Google Drive" in out and "pip install gdown" in out
+    assert not os.path.exists(tmp_path / "eurosat" / ".download")
     with pytest.raises(download.PrepareError, match="pip install gdown"):
         download.gdrive_download("someid", str(tmp_path / "x" / "f.json"))
 

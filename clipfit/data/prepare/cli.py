@@ -139,6 +139,7 @@ def fetch_and_place(
     files: Dict[str, str] = {}
     ours: Dict[str, bool] = {}
     manual: List[Tuple[Source, str]] = []
+    fetcher.check_gdown(spec, [s for s in todo if needs_file(folder, s)])
     for src in todo:
         if not needs_file(folder, src):
             continue

@@ -27,6 +27,7 @@ from clipfit.data.prepare.sources import CHECKSUMS, GDRIVE, DatasetSpec, Source
 MIRROR_ENV = "CLIPFIT_DATA_MIRROR"
 DOWNLOADS = ".download"  # inside each dataset folder
 CHUNK = 1 << 20
+GDRIVE_PAGE = "https://drive.google.com/uc?id="
 GDOWN_HINT = "pip install gdown (or pip install 'clipfit[prepare]')"
 FATAL_HTTP = (401, 403, 404, 410)  # retrying cannot help
 
@@ -158,7 +159,7 @@ def gdrive_download(file_id: str, dest: str) -> None:
         ) from None
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     part = dest + ".part"
-    out = gdown.download(f"https://drive.google.com/uc?id={file_id}", part, quiet=False, resume=True)
+    out = gdown.download(GDRIVE_PAGE + file_id, part, quiet=False, resume=True)
     if not out or not os.path.isfile(part):
         raise PrepareError(
             f"gdown could not download Google Drive file {file_id} ({os.path.basename(dest)}); Google Drive "
@@ -203,7 +204,21 @@ class Fetcher:
             return self.mirror.rstrip("/") + "/" + src.name if is_url(self.mirror) else f"(missing from {self.mirror})"
         if src.manual:
             return f"(by hand: {src.url})"
+        if src.url.startswith(GDRIVE):
+            return GDRIVE_PAGE + src.url[len(GDRIVE) :]
         return src.url
+
+    def check_gdown(self, spec: DatasetSpec, sources: List[Source]) -> None:
+        """Fail before any download when a file must come from Google Drive and gdown is missing."""
+        drive = [s.name for s in sources if self.origin(spec, s).startswith(GDRIVE_PAGE)]
+        if drive:
+            try:
+                import gdown  # noqa: F401
+            except ImportError:
+                raise PrepareError(
+                    f"{', '.join(drive)} {'is' if len(drive) == 1 else 'are'} on Google Drive, which needs the "
+                    f"optional package gdown: {GDOWN_HINT}. Or take the files from a mirror with --mirror."
+                ) from None
 
     def obtain(self, spec: DatasetSpec, src: Source) -> Tuple[str, bool]:
         """A checked local copy of ``src`` and whether it lies in the dataset's download folder.
