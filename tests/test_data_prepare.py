@@ -313,8 +313,8 @@ def test_an_interrupted_extraction_leaves_nothing_a_loader_accepts(mirror, tmp_p
         real_rename(src, dst)
 
     monkeypatch.setattr(layout.os, "rename", failing_rename)
-    with pytest.raises(KeyboardInterrupt):
-        main(["dtd", "--root", str(tmp_path), "--mirror", str(folder)])
+    rc, out = prepare(capsys, "dtd", "--root", tmp_path, "--mirror", folder)
+    assert rc == 130 and "Interrupted during dtd" in out
     monkeypatch.setattr(layout.os, "rename", real_rename)
     with pytest.raises(DatasetLayoutError):
         build(tmp_path, "dtd")
@@ -513,3 +513,31 @@ def test_a_work_folder_left_by_a_killed_run_is_removed(mirror, tmp_path, capsys)
     rc, out = prepare(capsys, "dtd", "--root", tmp_path, "--mirror", folder, "--skip-counts")
     assert rc == 0 and "doctor: ok" in out, out
     assert not os.path.exists(leftover)
+
+
+def test_a_web_page_instead_of_a_split_file_is_refused_and_deleted(mirror, tmp_path, capsys):
+    folder, _ = mirror
+    served = tmp_path / "served"
+    shutil.copytree(folder, served)
+    (served / "split_zhou_EuroSAT.json").write_text("<!DOCTYPE html><html>Quota exceeded</html>")
+    root = tmp_path / "data"
+    with FileServer(str(served)) as server:
+        rc, out = prepare(capsys, "eurosat", "--root", root, "--mirror", server.url)
+    assert rc == 1 and "is not the JSON object split_zhou_EuroSAT.json should be" in out and "<!DOCTYPE" in out
+    assert not os.path.exists(root / "eurosat" / "split_zhou_EuroSAT.json")
+    assert not os.path.exists(root / "eurosat" / ".download" / "split_zhou_EuroSAT.json")
+
+
+def test_a_zip_member_with_a_bad_crc_is_a_damaged_archive(tmp_path, capsys):
+    mirror = tmp_path / "mirror"
+    make_archives("eurosat", str(mirror), str(tmp_path / "expected"), n_classes=2, per_class=4)
+    path = mirror / "EuroSAT.zip"
+    with zipfile.ZipFile(path) as zf:
+        info = [i for i in zf.infolist() if i.filename.endswith(".jpg")][0]
+    data = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    data[start + 10] ^= 0xFF  # one byte of the stored image
+    path.write_bytes(bytes(data))
+    rc, out = prepare(capsys, "eurosat", "--root", tmp_path / "data", "--mirror", mirror)
+    assert rc == 1 and "damaged or truncated" in out and "Replace it with a good copy" in out
+    assert not os.path.exists(tmp_path / "data" / "eurosat" / "2750")

@@ -18,7 +18,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Set
 
-from clipfit.data.prepare.download import PrepareError
+from clipfit.data.prepare.download import DamagedFile, PrepareError
 
 MAX_NAMED = 10  # unsafe members named one by one before the rest are counted
 
@@ -41,7 +41,7 @@ class UnsafeArchive(PrepareError):
     """An archive with members that would be written outside the extraction folder."""
 
 
-class BrokenArchive(PrepareError):
+class BrokenArchive(DamagedFile):
     """An archive that cannot be read to its end (truncated or damaged)."""
 
 

@@ -14,8 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from tabulate import tabulate
 
-from clipfit.data.prepare.archives import BrokenArchive
-from clipfit.data.prepare.download import MIRROR_ENV, Fetcher, ManualStep, PrepareError, human
+from clipfit.data.prepare.download import MIRROR_ENV, DamagedFile, Fetcher, ManualStep, PrepareError, human
 from clipfit.data.prepare.layout import STEPS, is_done, needs_file, remove_leftovers
 from clipfit.data.prepare.sources import (
     IMAGENET_LOGIN,
@@ -158,11 +157,12 @@ def fetch_and_place(
             STEPS[src.step](folder, src, files[src.name], ours[src.name], files)
         except ManualStep as e:
             manual.append((src, str(e)))
-        except BrokenArchive as e:
+        except DamagedFile as e:
             if not ours[src.name]:
-                raise BrokenArchive(f"{e} Replace it with a good copy.") from e
-            os.remove(files[src.name])
-            raise BrokenArchive(f"{e} It was deleted: run the same command again to download it again.") from e
+                raise DamagedFile(f"{e} Replace it with a good copy.") from e
+            if os.path.exists(files[src.name]):
+                os.remove(files[src.name])
+            raise DamagedFile(f"{e} It was deleted: run the same command again to download it again.") from e
     if not args.keep_archives:  # what is in place; a file another step still needs is kept
         done = [files[s.name] for s in todo if ours.get(s.name) and is_done(folder, s)]
         remove_downloads(fetcher.download_dir(spec), done)
@@ -224,6 +224,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except PrepareError as e:
             log(f"  ERROR: {e}")
             ok = False
+        except KeyboardInterrupt:
+            log(f"\nInterrupted during {spec.key}: nothing half-done is left under a name the loaders read. "
+                "Run the same command again to continue (downloads resume where they stopped).")
+            return 130
         if not ok:
             failed.append(spec.key)
     if fetcher.record_hint():

@@ -40,6 +40,10 @@ class ManualStep(PrepareError):
     """A file that must be fetched by hand (licence or login)."""
 
 
+class DamagedFile(PrepareError):
+    """A fetched file that is not what it should be (truncated archive, a web page instead of JSON, ...)."""
+
+
 def human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":

@@ -8,6 +8,7 @@ folder under a name a loader reads; a rerun removes the temporary folder and red
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
@@ -25,11 +26,12 @@ from clipfit.data.prepare.archives import (
     top_entries,
     under,
 )
-from clipfit.data.prepare.download import ManualStep, PrepareError, check_free
+from clipfit.data.prepare.download import DamagedFile, ManualStep, PrepareError, check_free
 from clipfit.data.prepare.sources import IMAGENET_FILES, Source
 
 TMP_SUFFIX = ".extract.tmp"
 FLAT_VAL, SORTING_VAL = "val.flat", "val.sorting"  # names under images/ while a flat val set is sorted
+WNID_LINE = re.compile(r"^n\d{8} \S")
 VAL_IMAGE = re.compile(r"ILSVRC2012_val_(\d{8})\.JPEG$")
 Step = Callable[[str, Source, str, bool, Dict[str, str]], None]
 
@@ -63,8 +65,34 @@ def remove_leftovers(folder: str) -> None:
                     shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
 
 
+def check_plain_file(path: str, name: str) -> None:
+    """A JSON file must parse to an object and ``classnames.txt`` hold ``<wnid> <name>`` lines: a web page
+    saved in their place (Google Drive's quota or warning pages) is caught here, not by the loader."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise DamagedFile(f"{path} should be text ({name}) but is not ({e}).") from e
+    if name.endswith(".json"):
+        try:
+            ok = isinstance(json.loads(text), dict)
+        except json.JSONDecodeError:
+            ok = False
+        if not ok:
+            raise DamagedFile(
+                f"{path} is not the JSON object {name} should be (starts with {text[:60]!r}); Google Drive "
+                "answers a web page when a file's download quota is exceeded: try again later or use --mirror."
+            )
+    if name == "classnames.txt":
+        bad = [line for line in text.splitlines() if line.strip() and not WNID_LINE.match(line)]
+        if bad or not text.strip():
+            raise DamagedFile(f"{path} should hold '<wnid> <class name>' lines; found {(bad or [''])[0][:60]!r}.")
+
+
 def place_file(folder: str, src: Source, path: str, ours: bool, files: Dict[str, str]) -> None:
     """Move a downloaded file into place, or copy one that lies elsewhere (atomically either way)."""
+    if src.name.endswith((".json", ".txt")):
+        check_plain_file(path, src.name)
     dest = os.path.join(folder, src.provides[0])
     if ours:
         os.replace(path, dest)
