@@ -94,13 +94,16 @@ def test_imagenet_validation_images_are_sorted_by_the_devkit_labels(mirror, tmp_
     assert all(name.startswith("ILSVRC2012_val_") for wnid in os.listdir(val) for name in os.listdir(val / wnid))
 
 
-def test_a_flat_validation_folder_extracted_by_hand_is_sorted_in_place(mirror, tmp_path, capsys):
+def test_imagenet_extracted_by_hand_is_finished_in_place(mirror, tmp_path, capsys):
+    """The outer train tar extracted into images/train (class tars) and the val tar into images/val (flat)."""
     folder, expected = mirror
     imagenet = tmp_path / "data" / "imagenet"
-    shutil.copytree(expected / "imagenet" / "images" / "train", imagenet / "images" / "train")
+    imagenet.mkdir(parents=True)
     shutil.copy(expected / "imagenet" / "classnames.txt", imagenet)
-    with tarfile.open(folder / "ILSVRC2012_img_val.tar") as tf:
-        tf.extractall(imagenet / "images" / "val", filter="data")  # what `tar xf` of the val archive gives
+    for archive, into in (("ILSVRC2012_img_train.tar", "train"), ("ILSVRC2012_img_val.tar", "val")):
+        with tarfile.open(folder / archive) as tf:  # what `tar xf` gives
+            tf.extractall(imagenet / "images" / into, filter="data")
+    assert sorted(os.listdir(imagenet / "images" / "train"))[0].endswith(".tar")
     archives = tmp_path / "archives"  # the devkit only
     archives.mkdir()
     shutil.copy(folder / "ILSVRC2012_devkit_t12.tar.gz", archives)
@@ -109,7 +112,8 @@ def test_a_flat_validation_folder_extracted_by_hand_is_sorted_in_place(mirror, t
     rc, out = prepare(capsys, "imagenet", "--root", tmp_path / "data", "--from-archives", archives, "--skip-counts")
     assert rc == 0, out
     assert signature(tmp_path / "data", "imagenet") == signature(expected, "imagenet")
-    assert sorted(os.listdir(imagenet / "images")) == ["train", "val"]
+    assert sorted(os.listdir(imagenet / "images")) == ["train", "train.tars", "val"]  # the user's tars are kept
+    assert "delete that folder" in out
 
 
 def test_a_folder_mirror_from_the_environment_variable(mirror, tmp_path, capsys, monkeypatch):

@@ -9,8 +9,10 @@ into the folder it is given (tarfile's ``data`` filter, where Python has it, che
 from __future__ import annotations
 
 import contextlib
+import os
 import posixpath
 import re
+import shutil
 import stat
 import tarfile
 import zipfile
@@ -20,6 +22,7 @@ from typing import Iterator, List, Optional, Sequence, Set
 
 from clipfit.data.prepare.download import DamagedFile, PrepareError
 
+TMP_SUFFIX = ".extract.tmp"  # hidden work folders: .<name>.extract.tmp
 MAX_NAMED = 10  # unsafe members named one by one before the rest are counted
 
 
@@ -179,3 +182,11 @@ def extract_member(tf: tarfile.TarFile, member: tarfile.TarInfo, dest: str) -> N
         tf.extract(member, dest, filter="data")
     else:
         tf.extract(member, dest)
+
+
+def fresh_temp(parent: str, name: str) -> str:
+    """An empty hidden work folder ``parent/.<name>.extract.tmp`` (a leftover one is removed)."""
+    path = os.path.join(parent, f".{name}{TMP_SUFFIX}")
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    return path

@@ -150,15 +150,15 @@ def fetch_and_place(
         log(f"  downloaded; extract later with: python -m clipfit.data prepare {spec.key} --root {fetcher.root}")
         return manual
     for src in sorted(todo, key=lambda s: s.step == "file"):  # archives first, split files last
-        if src.name not in files:
-            continue
-        log(f"  {src.step}: {src.name} -> {', '.join(src.provides)}")
+        if src.name not in files and needs_file(folder, src):
+            continue  # left to fetch by hand
+        log(f"  {src.step}: {src.name if src.name in files else 'in place'} -> {', '.join(src.provides)}")
         try:
-            STEPS[src.step](folder, src, files[src.name], ours[src.name], files)
+            STEPS[src.step](folder, src, files.get(src.name), ours.get(src.name, False), files)
         except ManualStep as e:
             manual.append((src, str(e)))
         except DamagedFile as e:
-            if not ours[src.name]:
+            if not ours.get(src.name):
                 raise DamagedFile(f"{e} Replace it with a good copy.") from e
             if os.path.exists(files[src.name]):
                 os.remove(files[src.name])
@@ -166,7 +166,7 @@ def fetch_and_place(
     if not args.keep_archives:  # what is in place; a file another step still needs is kept
         done = [files[s.name] for s in todo if ours.get(s.name) and is_done(folder, s)]
         remove_downloads(fetcher.download_dir(spec), done)
-    return [m for m in manual if m[0].name not in files]
+    return [m for m in manual if m[0].name not in files and needs_file(folder, m[0])]
 
 
 def remove_downloads(download_dir: str, paths: Sequence[str]) -> None:

@@ -1,4 +1,4 @@
-"""Turning fetched files into the folders the loaders read, one step per file.
+"""Turning fetched files into the folders the loaders read, one step per file (ImageNet's in ``imagenet``).
 
 Every step builds its result in a hidden ``.<name>.extract.tmp`` folder inside the dataset
 folder and renames finished entries into place, so an interrupted step leaves no partial
@@ -7,53 +7,40 @@ folder under a name a loader reads; a rerun removes the temporary folder and red
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import shutil
-import tarfile
-from typing import Callable, Dict, List
+from typing import Callable, Dict, Optional
 
-from clipfit.fileio import atomic_path
+from clipfit.data.prepare import imagenet
 from clipfit.data.prepare.archives import (
+    TMP_SUFFIX,
     check_safe,
     extract,
-    extract_member,
+    fresh_temp,
     list_members,
-    reading,
-    tar_member,
     top_entries,
     under,
 )
-from clipfit.data.prepare.download import DamagedFile, ManualStep, PrepareError, check_free
-from clipfit.data.prepare.sources import IMAGENET_FILES, Source
+from clipfit.data.prepare.download import DamagedFile, PrepareError, check_free
+from clipfit.data.prepare.sources import Source
+from clipfit.fileio import atomic_path
 
-TMP_SUFFIX = ".extract.tmp"
-FLAT_VAL, SORTING_VAL = "val.flat", "val.sorting"  # names under images/ while a flat val set is sorted
 WNID_LINE = re.compile(r"^n\d{8} \S")
-VAL_IMAGE = re.compile(r"ILSVRC2012_val_(\d{8})\.JPEG$")
-Step = Callable[[str, Source, str, bool, Dict[str, str]], None]
+Step = Callable[[str, Source, Optional[str], bool, Dict[str, str]], None]  # (folder, source, file or None, ...)
 
 
 def is_done(folder: str, src: Source) -> bool:
-    """Whether everything ``src`` provides is in the dataset folder (a flat ImageNet val set is not done)."""
-    if src.step in ("imagenet_val", "imagenet_devkit") and flat_validation(folder):
+    """Whether everything ``src`` provides is in the dataset folder (and not waiting to be reorganised)."""
+    if imagenet.in_place(folder, src.step):
         return False
     return all(os.path.lexists(os.path.join(folder, p)) for p in src.provides)
 
 
 def needs_file(folder: str, src: Source) -> bool:
-    """Whether the step of ``src`` needs its file (a flat val set already extracted needs only the devkit)."""
-    return not is_done(folder, src) and not (src.step == "imagenet_val" and flat_validation(folder))
-
-
-def fresh_temp(parent: str, name: str) -> str:
-    """An empty hidden work folder ``parent/.<name>.extract.tmp`` (a leftover one is removed)."""
-    path = os.path.join(parent, f".{name}{TMP_SUFFIX}")
-    shutil.rmtree(path, ignore_errors=True)
-    os.makedirs(path)
-    return path
+    """Whether the step of ``src`` needs its file (not when ImageNet's files were extracted by hand)."""
+    return not is_done(folder, src) and not (imagenet.in_place(folder, src.step) and src.step != "imagenet_devkit")
 
 
 def remove_leftovers(folder: str) -> None:
@@ -139,124 +126,10 @@ def extract_archive(folder: str, src: Source, path: str, ours: bool, files: Dict
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def imagenet_train(folder: str, src: Source, path: str, ours: bool, files: Dict[str, str]) -> None:
-    """``ILSVRC2012_img_train.tar`` (one ``<wnid>.tar`` per class) into ``images/train/<wnid>/``."""
-    members = list_members(path)
-    check_safe(path, members)
-    inner = [m for m in members if m.kind == "file" and m.path.endswith(".tar")]
-    if not inner:
-        raise PrepareError(f"{path} holds no <wnid>.tar class archives: not ILSVRC2012_img_train.tar.")
-    images = os.path.join(folder, "images")
-    os.makedirs(images, exist_ok=True)
-    check_free(folder, sum(m.size for m in inner), f"extracting {os.path.basename(path)}")
-    tmp = fresh_temp(images, "train")
-    try:
-        with reading(path), tarfile.open(path, "r:*") as outer:
-            for m in inner:
-                wnid = os.path.basename(m.path)[: -len(".tar")]
-                with tarfile.open(fileobj=outer.extractfile(m.name), mode="r:*") as tf:
-                    inner_members = tf.getmembers()
-                    check_safe(f"{path}:{m.name}", [tar_member(x) for x in inner_members])
-                    for x in inner_members:
-                        extract_member(tf, x, os.path.join(tmp, wnid))
-        os.rename(tmp, os.path.join(images, "train"))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def devkit_labels(path: str) -> List[str]:
-    """The wnid of each validation image (image ``i`` is entry ``i - 1``), from the ILSVRC 2012 devkit."""
-    from scipy.io import loadmat
-
-    wanted = {"meta": "data/meta.mat", "truth": "data/ILSVRC2012_validation_ground_truth.txt"}
-    found: Dict[str, bytes] = {}
-    with reading(path), tarfile.open(path, "r:*") as tf:
-        for m in tf.getmembers():
-            for key, tail in wanted.items():
-                if m.isfile() and m.name.endswith(tail):
-                    found[key] = tf.extractfile(m).read()
-    if len(found) < 2:
-        raise PrepareError(f"{path} lacks {' and '.join(wanted.values())}: not ILSVRC2012_devkit_t12.tar.gz.")
-    synsets = loadmat(io.BytesIO(found["meta"]), squeeze_me=True)["synsets"]
-    wnid = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets}
-    labels = [int(line) for line in found["truth"].decode().split()]
-    unknown = sorted(set(labels) - set(wnid))
-    if unknown:
-        raise PrepareError(f"{path}: validation labels {unknown[:5]} have no synset in meta.mat.")
-    return [wnid[y] for y in labels]
-
-
-def flat_validation(folder: str) -> bool:
-    """Whether ``images/val`` holds ILSVRC's flat validation images (or is being sorted) instead of class folders."""
-    images = os.path.join(folder, "images")
-    if os.path.isdir(os.path.join(images, FLAT_VAL)):
-        return True
-    val = os.path.join(images, "val")
-    return os.path.isdir(val) and any(VAL_IMAGE.match(n) for n in os.listdir(val))
-
-
-def sort_validation(flat: str, target: str, labels: List[str]) -> None:
-    """Move ``flat/ILSVRC2012_val_<i>.JPEG`` into ``target/<wnid>/`` by the devkit labels
-    (files already in ``target`` count as sorted)."""
-    names = sorted(os.listdir(flat))
-    done = sum(len(os.listdir(os.path.join(target, d))) for d in os.listdir(target)) if os.path.isdir(target) else 0
-    if len(names) + done != len(labels):
-        raise PrepareError(
-            f"The validation set holds {len(names) + done} files but the devkit labels {len(labels)} images: "
-            "they do not belong together."
-        )
-    for name in names:
-        match = VAL_IMAGE.match(name)
-        if not match or not 1 <= int(match.group(1)) <= len(labels):
-            raise PrepareError(f"Unexpected file {name} in the validation archive (no devkit label).")
-        wnid = labels[int(match.group(1)) - 1]
-        os.makedirs(os.path.join(target, wnid), exist_ok=True)
-        os.rename(os.path.join(flat, name), os.path.join(target, wnid, name))
-
-
-def imagenet_val(folder: str, src: Source, path: str, ours: bool, files: Dict[str, str]) -> None:
-    """``ILSVRC2012_img_val.tar`` (flat) into ``images/val/<wnid>/`` with the devkit's labels."""
-    devkit = files.get(IMAGENET_FILES[2])
-    if devkit is None:
-        raise ManualStep(f"sorting the validation images needs {IMAGENET_FILES[2]}")
-    labels = devkit_labels(devkit)
-    members = list_members(path)
-    check_safe(path, members)
-    images = os.path.join(folder, "images")
-    os.makedirs(images, exist_ok=True)
-    check_free(folder, sum(m.size for m in members), f"extracting {os.path.basename(path)}")
-    tmp = fresh_temp(images, "val")
-    try:
-        extract(path, members, "", os.path.join(tmp, "flat"))
-        sort_validation(os.path.join(tmp, "flat"), os.path.join(tmp, "sorted"), labels)
-        os.rename(os.path.join(tmp, "sorted"), os.path.join(images, "val"))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def imagenet_devkit(folder: str, src: Source, path: str, ours: bool, files: Dict[str, str]) -> None:
-    """Sort a flat ``images/val`` extracted earlier into class folders; otherwise the devkit is only
-    read by :func:`imagenet_val`.
-
-    The flat folder is first renamed ``images/val.flat`` (so no loader takes it for the val set), sorted
-    into ``images/val.sorting`` and renamed ``images/val``; a rerun continues an interrupted sort.
-    """
-    if not flat_validation(folder):
-        return
-    images = os.path.join(folder, "images")
-    val, flat, target = (os.path.join(images, n) for n in ("val", FLAT_VAL, SORTING_VAL))
-    labels = devkit_labels(path)
-    if not os.path.isdir(flat):
-        os.rename(val, flat)
-    sort_validation(flat, target, labels)
-    os.rename(target, val)
-    os.rmdir(flat)
-
-
 STEPS: Dict[str, Step] = {
     "file": place_file,
     "extract": extract_archive,
-    "imagenet_train": imagenet_train,
-    "imagenet_val": imagenet_val,
-    "imagenet_devkit": imagenet_devkit,
+    "imagenet_train": imagenet.imagenet_train,
+    "imagenet_val": imagenet.imagenet_val,
+    "imagenet_devkit": imagenet.imagenet_devkit,
 }
