@@ -2,5 +2,5 @@
 
 Modules: ``sources`` (where each file comes from and goes), ``download`` (fetching, resuming,
 checksums), ``archives`` (safe listing and extraction), ``layout`` (the per-file steps),
-``cli`` (the command).
+``imagenet`` (ImageNet's steps), ``cli`` (the command).
 """
