@@ -66,7 +66,12 @@ def dry_run(root: str, specs: Sequence[DatasetSpec], fetcher: Fetcher) -> None:
         for src in spec.sources:
             origin = fetcher.origin(spec, src)
             size = f"{human(os.path.getsize(origin))}" if os.path.isfile(origin) else f"~{human(src.size)}"
-            action = "present, skip" if is_done(folder, src) else ("by hand" if origin.startswith("(") else src.step)
+            if is_done(folder, src):
+                action = "present, skip"
+            elif not needs_file(folder, src):
+                action = "finish in place"
+            else:
+                action = {"(by": "fetch by hand", "(mi": "missing"}.get(origin[:3], src.step)
             dest = "(labels to sort images/val)" if src.step == "imagenet_devkit" else ", ".join(src.provides)
             rows.append([spec.key, src.name, size, origin, dest, action])
     log(tabulate(rows, headers=["Dataset", "File", "Size", "From", "To (under the dataset folder)", "Action"]))
