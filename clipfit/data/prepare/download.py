@@ -232,8 +232,9 @@ class Fetcher:
         """
         for path in self.local_candidates(spec, src):
             if os.path.isfile(path):
-                self.verify(path, src, ours=False)
-                return path, path.startswith(self.download_dir(spec) + os.sep)
+                ours = os.path.dirname(path) == self.download_dir(spec)
+                self.verify(path, src, ours)
+                return path, ours
         if self.from_archives:
             raise self.missing(spec, src, f"{src.name} is not in {self.from_archives}")
         if self.mirror and not is_url(self.mirror):
