@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
@@ -152,15 +152,21 @@ def _range_total(err: urllib.error.HTTPError) -> Optional[int]:
     return int(m.group(1)) if m else None
 
 
-def gdrive_download(file_id: str, dest: str) -> None:
-    """A Google Drive file through ``gdown`` (optional dependency), resuming its partial file."""
+def require_gdown(names: Sequence[str]):
+    """The ``gdown`` module, or an error naming it and the Google Drive files ``names`` that need it."""
     try:
         import gdown
     except ImportError:
         raise PrepareError(
-            f"{os.path.basename(dest)} is on Google Drive, which needs the optional package gdown: "
-            f"{GDOWN_HINT}. Or take the file from a mirror with --mirror."
+            f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} on Google Drive, which needs the optional "
+            f"package gdown: {GDOWN_HINT}. Or take the files from a mirror with --mirror."
         ) from None
+    return gdown
+
+
+def gdrive_download(file_id: str, dest: str) -> None:
+    """A Google Drive file through ``gdown`` (optional dependency), resuming its partial file."""
+    gdown = require_gdown([os.path.basename(dest)])
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     part = dest + ".part"
     out = gdown.download(GDRIVE_PAGE + file_id, part, quiet=False, resume=True)
@@ -197,6 +203,9 @@ class Fetcher:
         paths += [os.path.join(self.root, p) for p in src.shared]
         return paths
 
+    def mirror_url(self, src: Source) -> str:
+        return f"{self.mirror.rstrip('/')}/{src.name}"
+
     def origin(self, spec: DatasetSpec, src: Source) -> str:
         """Where the file would come from, without touching the network (for --dry-run)."""
         for path in self.local_candidates(spec, src):
@@ -205,7 +214,7 @@ class Fetcher:
         if self.from_archives:
             return f"(missing from {self.from_archives})"
         if self.mirror:
-            return self.mirror.rstrip("/") + "/" + src.name if is_url(self.mirror) else f"(missing from {self.mirror})"
+            return self.mirror_url(src) if is_url(self.mirror) else f"(missing from {self.mirror})"
         if src.manual:
             return f"(by hand: {src.url})"
         if src.url.startswith(GDRIVE):
@@ -216,13 +225,7 @@ class Fetcher:
         """Fail before any download when a file must come from Google Drive and gdown is missing."""
         drive = [s.name for s in sources if self.origin(spec, s).startswith(GDRIVE_PAGE)]
         if drive:
-            try:
-                import gdown  # noqa: F401
-            except ImportError:
-                raise PrepareError(
-                    f"{', '.join(drive)} {'is' if len(drive) == 1 else 'are'} on Google Drive, which needs the "
-                    f"optional package gdown: {GDOWN_HINT}. Or take the files from a mirror with --mirror."
-                ) from None
+            require_gdown(drive)
 
     def obtain(self, spec: DatasetSpec, src: Source) -> Tuple[str, bool]:
         """A checked local copy of ``src`` and whether it lies in the dataset's download folder.
@@ -241,7 +244,7 @@ class Fetcher:
             raise self.missing(spec, src, f"{src.name} is not in the mirror folder {self.mirror}")
         dest = os.path.join(self.download_dir(spec), src.name)
         if self.mirror:
-            url = self.mirror.rstrip("/") + "/" + src.name
+            url = self.mirror_url(src)
             self.log(f"  downloading {url}")
             try:
                 http_download(url, dest, self.retries, backoff=self.backoff, log=self.log)
