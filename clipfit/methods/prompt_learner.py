@@ -34,6 +34,7 @@ class PromptSettings:
     ctx_init: str = ""
     csc: bool = False
     position: str = "end"
+    key_prefix: str = CFG_PREFIX  # config node the options came from (named in errors)
 
     @classmethod
     def from_cfg(cls, node: CfgNode) -> "PromptSettings":
@@ -71,27 +72,27 @@ def _initial_context(
         init = tokenize([phrase], context_length)
         n_ctx = int(init.eot[0]) - 1  # the phrase's BPE tokens decide the length
         if n_ctx < 1:
-            raise ValueError(f"{CFG_PREFIX}CTX_INIT {s.ctx_init!r} has no tokens; give words such as 'a photo of a'.")
+            raise ValueError(f"{s.key_prefix}CTX_INIT {s.ctx_init!r} has no tokens; give words such as 'a photo of a'.")
         with torch.no_grad():
             ctx = embedding(init.tokens.to(device))[0, 1:1 + n_ctx].clone()
         if s.csc:  # every class starts from the phrase (CoOp ignores CSC when CTX_INIT is set)
             ctx = ctx.unsqueeze(0).repeat(n_cls, 1, 1)
         return ctx, phrase
     if s.n_ctx < 1:
-        raise ValueError(f"{CFG_PREFIX}N_CTX is {s.n_ctx}; use at least 1 context vector.")
+        raise ValueError(f"{s.key_prefix}N_CTX is {s.n_ctx}; use at least 1 context vector.")
     shape = (n_cls, s.n_ctx, embedding.embedding_dim) if s.csc else (s.n_ctx, embedding.embedding_dim)
     ctx = torch.empty(shape, dtype=dtype, device=device)
     nn.init.normal_(ctx, std=INIT_STD)
     return ctx, " ".join(["X"] * s.n_ctx)
 
 
-def _tokenize_prompts(prompts: List[str], context_length: int, n_ctx: int) -> TokenizedPrompts:
+def _tokenize_prompts(prompts: List[str], context_length: int, n_ctx: int, key_prefix: str) -> TokenizedPrompts:
     """:func:`clipfit.methods.text.tokenize`, with an error naming the keys when a prompt is too long."""
     try:
         return tokenize(prompts, context_length)
     except RuntimeError as err:  # clip.tokenize: a prompt longer than the context
         raise ValueError(
-            f"{err}. The context ({n_ctx} tokens, {CFG_PREFIX}N_CTX or CTX_INIT) plus the "
+            f"{err}. The context ({n_ctx} tokens, {key_prefix}N_CTX or CTX_INIT) plus the "
             f"longest class name exceed CLIP's {context_length} tokens: use fewer context tokens."
         ) from err
 
@@ -108,16 +109,16 @@ class PromptLearner(nn.Module):
         s = settings or PromptSettings()
         if s.position not in POSITIONS:
             raise ValueError(
-                f"{CFG_PREFIX}CLASS_TOKEN_POSITION is {s.position!r}; choose one of {', '.join(POSITIONS)}."
+                f"{s.key_prefix}CLASS_TOKEN_POSITION is {s.position!r}; choose one of {', '.join(POSITIONS)}."
             )
         embedding, context_length = clip_model.token_embedding, clip_model.context_length
         ctx, phrase = _initial_context(embedding, s, len(classnames), context_length)
         self.ctx = nn.Parameter(ctx)
         self.n_cls, self.n_ctx, self.csc, self.position = len(classnames), ctx.shape[-2], s.csc, s.position
-        self.requested_n_ctx, self.initial_context = s.n_ctx, phrase
+        self.requested_n_ctx, self.initial_context, self.key_prefix = s.n_ctx, phrase, s.key_prefix
 
         names = class_prompts("{}", classnames)
-        prompts = _tokenize_prompts([f"{phrase} {name}." for name in names], context_length, self.n_ctx)
+        prompts = _tokenize_prompts([f"{phrase} {name}." for name in names], context_length, self.n_ctx, s.key_prefix)
         with torch.no_grad():
             tokens = embedding(prompts.tokens.to(embedding.weight.device))
         self.register_buffer("token_prefix", tokens[:, :1].clone(), persistent=False)  # SOS
@@ -147,7 +148,7 @@ class PromptLearner(nn.Module):
         ]
         if self.requested_n_ctx != self.n_ctx:
             lines.append(
-                f"Note: {CFG_PREFIX}N_CTX {self.requested_n_ctx} is ignored: the {self.n_ctx} tokens of "
-                f"{CFG_PREFIX}CTX_INIT decide the context length (as in CoOp)"
+                f"Note: {self.key_prefix}N_CTX {self.requested_n_ctx} is ignored: the {self.n_ctx} tokens of "
+                f"{self.key_prefix}CTX_INIT decide the context length (as in CoOp)"
             )
         return lines

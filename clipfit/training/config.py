@@ -49,6 +49,7 @@ def project_keys() -> CN:
     cfg.TRAINER.COCOOP.N_CTX = 16
     cfg.TRAINER.COCOOP.CTX_INIT = ""
     cfg.TRAINER.COCOOP.PREC = "fp16"
+    cfg.TRAINER.COCOOP.TEXT_BATCH_SIZE = 1000  # most prompts per text-encoder pass (same result)
 
     cfg.TRAINER.CLIP_ADAPTER = CN()
     cfg.TRAINER.CLIP_ADAPTER.REDUCTION = 4  # bottleneck reduction factor
