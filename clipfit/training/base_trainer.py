@@ -59,6 +59,7 @@ class CLIPTrainer(TrainerX):
     prec_key: str = ""  # dotted config key of the precision, e.g. "TRAINER.CLIPFIT.PREC"
     template_key: Optional[str] = None  # the trainer's own template key, if it has one
     model_name: str = "model"  # registered model name = checkpoint sub-directory
+    lr_per_batch: bool = False  # step the scheduler after every batch (else once per epoch)
 
     # Subclass hook -------------------------------------------------------------------
     def build_classifier(self, clip_model: torch.nn.Module, classnames: Sequence[str]) -> CLIPClassifier:
@@ -153,7 +154,7 @@ class CLIPTrainer(TrainerX):
             self.scaler.update()
         summary = {"loss": loss.item(), "acc": compute_accuracy(parts["logits"], label)[0].item()}
         summary.update({k: v.item() for k, v in parts.items() if k != "logits"})
-        if (self.batch_idx + 1) == self.num_batches:
+        if self.lr_per_batch or (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
         return summary
 

@@ -56,6 +56,17 @@ def project_keys() -> CN:
     cfg.TRAINER.CLIP_ADAPTER.RATIO = 0.2  # residual ratio of adapted features
     cfg.TRAINER.CLIP_ADAPTER.PREC = "fp16"
 
+    cfg.TRAINER.TIP_ADAPTER = CN()  # TipAdapter and TipAdapterF
+    cfg.TRAINER.TIP_ADAPTER.INIT_ALPHA = 1.0  # residual weight of the cache logits
+    cfg.TRAINER.TIP_ADAPTER.INIT_BETA = 1.0  # sharpness of the cache affinities
+    cfg.TRAINER.TIP_ADAPTER.SEARCH = True  # search alpha and beta on the validation set
+    cfg.TRAINER.TIP_ADAPTER.SEARCH_SCALE = [7.0, 3.0]  # [beta, alpha] upper ends of the grid
+    cfg.TRAINER.TIP_ADAPTER.SEARCH_STEP = [200, 20]  # [beta, alpha] grid sizes
+    cfg.TRAINER.TIP_ADAPTER.AUGMENT_EPOCH = 10  # augmented views averaged per cache key
+    cfg.TRAINER.TIP_ADAPTER.CLIP_SCALE = 100.0  # scale of the zero-shot logits (its code: 100)
+    cfg.TRAINER.TIP_ADAPTER.ADAMW_EPS = 1e-4  # Tip-Adapter-F's AdamW epsilon
+    cfg.TRAINER.TIP_ADAPTER.PREC = "fp16"
+
     cfg.TRAINER.CLIPFIT = CN()
     cfg.TRAINER.CLIPFIT.BETA = 8.0  # weight of the regulariser
     cfg.TRAINER.CLIPFIT.REG = "kd"  # kd, mse, none
