@@ -49,9 +49,9 @@ class CoOpModel(AddOnClassifier):
     """Learned context vectors in front of (or around) each class name; CLIP frozen."""
 
     def __init__(self, clip_model: nn.Module, classnames: Sequence[str], prompt: Optional[PromptSettings] = None,
-                 update_image_ln: bool = False):
+                 update_image_ln: bool = False, prompt_learner: Optional[PromptLearner] = None):
         super().__init__(clip_model, update_image_ln)
-        self.prompt_learner = PromptLearner(clip_model, classnames, prompt)
+        self.prompt_learner = prompt_learner or PromptLearner(clip_model, classnames, prompt)
 
     @staticmethod
     def cfg_args(cfg: CfgNode) -> Dict[str, Any]:

@@ -112,7 +112,7 @@ class PromptLearner(nn.Module):
                 f"{s.key_prefix}CLASS_TOKEN_POSITION is {s.position!r}; choose one of {', '.join(POSITIONS)}."
             )
         embedding, context_length = clip_model.token_embedding, clip_model.context_length
-        ctx, phrase = _initial_context(embedding, s, len(classnames), context_length)
+        ctx, phrase = self.make_context(embedding, s, len(classnames), context_length)
         self.ctx = nn.Parameter(ctx)
         self.n_cls, self.n_ctx, self.csc, self.position = len(classnames), ctx.shape[-2], s.csc, s.position
         self.requested_n_ctx, self.initial_context, self.key_prefix = s.n_ctx, phrase, s.key_prefix
@@ -127,6 +127,13 @@ class PromptLearner(nn.Module):
         name_lens = (tokenize(names, context_length).eot - 1).tolist()
         order = _class_order(s.position, self.n_ctx, name_lens, prompts.tokens.shape[1])
         self.register_buffer("order", None if order is None else order.to(tokens.device), persistent=False)
+
+    @staticmethod
+    def make_context(embedding: nn.Embedding, s: PromptSettings, n_cls: int, context_length: int
+                        ) -> Tuple[torch.Tensor, str]:
+        """The initial context and the words standing for it in the tokenised prompts (subclasses
+        may start otherwise)."""
+        return _initial_context(embedding, s, n_cls, context_length)
 
     def forward(self) -> torch.Tensor:
         """Prompt embeddings ``[n_cls, L, width]`` in the dtype of the fixed token embeddings."""

@@ -56,6 +56,10 @@ def project_keys() -> CN:
     cfg.TRAINER.CLIP_ADAPTER.RATIO = 0.2  # residual ratio of adapted features
     cfg.TRAINER.CLIP_ADAPTER.PREC = "fp16"
 
+    cfg.TRAINER.PROGRAD = CN()  # ProGrad; its prompt uses TRAINER.COOP.*
+    cfg.TRAINER.PROGRAD.LAMBDA = 1.0  # share of the conflicting gradient part removed
+    cfg.TRAINER.PROGRAD.T = 1.0  # temperature of the zero-shot teacher's distillation term
+
     cfg.TRAINER.TIP_ADAPTER = CN()  # TipAdapter and TipAdapterF
     cfg.TRAINER.TIP_ADAPTER.INIT_ALPHA = 1.0  # residual weight of the cache logits
     cfg.TRAINER.TIP_ADAPTER.INIT_BETA = 1.0  # sharpness of the cache affinities

@@ -1,0 +1,42 @@
+"""ProGrad: CoOp with the prompt gradient projected against zero-shot CLIP's (method in
+:mod:`clipfit.methods.prograd`)."""
+from typing import Dict
+
+import torch
+
+from clipfit.engine import TRAINER_REGISTRY, compute_accuracy
+from clipfit.methods.prograd import ProGradModel, project_gradients
+
+from .coop import CoOp
+
+
+@TRAINER_REGISTRY.register()
+class ProGrad(CoOp):
+    """Prompt-aligned Gradient (Zhu et al., ICCV 2023): CoOp's options plus ``TRAINER.PROGRAD.{LAMBDA, T}``."""
+
+    classifier_class = ProGradModel
+
+    def forward_backward(self, batch) -> Dict[str, float]:
+        image, label = self.parse_batch_train(batch)
+        with self.autocast():
+            xe, kl, logits = self.model.losses(image, label)
+        self.detect_anomaly(xe)
+        self.detect_anomaly(kl)
+        self.model_zero_grad()
+        params = list(self.model.learned_parameters().values())
+        scale = self.scaler.scale if self.scaler is not None else (lambda t: t)
+        general = torch.autograd.grad(scale(kl), params, retain_graph=True)
+        task = torch.autograd.grad(scale(xe), params)
+        for p, g in zip(params, project_gradients(task, general, self.model.lam)):
+            p.grad = g
+        if self.scaler is None:
+            self.after_backward()
+            self.model_update()
+        else:  # the projection is linear in the task gradient: unscaling after it is exact
+            self.scaler.unscale_(self.optim)
+            self.after_backward()
+            self.scaler.step(self.optim)
+            self.scaler.update()
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return {"xe_loss": xe.item(), "kl_loss": kl.item(), "acc": compute_accuracy(logits, label)[0].item()}
