@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -88,19 +88,26 @@ def causal_mask(length: int, dtype: torch.dtype, device: torch.device) -> torch.
     return torch.full((length, length), float("-inf"), dtype=dtype, device=device).triu_(1)
 
 
-def encode_embeddings(model: CLIP, embeddings: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+BlockHook = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+def encode_embeddings(model: CLIP, embeddings: torch.Tensor, eot: torch.Tensor,
+                      before_block: Optional[BlockHook] = None) -> torch.Tensor:
     """Text features (not normalised) of prompt embeddings ``[K, L, width]``.
 
     ``L`` may be shorter than the context length as long as every EOT position is
     below it; ``eot`` holds each row's EOT position. Same arithmetic as
-    ``CLIP.encode_text`` on the first ``L`` positions.
+    ``CLIP.encode_text`` on the first ``L`` positions. ``before_block(i, x)``, if given,
+    may replace the hidden states ``x`` (``[L, K, width]``) entering block ``i`` (deep prompts).
     """
     dtype = model.dtype
     length = embeddings.shape[1]
     x = embeddings.type(dtype) + model.positional_embedding[:length].type(dtype)
     x = x.permute(1, 0, 2)  # NLD -> LND
     mask = causal_mask(length, x.dtype, x.device)
-    for block in model.transformer.resblocks:
+    for i, block in enumerate(model.transformer.resblocks):
+        if before_block is not None:
+            x = before_block(i, x)
         h = block.ln_1(x)
         x = x + block.attn(h, h, h, need_weights=False, attn_mask=mask)[0]
         x = x + block.mlp(block.ln_2(x))

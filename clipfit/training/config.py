@@ -56,6 +56,12 @@ def project_keys() -> CN:
     cfg.TRAINER.CLIP_ADAPTER.RATIO = 0.2  # residual ratio of adapted features
     cfg.TRAINER.CLIP_ADAPTER.PREC = "fp16"
 
+    cfg.TRAINER.MAPLE = CN()
+    cfg.TRAINER.MAPLE.N_CTX = 2  # learned prompt tokens per layer
+    cfg.TRAINER.MAPLE.CTX_INIT = "a photo of a"  # its first N_CTX tokens start the context
+    cfg.TRAINER.MAPLE.PROMPT_DEPTH = 9  # layers with prompts (1: shallow)
+    cfg.TRAINER.MAPLE.PREC = "fp16"
+
     cfg.TRAINER.PROGRAD = CN()  # ProGrad; its prompt uses TRAINER.COOP.*
     cfg.TRAINER.PROGRAD.LAMBDA = 1.0  # share of the conflicting gradient part removed
     cfg.TRAINER.PROGRAD.T = 1.0  # temperature of the zero-shot teacher's distillation term
