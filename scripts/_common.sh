@@ -45,7 +45,7 @@ need_args() {  # N USAGE "$@": exit with the usage unless at least N arguments w
 }
 
 is_clipfit() { [[ "$TRAINER" == CLIPFit || "$TRAINER" == ClipFit ]]; }
-is_zeroshot() { [[ "$TRAINER" == ZeroshotCLIP* ]]; }  # evaluated only, never trained
+is_zeroshot() { [[ "$TRAINER" == ZeroshotCLIP* || "$TRAINER" == TipAdapter ]]; }  # evaluated only, never trained
 
 default_cfg() {  # SETTING DATASET -> $CFG if set, else the paper's config for $TRAINER
     if [[ -n "${CFG:-}" ]]; then echo "$CFG"; return; fi
@@ -60,6 +60,17 @@ default_cfg() {  # SETTING DATASET -> $CFG if set, else the paper's config for $
         CoOp) echo vit_b16_ctxv1 ;;
         CoCoOp) echo vit_b16_c4_ep10_batch1_ctxv1 ;;
         KgCoOp) echo vit_b16_ep100_ctxv1 ;;
+        MaPLe)  # its scripts: base-to-new depth 9; cross-dataset (and shift) depth 3, 2 epochs
+            case "$1" in xd|dg) echo vit_b16_c2_ep5_batch4_2ctx_cross_datasets ;; *) echo vit_b16_c2_ep5_batch4_2ctx ;; esac ;;
+        ProGrad)  # its README: 1 shot ep50, 2-4 shots ep100, 8-16 shots 200 epochs with lambda 0.8 on
+            # flowers, DTD and EuroSAT; base-to-new ep100 (ImageNet ep50); trained on ImageNet: ep50
+            case "$1:$2:$SHOTS" in
+                base2new:imagenet:*|xd:*|dg:*|fewshot:*:1) echo vit_b16_ep50 ;;
+                base2new:*|fewshot:*:2|fewshot:*:4) echo vit_b16_ep100 ;;
+                fewshot:oxford_flowers:*|fewshot:dtd:*|fewshot:eurosat:*) echo vit_b16_lambda0.8 ;;
+                *) echo vit_b16 ;;
+            esac ;;
+        TipAdapter|TipAdapterF) echo "vit_b16_$2" ;;  # one config per dataset, as Tip-Adapter's
         *) echo vit_b16 ;;  # ZeroshotCLIP, CLIP_Adapter
     esac
 }

@@ -18,8 +18,10 @@ from clipfit.experiments.results import RunKey, RunResult, Stat, ci95, summarize
 FORMATS = ("table", "markdown", "csv", "json")
 # Column order of methods: the paper's, then any other trainer alphabetically.
 
-METHOD_ORDER = ("ZeroshotCLIP", "CoOp", "CoCoOp", "ProGrad", "CLIP_Adapter", "KgCoOp", "MaPLe",
-                "CLIPFit")
+METHOD_ORDER = ("ZeroshotCLIP", "CoOp", "CoCoOp", "ProGrad", "CLIP_Adapter", "Tip-Adapter", "Tip-Adapter-F",
+                "KgCoOp", "MaPLe", "CLIPFit")
+# Column labels where the paper's spelling differs from the trainer's registry name
+PAPER_LABELS = {"TipAdapter": "Tip-Adapter", "TipAdapterF": "Tip-Adapter-F"}
 
 SETTING_TITLES = {
     "base2new": "Base-to-new generalization",
@@ -90,7 +92,8 @@ def group_methods(runs: Dict[RunKey, RunResult], seeds: Optional[Sequence[int]] 
             cfgs_per_dataset[key.dataset].add(key.cfg)
         split = any(len(c) > 1 for c in cfgs_per_dataset.values())
         for key, run in trainer_runs.items():
-            label = f"{trainer}/{key.cfg}" if split else trainer
+            name = PAPER_LABELS.get(trainer, trainer)
+            label = f"{name}/{key.cfg}" if split else name
             groups.setdefault(label, {})[key] = run
     methods = []
     for label in sorted(groups, key=method_sort_key):
