@@ -2,10 +2,8 @@
 :mod:`clipfit.methods.prograd`)."""
 from typing import Dict
 
-import torch
-
 from clipfit.engine import TRAINER_REGISTRY, compute_accuracy
-from clipfit.methods.prograd import ProGradModel, project_gradients
+from clipfit.methods.prograd import ProGradModel
 
 from .coop import CoOp
 
@@ -23,11 +21,9 @@ class ProGrad(CoOp):
         self.detect_anomaly(xe)
         self.detect_anomaly(kl)
         self.model_zero_grad()
-        params = list(self.model.learned_parameters().values())
         scale = self.scaler.scale if self.scaler is not None else (lambda t: t)
-        general = torch.autograd.grad(scale(kl), params, retain_graph=True)
-        task = torch.autograd.grad(scale(xe), params)
-        for p, g in zip(params, project_gradients(task, general, self.model.lam)):
+        grads = self.model.projected_gradients(scale(xe), scale(kl))
+        for p, g in zip(self.model.learned_parameters().values(), grads):
             p.grad = g
         if self.scaler is None:
             self.after_backward()

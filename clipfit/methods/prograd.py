@@ -120,6 +120,13 @@ class ProGradModel(CoOpModel):
             teacher = cosine_logits(features, self.teacher_features, self.clip.logit_scale)
         return classification_loss(student, labels), soft_cross_entropy(student, teacher, self.temperature), student
 
+    def projected_gradients(self, xe: torch.Tensor, kl: torch.Tensor) -> List[torch.Tensor]:
+        """Gradients of the learned tensors (in :meth:`learned_parameters` order): of ``xe``,
+        projected against those of ``kl`` (pass both scaled alike under loss scaling)."""
+        params = list(self.learned_parameters().values())
+        general = torch.autograd.grad(kl, params, retain_graph=True)
+        return project_gradients(torch.autograd.grad(xe, params), general, self.lam)
+
     def method_lines(self) -> List[str]:
         return super().method_lines() + [
             f"Zero-shot teacher template: {self.template!r}",
