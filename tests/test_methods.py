@@ -197,3 +197,16 @@ def test_tip_cache_averages_views_before_normalising():
 def test_bad_options_name_their_config_keys(build, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         build(tiny_clip())
+
+
+# Results tables --------------------------------------------------------------------------------
+
+def test_tables_label_tip_adapter_columns_as_the_paper_and_order_them():
+    from clipfit.experiments.results import RunKey, RunResult
+    from clipfit.experiments.table_parts import group_methods
+
+    runs = {RunKey("fewshot", "test", "dtd", 16, t, "vit_b16_dtd" if t.startswith("Tip") else "c", 1):
+            RunResult("p", "finished", {"accuracy": 50.0}) for t in ("CLIPFit", "TipAdapterF", "TipAdapter", "MaPLe")}
+    methods = group_methods(runs)
+    assert [m.label for m in methods] == ["Tip-Adapter", "Tip-Adapter-F", "MaPLe", "CLIPFit"]
+    assert [m.trainer for m in methods][:2] == ["TipAdapter", "TipAdapterF"]  # paper numbers: by trainer
