@@ -12,7 +12,7 @@ setup(
     description="CLIPFit: parameter-efficient fine-tuning of CLIP as a Dassl/CoOp plugin trainer",
     python_requires=">=3.9",
     packages=find_packages(include=["clipfit", "clipfit.*"]),
-    package_data={"clipfit": ["experiments/paper/*.json", "data/prepare/*.json"]},
+    package_data={"clipfit": ["experiments/paper/*.json", "data/prepare/*.json", "toyworld/toy_clip.pt.xz"]},
     install_requires=[
         "torch",
         "torchvision",

@@ -2,7 +2,7 @@
 
 Module and registry names are CoOp's (``datasets/dtd.py`` registers ``DescribableTextures``),
 so CoOp's dataset configs and scripts work unchanged; ``custom`` adds ``ImageFolder`` and
-``CSVDataset`` for your own data. See DATASETS.md for the layouts.
+``CSVDataset`` for your own data, and ``toy`` the toy world's datasets. See DATASETS.md for the layouts.
 """
 
 from . import (  # noqa: F401  (imported for registration)
@@ -21,5 +21,6 @@ from . import (  # noqa: F401  (imported for registration)
     oxford_pets,
     stanford_cars,
     sun397,
+    toy,
     ucf101,
 )

@@ -5,7 +5,7 @@
 # Environment (all optional):
 #   TRAINER    trainer name (default CLIPFit); e.g. TRAINER=KgCoOp for a baseline
 #   CFG        config name under configs/trainers/$TRAINER/ (default: the paper's, per trainer,
-#              setting and dataset; see default_cfg)
+#              setting and dataset; toy for the toy world's toy_* datasets; see default_cfg)
 #   SHOTS      shots per class (default 16)
 #   DATA       dataset root (default ./data)
 #   OUT        output root (default output)
@@ -49,6 +49,7 @@ is_zeroshot() { [[ "$TRAINER" == ZeroshotCLIP* || "$TRAINER" == TipAdapter ]]; }
 
 default_cfg() {  # SETTING DATASET -> $CFG if set, else the paper's config for $TRAINER
     if [[ -n "${CFG:-}" ]]; then echo "$CFG"; return; fi
+    case "$2" in toy_*) echo toy; return ;; esac  # the toy world: configs/trainers/*/toy.yaml
     case "$TRAINER" in
         CLIPFit|ClipFit)  # paper 4.1: 10 epochs (_ep10) for ImageNet and Food101, else 100;
             # beta 8 for base2new and cross-dataset, 2 (_beta2) for distribution shift and

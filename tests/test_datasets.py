@@ -16,6 +16,7 @@ import datasets  # noqa: F401  (registers the loaders)
 from _helpers import build, replay_fewshot, rows
 from clipfit.training.config import get_cfg
 from clipfit.testing.fake_datasets import make_dataset, registry_name, supported_datasets
+from clipfit.toyworld.downstream import DATASETS as TOY_DATASETS
 
 N_CLASSES = 5  # odd, so that base (ceil(n/2)) and new differ in size
 IMAGENET5 = ["tench", "goldfish", "great white shark", "tiger shark", "hammerhead shark"]
@@ -130,6 +131,7 @@ def test_every_coop_dataset_can_be_fabricated_and_has_a_config():
     assert sorted(CLASSNAMES) == supported_datasets()
     config_dir = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "datasets")
     custom = {"image_folder", "csv_dataset"}  # your own data (tests/test_datasets_custom.py)
+    custom |= set(TOY_DATASETS)  # drawn, not fabricated (tests/test_toyworld.py)
     assert sorted(f[:-5] for f in os.listdir(config_dir) if f[:-5] not in custom) == supported_datasets()
     for name in supported_datasets():
         cfg = get_cfg()

@@ -155,6 +155,8 @@ def test_paper_defaults_and_output_layout():
         "/o/base2new/train_base/dtd/shots_8/KgCoOp/vit_b16_ep100_ctxv1/seed1"]
     assert dry_run("base2new_train.sh", "dtd", 1, CFG="mine") == [
         "/o/base2new/train_base/dtd/shots_16/CLIPFit/mine/seed1"]
+    assert dry_run("base2new_train.sh", "toy_shapes", 1, TRAINER="KgCoOp") == [  # the toy world
+        "/o/base2new/train_base/toy_shapes/shots_16/KgCoOp/toy/seed1"]
 
 
 def test_errors_say_what_to_do(fixtures, tmp_path):
@@ -166,6 +168,6 @@ def test_errors_say_what_to_do(fixtures, tmp_path):
     assert "no dataset config configs/datasets/dtdd.yaml" in proc.stderr and "dtd" in proc.stderr
     proc = script("base2new_train.sh", "dtd", 1, env={**env, "CFG": "nope"}, cwd=tmp_path,
                   check=2)
-    assert "Set CFG to one of: vit_b16 vit_b16_beta2" in proc.stderr
+    assert "Set CFG to one of: " in proc.stderr and " vit_b16 vit_b16_beta2 " in proc.stderr
     proc = script("base2new_test.sh", "dtd", 1, env=env, cwd=tmp_path, check=2)
     assert "is missing: train it first" in proc.stderr

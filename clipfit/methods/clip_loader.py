@@ -9,6 +9,8 @@ Where the weights come from, in order:
    ``CLIPFIT_CLIP_CACHE`` moves the cache directory.
 3. A download into that cache directory (skipped when ``CLIPFIT_CLIP_OFFLINE=1``).
 
+The name ``toy`` (with no path) loads the toy CLIP shipped in :mod:`clipfit.toyworld`,
+checked against its SHA-256; a packed toy file also loads from ``MODEL.BACKBONE.PATH``.
 Otherwise :class:`CLIPWeightsNotFoundError` names the path looked at, the URL and
 the config key to set. The model is built with ``clip.model.build_model``, so any
 size works (including the tiny random models of :mod:`clipfit.testing.tiny_clip`),
@@ -23,6 +25,8 @@ from typing import Dict, Union
 
 import torch
 from yacs.config import CfgNode
+
+from clipfit.toyworld import weights as toy_weights
 
 with warnings.catch_warnings():  # openai-clip imports the deprecated pkg_resources
     warnings.simplefilter("ignore")
@@ -53,7 +57,7 @@ def download_url(name: str) -> str:
     if name not in clip_api.available_models():
         raise ValueError(
             f"Unknown CLIP backbone {name!r} (MODEL.BACKBONE.NAME). Known names: "
-            f"{', '.join(clip_api.available_models())}. For other weights set MODEL.BACKBONE.PATH "
+            f"{', '.join(clip_api.available_models())}, {toy_weights.TOY_NAME} (the shipped toy CLIP). For other weights set MODEL.BACKBONE.PATH "
             "to a JIT archive or an OpenAI-format state dict."
         )
     return clip_api._MODELS[name]
@@ -105,7 +109,9 @@ def resolve_weights(name: str, path: str = "") -> str:
 
 
 def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """The OpenAI-format state dict in ``path`` (JIT archive or saved state dict)."""
+    """The OpenAI-format state dict in ``path`` (JIT archive, saved state dict or packed toy CLIP)."""
+    if toy_weights.is_packed(path):
+        return toy_weights.unpack(path)
     with open(path, "rb") as f:
         try:
             state_dict = torch.jit.load(f, map_location="cpu").state_dict()
@@ -133,6 +139,9 @@ def load_clip(source: Union[CfgNode, str], path: str = "") -> CLIP:
         name, path = source.MODEL.BACKBONE.NAME, source.MODEL.BACKBONE.PATH
     else:
         name = source
+    if name == toy_weights.TOY_NAME and not path:
+        print(f"Loading CLIP (backbone: {name}) from {toy_weights.SHIPPED_FILE}")
+        return build_clip(toy_weights.shipped_state_dict())
     weights = resolve_weights(name, path)
     print(f"Loading CLIP (backbone: {name}) from {weights}")
     return build_clip(read_state_dict(weights))

@@ -1,0 +1,70 @@
+"""``python -m clipfit.toyworld pretrain|make-data|explain``: remake the toy CLIP, draw the toy
+datasets, say what a toy base-to-new table shows."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import fields
+from typing import List, Optional
+
+import torch
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from .pretrain import PretrainConfig, describe_run, pretrain, report, used_tokens
+    from .weights import pack
+
+    cfg = PretrainConfig(**{f.name: getattr(args, f.name) for f in fields(PretrainConfig)})
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.time()
+    model = pretrain(cfg, workers=args.workers)
+    seconds = time.time() - start
+    sha = pack(model.state_dict(), used_tokens(), args.out)
+    print(describe_run(cfg, seconds, report(model)))
+    print(f"Wrote {args.out} (SHA-256 {sha}). To ship it, copy it to clipfit/toyworld/toy_clip.pt.xz and set "
+          "SHIPPED_SHA256 in clipfit/toyworld/weights.py to that hash; MODEL.BACKBONE.PATH loads it as it is.")
+
+
+def _make_data(args: argparse.Namespace) -> None:
+    from .downstream import DATASETS, make_dataset
+
+    for name in args.datasets or list(DATASETS):
+        make_dataset(name, args.root, seed=args.seed)
+
+
+def _explain(args: argparse.Namespace) -> None:
+    from .explain import base2new_means, explain
+
+    print("\n".join(explain(base2new_means(args.root, args.dataset))))
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    from .pretrain import PretrainConfig
+
+    parser = argparse.ArgumentParser(prog="python -m clipfit.toyworld", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("pretrain", help="pretrain a toy CLIP and write it packed (fp16, lzma)")
+    p.add_argument("--out", required=True, help="file to write (e.g. toy_clip.pt.xz)")
+    for f in fields(PretrainConfig):
+        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=f.default,
+                       help=f"default {f.default}")
+    p.add_argument("--workers", type=int, default=1, help="0: draw images in the training process")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.set_defaults(func=_pretrain)
+    d = sub.add_parser("make-data", help="draw the toy downstream datasets in CoOp's layout")
+    d.add_argument("--root", required=True, help="dataset root (DATASET.ROOT); one folder per dataset")
+    d.add_argument("--seed", type=int, default=1, help="seed of the classes and images drawn")
+    d.add_argument("--datasets", nargs="*", help="which datasets (default: all)")
+    d.set_defaults(func=_make_data)
+    e = sub.add_parser("explain", help="say in two lines what a toy base-to-new table shows")
+    e.add_argument("root", help="the base2new output folder ($OUT/base2new)")
+    e.add_argument("--dataset", default="toy_shapes", help="which dataset's runs")
+    e.set_defaults(func=_explain)
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
