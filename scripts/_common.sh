@@ -12,7 +12,11 @@
 #   PYTHON     python interpreter (default python)
 #   CKPT_FREQ  save a checkpoint every N epochs, so an interrupted run resumes (default 5)
 #   LOAD_EPOCH epoch of the checkpoint the test scripts load (default: the last one saved)
+#   OVERWRITE=1 start a run folder again (train.py --overwrite) when it holds another run
 #   DRY_RUN=1  print the run folders a script would fill, and exit
+# Trailing arguments of every script are yacs KEY VALUE pairs passed on to train.py. The test
+# scripts start from the settings of the trained run they load (its config.yaml: weights,
+# input size, precision, template, TRAINER.*); KEY VALUE pairs given to them override those.
 # Relative DATA, OUT and PYTHON paths are taken from the folder the script was called from;
 # the script itself runs in the repository root, so paths inside yacs opts are relative to it.
 set -euo pipefail
@@ -33,6 +37,8 @@ if [[ -n "${DATA:-}" ]]; then DATA="$(from_caller "$DATA")"; else DATA="./data";
 if [[ -n "${OUT:-}" ]]; then OUT="$(from_caller "$OUT")"; else OUT="output"; fi
 CKPT_FREQ="${CKPT_FREQ:-5}"
 DRY_RUN="${DRY_RUN:-0}"
+OVERWRITE="${OVERWRITE:-0}"
+RUN_LOCK=.clipfit.lock  # clipfit/training/run_folder.py: LOCK_FILE
 export PYTHON TRAINER SHOTS DATA OUT CKPT_FREQ
 export PYTHONUNBUFFERED=1  # progress reaches logs and the sweep's status lines at once
 
@@ -87,50 +93,57 @@ config_files() {  # DATASET CFG -> sets DATASET_CFG_FILE and TRAINER_CFG_FILE, o
     is_clipfit && folder=CLIPFit  # ClipFit, the authors' name, shares CLIPFit's configs
     DATASET_CFG_FILE="configs/datasets/$1.yaml"
     TRAINER_CFG_FILE="configs/trainers/$folder/$2.yaml"
-    [[ -f "$DATASET_CFG_FILE" ]] || die "no dataset config $DATASET_CFG_FILE. Datasets: \
-$(names_in configs/datasets .yaml)"
-    [[ -f "$TRAINER_CFG_FILE" ]] || die "no trainer config $TRAINER_CFG_FILE. Set CFG to one \
-of: $(names_in "configs/trainers/$folder" .yaml)(or TRAINER to one of: $(names_in configs/trainers))"
+    [[ -f "$DATASET_CFG_FILE" ]] || die "no dataset config $DATASET_CFG_FILE.$(did_you_mean "$1" \
+configs/datasets .yaml) Datasets: $(names_in configs/datasets .yaml)"
+    [[ -d "configs/trainers/$folder" ]] || die "no trainer configs for TRAINER=$TRAINER \
+(configs/trainers/$folder).$(did_you_mean "$TRAINER" configs/trainers) Set TRAINER to one of: \
+$(names_in configs/trainers)"
+    [[ -f "$TRAINER_CFG_FILE" ]] || die "no trainer config $TRAINER_CFG_FILE.$(did_you_mean "$2" \
+"configs/trainers/$folder" .yaml) Set CFG to one of: $(names_in "configs/trainers/$folder" .yaml)"
 }
 
-keep_old_log() {  # DIR: move an unfinished run's log.txt aside (Dassl's name for older logs),
-    # so the resumed run writes a complete log.txt, which CoOp's parse_test_res.py reads
-    local log="$1/log.txt" stamp
-    [[ -f "$log" ]] || return 0
-    stamp="$(date -r "$log" +%Y-%m-%d-%H-%M-%S)"
-    local dest="$log-$stamp" i=1
-    while [[ -e "$dest" ]]; do dest="$log-$stamp-$i"; i=$((i + 1)); done
-    mv "$log" "$dest"
+did_you_mean() {  # NAME FOLDER [SUFFIX] -> " Did you mean X?" for the closest entry, or nothing
+    "$PYTHON" - "$1" $(names_in "$2" "${3:-}") <<'PY'
+import difflib, sys
+match = difflib.get_close_matches(sys.argv[1], sys.argv[2:], n=1, cutoff=0.5)
+print(f" Did you mean {match[0]}?" if match else "", end="")
+PY
 }
 
 # launch KIND DIR WHAT DATASET CFG [train.py args and opts...]
 #   KIND train: resumable training (--resume DIR); KIND eval: evaluation only.
-# A finished run is skipped; an unfinished one (its folder exists without a final result)
-# resumes: Dassl's trainer loads the last checkpoint in DIR/<model name>/.
+# The run folder is locked while the script works on it: a second script or train.py on the
+# same folder is refused, naming this one. A finished run is skipped (refused when its
+# settings differ); an interrupted one resumes from its last checkpoint; a crashed one is
+# tried again (see clipfit/training/run_folder.py).
 launch() {
     local kind="$1" dir="$2" what="$3" dataset="$4" cfg="$5"; shift 5
     if [[ "$DRY_RUN" == 1 ]]; then echo "$dir"; return 0; fi
     config_files "$dataset" "$cfg"
-    local status acc
-    read -r status acc <<<"$("$PYTHON" -m clipfit.experiments.results status "$dir")"
-    case "$status" in
-        finished) echo "==> skip $what: finished (accuracy ${acc}%) in $dir"; return 0 ;;
-        unfinished) echo "==> resume $what in $dir"; keep_old_log "$dir" ;;
-        *) echo "==> $what -> $dir" ;;
-    esac
-    local extra=()
-    if [[ "$kind" == train ]]; then
-        extra=(--resume "$dir")
-    else
-        extra=(--eval-only)
-    fi
+    local extra=(--resume "$dir")
+    [[ "$kind" == train ]] || extra=(--eval-only)
+    [[ "$OVERWRITE" == 1 ]] && extra+=(--overwrite)
+    mkdir -p "$dir"
+    local lock_fd status acc
+    exec {lock_fd}>>"$dir/$RUN_LOCK"  # held until unlock; train.py inherits it
+    export CLIPFIT_LOCK_FD=$lock_fd
+    "$PYTHON" -m clipfit.training.run_folder lock "$what" "$dir" \
+        || { local rc=$?; exec {lock_fd}>&-; exit "$rc"; }  # held by another process
     "$PYTHON" train.py --root "$DATA" --seed "$SEED" --trainer "$TRAINER" \
         --dataset-config-file "$DATASET_CFG_FILE" --config-file "$TRAINER_CFG_FILE" \
-        --output-dir "$dir" "${extra[@]}" "$@"
+        --output-dir "$dir" --announce "$what" "${extra[@]}" "$@" \
+        || { local rc=$?; unlock "$dir" "$lock_fd"; exit "$rc"; }
+    unlock "$dir" "$lock_fd"
     read -r status acc <<<"$("$PYTHON" -m clipfit.experiments.results status "$dir")"
     [[ "$status" == finished ]] || die "train.py exited without a final result in $dir \
 (see $dir/log.txt)"
-    echo "==> finished $what: accuracy ${acc}%"
+}
+
+unlock() {  # DIR FD: release the run folder's lock (an empty lock file is a released one)
+    local fd="$2"
+    : >"$1/$RUN_LOCK"
+    exec {fd}>&-
+    unset CLIPFIT_LOCK_FD
 }
 
 # train DIR WHAT DATASET CFG [opts...]: train (zero-shot trainers: evaluate) into DIR
@@ -144,17 +157,17 @@ train() {
 }
 
 # evaluate DIR MODEL_DIR WHAT DATASET CFG [opts...]: test the model trained in MODEL_DIR
+# (train.py starts from that run's settings, see --model-dir in clipfit/training/cli.py)
 evaluate() {
     local dir="$1" model_dir="$2" what="$3" dataset="$4" cfg="$5"; shift 5
-    if is_zeroshot || [[ "$DRY_RUN" == 1 ]] \
-            || [[ "$("$PYTHON" -m clipfit.experiments.results status "$dir")" == finished* ]]; then
-        launch eval "$dir" "$what" "$dataset" "$cfg" "$@"  # needs no model (or skips)
+    if is_zeroshot || [[ "$DRY_RUN" == 1 ]]; then
+        launch eval "$dir" "$what" "$dataset" "$cfg" "$@"  # needs no model
         return
     fi
-    local status epoch
-    read -r status _ <<<"$("$PYTHON" -m clipfit.experiments.results status "$model_dir")"
-    [[ "$status" == finished ]] || die "the model in $model_dir is $status: train it first \
-(the matching *_train.sh script with the same TRAINER, CFG, SHOTS and seed)"
+    local status reason epoch
+    read -r status reason <<<"$("$PYTHON" -m clipfit.experiments.results status "$model_dir")"
+    [[ "$status" == finished ]] || die "the model in $model_dir is $status${reason:+ ($reason)}: \
+train it first (the matching *_train.sh script with the same TRAINER, CFG, SHOTS and seed)"
     epoch="${LOAD_EPOCH:-$("$PYTHON" -m clipfit.experiments.results last-epoch "$model_dir")}"
     [[ -n "$epoch" ]] || die "no checkpoint (model.pth.tar-N) in $model_dir/*/"
     launch eval "$dir" "$what" "$dataset" "$cfg" --model-dir "$model_dir" --load-epoch "$epoch" "$@"

@@ -67,7 +67,7 @@ def test_sample_test_log_is_read_and_thousands_separators_parse(tmp_path):
 @pytest.mark.parametrize("cut_at", ["Finish training", "* accuracy", "epoch [2/100]"])
 def test_interrupted_training_log_has_no_result(tmp_path, cut_at):
     run = read_run(str(write_log(tmp_path / "seed1", 80.0, cut_at=cut_at)))
-    assert run.status == "unfinished" and "no final result" in run.reason
+    assert run.status == "interrupted" and run.reason == "stopped before its first checkpoint"
 
 
 def test_validation_results_before_finish_training_do_not_count(tmp_path):
@@ -101,7 +101,7 @@ def test_a_run_resumed_by_dassl_is_read_from_its_newer_log(tmp_path):
 def test_missing_and_empty_folders(tmp_path):
     assert read_run(str(tmp_path / "nope")).status == "missing"
     (tmp_path / "seed1").mkdir()
-    assert read_run(str(tmp_path / "seed1")).status == "unfinished"
+    assert read_run(str(tmp_path / "seed1")).status == "not-started"
 
 
 def test_last_checkpoint_epoch(tmp_path):
@@ -217,7 +217,7 @@ def test_base2new_table_means_std_hm_and_gaps(base2new_root):
     assert rec[("KgCoOp", "eurosat", "base")]["values"] == [79.0, 81.0]
     incomplete = "\n".join(tables[0].incomplete)
     assert "CLIPFit DTD new seed 3: missing" in incomplete
-    assert "KgCoOp EuroSAT base seed 2: unfinished" in incomplete
+    assert "KgCoOp EuroSAT base seed 2: interrupted, stopped before its first checkpoint" in incomplete
 
 
 def test_base2new_text_table_has_trainer_groups_and_printed_hm(base2new_root):

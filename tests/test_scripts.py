@@ -58,8 +58,10 @@ def test_base2new_train_test_parse_and_skip(fixtures, tmp_path):
     opts = tiny_opts(tiny_clip)
     proc = script("base2new_train.sh", "dtd", 1, *opts, env=env, cwd=tmp_path)
     assert "==> finished base2new train" in proc.stdout
-    proc = script("base2new_test.sh", "dtd", 1, *opts, env=env, cwd=tmp_path)
+    proc = script("base2new_test.sh", "dtd", 1, env=env, cwd=tmp_path)  # no options repeated
     assert "==> finished base2new test" in proc.stdout
+    assert re.search(r"Settings taken over from the trained run .*INPUT.SIZE \[32, 32\], "
+                     r"MODEL.BACKBONE.PATH '.*tiny_clip.pt', TRAINER.CLIPFIT.PREC 'fp32'", proc.stdout)
     # a zero-shot trainer is evaluated only: its test needs no trained model
     proc = script("base2new_test.sh", "dtd", 1, *opts, env={**env, "TRAINER": "ZeroshotCLIP"},
                   cwd=tmp_path)
@@ -78,6 +80,12 @@ def test_base2new_train_test_parse_and_skip(fixtures, tmp_path):
     proc = script("base2new_train.sh", "dtd", 1, *opts, env=env, cwd=tmp_path)
     assert "==> skip base2new train CLIPFit/vit_b16 dtd seed 1: finished" in proc.stdout
     assert (train / "log.txt").stat().st_mtime == before and not list(train.glob("log.txt-*"))
+    # a changed setting does not return the old result: refused, with the two ways out
+    proc = script("base2new_train.sh", "dtd", 1, *opts, "OPTIM.LR", "0.01", env=env, cwd=tmp_path,
+                  check=2)
+    assert "OPTIM.LR: 0.002 (recorded) -> 0.01 (now)" in proc.stderr and "OVERWRITE=1" in proc.stderr
+    assert proc.stderr.rstrip().splitlines()[-1].startswith("Either write to another folder")
+    assert (train / "log.txt").stat().st_mtime == before and (train / "metrics.json").is_file()
 
     table = subprocess.run([sys.executable, "parse_test_res.py", "--base2new", str(out),
                             "--format", "markdown"], cwd=REPO, capture_output=True, text=True)
@@ -102,16 +110,29 @@ def test_a_killed_training_restarts_from_its_checkpoint(fixtures, tmp_path):
     train = run_dir(tmp_path / "out", "train_base")
     proc = subprocess.Popen(["bash", str(SCRIPTS / "base2new_train.sh"), "dtd", "1", *opts],
                             env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.time() + 240
         while not (train / "clipfit" / "model.pth.tar-2").exists():
             assert proc.poll() is None and time.time() < deadline, "no checkpoint appeared"
             time.sleep(0.05)
+        assert read_run(str(train)).status == "running"
+        second = script("base2new_train.sh", "dtd", 1, *opts, env=env, cwd=tmp_path, check=2)
+        assert f"is being written by another process (pid {proc.pid}: bash " in second.stderr
+        assert "base2new_train.sh dtd 1" in second.stderr
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
+        stderr = proc.communicate(timeout=120)[1]
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # as a node failure would
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert not read_run(str(train)).finished
+    assert proc.returncode == -signal.SIGINT  # the script stops too
+    assert "Traceback" not in stderr
+    stop = re.search(r"Interrupted\. Last checkpoint: (\S+) \(epoch (\d+)\); run the same command "
+                     r"again to resume from it\.", stderr)
+    assert stop and Path(stop.group(1)) == train / "clipfit" / f"model.pth.tar-{stop.group(2)}"
+    run = read_run(str(train))
+    assert run.status == "interrupted" and run.reason == f"last checkpoint: epoch {stop.group(2)}"
 
     result = script("base2new_train.sh", "dtd", 1, *opts, env=env, cwd=tmp_path)
     assert "==> resume base2new train" in result.stdout
@@ -169,5 +190,9 @@ def test_errors_say_what_to_do(fixtures, tmp_path):
     proc = script("base2new_train.sh", "dtd", 1, env={**env, "CFG": "nope"}, cwd=tmp_path,
                   check=2)
     assert "Set CFG to one of: " in proc.stderr and " vit_b16 vit_b16_beta2 " in proc.stderr
+    proc = script("base2new_train.sh", "dtd", 1, env={**env, "TRAINER": "ClipFitt"},
+                  cwd=tmp_path, check=2)
+    assert "no trainer configs for TRAINER=ClipFitt (configs/trainers/ClipFitt). Did you mean " \
+           "CLIPFit? Set TRAINER to one of: CLIPFit " in proc.stderr and " KgCoOp " in proc.stderr
     proc = script("base2new_test.sh", "dtd", 1, env=env, cwd=tmp_path, check=2)
-    assert "is missing: train it first" in proc.stderr
+    assert "is missing (folder does not exist): train it first" in proc.stderr

@@ -17,7 +17,7 @@ import pytest
 
 from clipfit.experiments.results import read_run
 from clipfit.experiments.jobs import plan, resolve
-from clipfit.experiments.runners import is_locked
+from clipfit.experiments.runners import failure_excerpt, is_locked
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,9 +25,10 @@ FAKE_TRAIN = r'''
 import argparse, datetime, json, os, sys, time, zlib
 p = argparse.ArgumentParser()
 for flag in ("--root", "--seed", "--trainer", "--dataset-config-file", "--config-file",
-             "--output-dir", "--resume", "--model-dir", "--load-epoch"):
+             "--output-dir", "--resume", "--model-dir", "--load-epoch", "--announce"):
     p.add_argument(flag, default="")
 p.add_argument("--eval-only", action="store_true")
+p.add_argument("--overwrite", action="store_true")
 p.add_argument("opts", nargs=argparse.REMAINDER)
 a = p.parse_args()
 out = a.output_dir
@@ -54,6 +55,11 @@ if not a.eval_only:
         say("No checkpoint found, train from scratch")
     for epoch in range(start, epochs):
         time.sleep(float(os.environ.get("FAKE_EPOCH_SECONDS", "0")))
+        hold = os.path.join(os.environ.get("FAKE_HOLD", ""), "release-" + os.path.basename(out))
+        waited = 0
+        while epoch == 2 and os.environ.get("FAKE_HOLD") and not os.path.exists(hold) and waited < 2400:
+            time.sleep(0.05)  # the test releases it when it has seen what it checks
+            waited += 1
         say(f"epoch [{epoch + 1}/{epochs}] batch [1/1] time 0.1 (0.1) loss 1.0 (1.0) "
             f"lr 2.0000e-03 eta 0:00:{epochs - epoch - 1:02d}")
         os.makedirs(os.path.dirname(ckpt), exist_ok=True)
@@ -76,13 +82,23 @@ def env(tmp_path):
     wrapper.write_text(f'#!/bin/bash\nif [ "$1" = train.py ]; then shift; exec {sys.executable} '
                        f'{fake} "$@"; fi\nexec {sys.executable} "$@"\n')
     wrapper.chmod(0o755)
+    for folder in DATASET_FOLDERS:  # the sweep checks that they exist before it launches
+        (tmp_path / "data" / folder).mkdir(parents=True)
+    (tmp_path / "clip").mkdir()
+    (tmp_path / "clip" / "ViT-B-16.pt").write_bytes(b"weights")
     e = {k: v for k, v in os.environ.items()
          if k not in ("TRAINER", "CFG", "SHOTS", "DATA", "OUT", "CUDA_VISIBLE_DEVICES")}
     return {**e, "PYTHON": str(wrapper), "OUT": str(tmp_path / "out"),
-            "DATA": str(tmp_path / "data"), "FAKE_EPOCHS": "3"}
+            "DATA": str(tmp_path / "data"), "FAKE_EPOCHS": "3",
+            "CLIPFIT_CLIP_CACHE": str(tmp_path / "clip")}
 
 
-def sweep(env, *args, check=None, timeout=120):
+DATASET_FOLDERS = ["imagenet", "caltech-101", "oxford_pets", "stanford_cars", "oxford_flowers",
+                   "food-101", "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101", "imagenetv2",
+                   "imagenet-sketch", "imagenet-adversarial", "imagenet-rendition"]
+
+
+def sweep(env, *args, check=None, timeout=300):
     proc = subprocess.run(["bash", str(REPO / "scripts" / "sweep.sh"), *args], env=env,
                           capture_output=True, text=True, timeout=timeout)
     if check is not None:
@@ -144,16 +160,62 @@ def test_parallel_run_failure_report_and_rerun(env):
     assert "Results: python parse_test_res.py --base2new" in out
 
 
-def test_progress_lines_show_done_running_left_and_epochs(env):
-    out = sweep({**env, "FAKE_EPOCHS": "4", "FAKE_EPOCH_SECONDS": "0.4"}, "base2new",
-                "--datasets", "dtd", "--seeds", "1", "2", "--status-every", "0", check=0).stdout
-    assert "0/2 done (0 failed), 1 running, 1 left" in out
-    assert "dtd-seed1: base2new train CLIPFit/vit_b16 dtd seed 1" in out
-    assert "[epoch " in out and ", eta 0:00:0" in out
-    assert "1/2 done (0 failed), 1 running, 0 left, ETA ~" in out
+def test_progress_lines_show_done_running_left_and_epochs(env, tmp_path):
+    """Each fake training holds at epoch 3 until the test has seen the status line it checks,
+    so the lines are checked whatever the machine's load (a held job gives up after 2 min)."""
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    proc = subprocess.Popen(
+        ["bash", str(REPO / "scripts" / "sweep.sh"), "base2new", "--datasets", "dtd", "--seeds",
+         "1", "2", "--status-every", "0"], env={**env, "FAKE_EPOCHS": "4", "FAKE_HOLD": str(hold)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    progress = "dtd-seed{}: base2new train CLIPFit/vit_b16 dtd seed {} -> "
+    expected = [("0/2 done (0 failed), 1 running, 1 left", progress.format(1, 1), "seed1"),
+                ("1/2 done (0 failed), 1 running, 0 left, ETA ~", progress.format(2, 2), "seed2")]
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if (expected and len(seen) > 1 and expected[0][0] in seen[-2]
+                    and expected[0][1] in line and "[epoch 2/4, eta 0:00:02]" in line):
+                (hold / f"release-{expected.pop(0)[2]}").touch()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+    assert not expected, "".join(seen)
 
 
-def _wait_for(path: Path, timeout: float = 60) -> None:
+def test_failure_excerpt_leads_with_the_line_that_says_what_failed(tmp_path):
+    log = tmp_path / "job.log"
+    log.write_text("epoch [1/2]\nERROR: no dataset folder /data/dtd\n" + "".join(
+        f"cleanup {i}\n" for i in range(6)))
+    assert failure_excerpt(str(log)) == ["ERROR: no dataset folder /data/dtd", "..."] + [
+        f"cleanup {i}" for i in range(1, 6)]
+    log.write_text("a\nb\nValueError: bad value\n")
+    assert failure_excerpt(str(log)) == ["a", "b", "ValueError: bad value"]
+
+
+def test_missing_datasets_and_weights_are_listed_before_anything_runs(env, tmp_path):
+    (tmp_path / "clip" / "ViT-B-16.pt").unlink()
+    for folder in DATASET_FOLDERS:
+        if folder != "dtd":
+            (tmp_path / "data" / folder).rmdir()
+    out = sweep(env, "base2new", "--dry-run", "--seeds", "1", check=0).stdout
+    assert "run  dtd-seed1 (cannot start: no weights): " in out
+    assert "run  eurosat-seed1 (cannot start: no eurosat, weights): " in out
+    assert f"{tmp_path / 'data' / 'caltech-101'} not found: prepare it as DATASETS.md, section " \
+           '"Caltech101"' in out
+    assert f"{tmp_path / 'clip' / 'ViT-B-16.pt'} not found: download https://" in out
+    assert "Missing (11)" in out  # 10 datasets and the weights
+    proc = sweep(env, "base2new", "--datasets", "dtd", "eurosat", "--seeds", "1", check=2)
+    assert "Nothing launched" in proc.stderr and not (Path(env["OUT"]) / "base2new").exists()
+    (tmp_path / "clip" / "ViT-B-16.pt").write_bytes(b"weights")
+    out = sweep(env, "base2new", "--datasets", "dtd", "eurosat", "--seeds", "1", "--dry-run",
+                check=0).stdout
+    assert "Missing (1)" in out and "To run only what is there: --datasets dtd" in out
+
+
+def _wait_for(path: Path, timeout: float = 240) -> None:
     deadline = time.time() + timeout
     while not path.exists():
         assert time.time() < deadline, f"{path} did not appear"
@@ -169,8 +231,12 @@ def _kill_lock_holder(lock: Path) -> None:
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
-def test_a_killed_sweep_started_again_resumes_from_checkpoints(env, how):
-    env = {**env, "FAKE_EPOCHS": "8", "FAKE_EPOCH_SECONDS": "0.25"}
+def test_a_killed_sweep_started_again_resumes_from_checkpoints(env, how, tmp_path):
+    """The job holds at epoch 3 until the test releases it, so that the orphaned job of a
+    killed sweep is still running when the second sweep looks, whatever the machine's load."""
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    env = {**env, "FAKE_EPOCHS": "8", "FAKE_EPOCH_SECONDS": "0.1", "FAKE_HOLD": str(hold)}
     args = ["bash", str(REPO / "scripts" / "sweep.sh"), "base2new", "--datasets", "dtd",
             "--seeds", "1"]
     run_dir = Path(env["OUT"]) / "base2new/train_base/dtd/shots_16/CLIPFit/vit_b16/seed1"
@@ -186,6 +252,8 @@ def test_a_killed_sweep_started_again_resumes_from_checkpoints(env, how):
         else:  # the job outlives the sweep and keeps its lock: a new sweep leaves it alone
             again = sweep(env, *args[2:], check=0).stdout
             assert "running in another process" in again and "1 busy in another process" in again
+        (hold / "release-seed1").touch()
+        if how == signal.SIGKILL:
             deadline = time.time() + 60
             while is_locked(str(lock)):  # the orphaned job finishes on its own
                 assert time.time() < deadline, "the orphaned job did not finish"

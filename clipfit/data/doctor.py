@@ -1,6 +1,6 @@
 """Check a data root before training: ``python -m clipfit.data doctor --root DATA [--dataset dtd ...]``.
 
-For every CoOp dataset found under DATA (or each one named) it checks the folder tree and
+For every CoOp dataset found under --root (or each one named) it checks the folder tree and
 the files the loader needs, the split file, the number of classes and images per split
 against CoOp's published sizes, the images per class, that images open, and that the
 few-shot caches pass the checks a run makes, and lists partial files left by interrupted

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 from clipfit import REPO_ROOT
-from clipfit.experiments.protocol import FEWSHOT_SHOTS, SETTINGS, SOURCE_DATASET, setting_datasets
+from clipfit.experiments.protocol import (DG_TARGETS, FEWSHOT_SHOTS, SETTINGS, SOURCE_DATASET,
+                                          setting_datasets)
 from clipfit.experiments.results import FINISHED, last_progress, run_status
 
 HEADER_PREFIX = "==> "  # the scripts' announcement lines
@@ -96,6 +97,63 @@ def resolve(jobs: Sequence[Job], setting: str, env: Dict[str, str]) -> None:
                              for p in proc.stdout.split() if p]
         job.log = osp.join(base, "logs", f"{job.name}.log")
         job.lock = osp.join(base, "locks", f"{job.name}.lock")
+
+
+def job_datasets(job: Job) -> List[str]:
+    """The datasets (config names) a job's scripts read."""
+    names: List[str] = []
+    for command in job.commands:
+        script = osp.basename(command[1])
+        if script == "xd_train.sh":
+            names.append(SOURCE_DATASET)
+        elif script == "dg_test.sh":
+            names += [SOURCE_DATASET, *DG_TARGETS]
+        else:
+            names.append(command[2])
+    return list(dict.fromkeys(names))
+
+
+def _opt(opts: Sequence[str], key: str) -> Optional[str]:
+    pairs = dict(zip(opts[0::2], opts[1::2]))
+    return pairs.get(key)
+
+
+def missing_inputs(jobs: Sequence[Job], env: Dict[str, str], opts: Sequence[str]) -> Dict[str, str]:
+    """What the jobs need and is not there: ``{dataset or "weights": what is missing and how to
+    get it}``. Dataset folders are looked for under ``$DATA``; the weights at
+    ``MODEL.BACKBONE.PATH`` (from ``opts``), else in the CLIP cache for the backbone name."""
+    from clipfit.data.doctor import import_loaders, resolve_name
+    from clipfit.data.splits import DOCS
+    from clipfit.engine import DATASET_REGISTRY
+
+    import_loaders()
+    data = env.get("DATA") or "data"
+    root = data if osp.isabs(data) else osp.join(REPO_ROOT, data)
+    missing: Dict[str, str] = {}
+    for name in dict.fromkeys(d for job in jobs for d in job_datasets(job)):
+        cls = DATASET_REGISTRY.get(resolve_name(name))
+        folder = osp.join(root, cls.dataset_dir)
+        if not osp.isdir(folder):
+            missing[name] = (f"{folder} not found: prepare it as {DOCS}, section "
+                             f"\"{cls.doc_section}\", explains")
+    path = _opt(opts, "MODEL.BACKBONE.PATH")
+    if path:
+        full = osp.expanduser(path if osp.isabs(path) else osp.join(REPO_ROOT, path))
+        if not osp.isfile(full):
+            missing["weights"] = f"MODEL.BACKBONE.PATH {path}: no such file ({full})"
+    else:
+        from clipfit.methods.clip_loader import cached_weights_path, download_url
+
+        name = _opt(opts, "MODEL.BACKBONE.NAME") or "ViT-B/16"
+        try:
+            target = cached_weights_path(name)
+        except ValueError:  # not an OpenAI name: the trainer config knows where it comes from
+            return missing
+        if not osp.isfile(target):
+            missing["weights"] = (f"CLIP weights {name}: {target} not found: download "
+                                  f"{download_url(name)} to it (README, \"CLIP weights "
+                                  "offline\"), or pass -- MODEL.BACKBONE.PATH FILE")
+    return missing
 
 
 def display_path(path: str) -> str:

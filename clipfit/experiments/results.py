@@ -3,7 +3,9 @@
 A run folder is one ``--output-dir`` of ``train.py``. Its final metrics come from
 ``metrics.json`` (full precision, written by our trainers) and otherwise from Dassl's log
 (``log.txt``, one decimal), so folders made by CoOp's or KgCoOp's own code read too.
-A run is *finished* when it has final metrics; a folder without them is *unfinished*.
+A run is *finished* when it has final metrics. A folder without them is *running* (another
+process holds its lock), *crashed* (with the last error line), *interrupted* (with its last
+checkpoint) or *not-started* (training never began): see :mod:`clipfit.training.run_folder`.
 
 ``python -m clipfit.experiments.results status DIR`` and ``... last-epoch DIR`` serve the shell scripts.
 """
@@ -19,8 +21,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-from clipfit.checkpoint_files import saved_epochs
 from clipfit.fileio import read_json
+from clipfit.training.run_folder import last_checkpoint_epoch, unfinished_state
 
 METRICS_FILE = "metrics.json"
 LOG_FILE = "log.txt"
@@ -36,7 +38,7 @@ _METRIC_LINE = re.compile(r"^\* (\w+): ([\d,.eE+-]+)%?$")
 _PROGRESS_LINE = re.compile(r"^epoch \[(\d+)/(\d+)\]")
 _SEED_DIR = re.compile(r"^seed(\d+)$")
 
-FINISHED, UNFINISHED, MISSING = "finished", "unfinished", "missing"
+FINISHED, MISSING = "finished", "missing"  # else one of run_folder's unfinished states
 
 
 @dataclass
@@ -44,10 +46,10 @@ class RunResult:
     """The final metrics of one run folder, or why there are none."""
 
     path: str
-    status: str  # finished, unfinished or missing
+    status: str  # finished, missing, or running, crashed, interrupted, not-started
     metrics: Dict[str, float] = field(default_factory=dict)  # log keywords: accuracy, error, ...
     source: str = ""  # the file the metrics came from
-    reason: str = ""  # for unfinished or missing runs: what is wrong
+    reason: str = ""  # for unfinished or missing runs: what is wrong (crash: the error line)
 
     @property
     def finished(self) -> bool:
@@ -126,22 +128,13 @@ def read_logs(run_dir: str, end_signal: Optional[str] = None) -> RunResult:
         metrics = parse_log(path, end_signal)
         if metrics is not None:
             return RunResult(run_dir, FINISHED, metrics, path)
-    if not logs:
-        return RunResult(run_dir, UNFINISHED, reason=f"no {METRICS_FILE} and no {LOG_FILE}")
-    return RunResult(run_dir, UNFINISHED, source=logs[0],
-                     reason=f"{osp.basename(logs[0])} has no final result (interrupted or "
-                            "still running)")
+    state, detail = unfinished_state(run_dir)
+    return RunResult(run_dir, state, source=logs[0] if logs else "", reason=detail)
 
 
 def run_status(run_dir: str) -> str:
-    """finished, unfinished or missing."""
+    """finished, missing, running, crashed, interrupted or not-started."""
     return read_run(run_dir).status
-
-
-def last_checkpoint_epoch(run_dir: str) -> Optional[int]:
-    """The highest ``N`` of ``<run_dir>/<model name>/model.pth.tar-N``, None without one."""
-    epochs = [e for d in glob.glob(osp.join(run_dir, "*", "")) for e in saved_epochs(d)]
-    return max(epochs) if epochs else None
 
 
 def last_progress(log_path: str) -> str:
@@ -258,14 +251,14 @@ def harmonic_mean(base: float, new: float) -> float:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Query one run folder (used by scripts/*.sh).")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("status", help="print finished ACCURACY, unfinished or missing"
-                   ).add_argument("dir")
+    sub.add_parser("status", help="print finished ACCURACY, missing, or running, crashed, "
+                   "interrupted or not-started with what happened").add_argument("dir")
     sub.add_parser("last-epoch", help="print the last saved checkpoint epoch (empty: none)"
                    ).add_argument("dir")
     args = parser.parse_args(argv)
     if args.command == "status":
         run = read_run(args.dir)
-        print(run.status + (f" {run.accuracy:.2f}" if run.finished else ""))
+        print(run.status + (f" {run.accuracy:.2f}" if run.finished else f" {run.reason}"))
     else:
         epoch = last_checkpoint_epoch(args.dir)
         print("" if epoch is None else epoch)

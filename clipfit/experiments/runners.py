@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import os
 import os.path as osp
+import re
 import shlex
 import shutil
 import signal
@@ -19,6 +20,7 @@ from typing import Dict, List, Optional, Sequence
 from clipfit import REPO_ROOT
 from clipfit.experiments.jobs import Job, display_path, job_progress, sweep_dir, task_command
 from clipfit.fileio import write_text
+from clipfit.training.run_folder import is_locked
 
 BUSY_EXIT = 75  # a job's lock is held by another process (EX_TEMPFAIL)
 
@@ -49,21 +51,6 @@ def run_task(lock: str, log: str, command: Sequence[str]) -> None:
     os.dup2(out, 2)
     os.chdir(REPO_ROOT)
     os.execvp(command[0], list(command))
-
-
-def is_locked(lock: str) -> bool:
-    """Whether another process holds ``lock`` now."""
-    import fcntl
-
-    if not osp.exists(lock):
-        return False
-    with open(lock) as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-    return False
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -113,7 +100,7 @@ class LocalRunner:
             self.failed.append((job, reason))
             print(f"[FAIL]  {job.name} ({reason}) after {_fmt_duration(took)}; "
                   f"log: {display_path(job.log)}", flush=True)
-            for line in _tail(job.log, 5):
+            for line in failure_excerpt(job.log):
                 print(f"        | {line}", flush=True)
 
     def status_line(self) -> str:
@@ -158,12 +145,22 @@ class LocalRunner:
                 last_status = time.time()
 
 
-def _tail(path: str, n: int) -> List[str]:
+_ERROR_LINE = re.compile(r"^(ERROR\b|(\w+\.)*\w*(Error|Exception|Interrupt)\b)")
+
+
+def failure_excerpt(path: str, n: int = 5) -> List[str]:
+    """The last ``n`` lines of a failed job's log, led by the line that says what failed (an
+    ``ERROR:`` line or an exception) when it lies further up."""
     try:
         with open(path, errors="replace") as f:
-            return [ln.rstrip() for ln in f.readlines()[-n:]]
+            lines = [ln.rstrip() for ln in f.readlines()]
     except OSError:
         return []
+    tail = lines[-n:]
+    errors = [i for i, ln in enumerate(lines) if _ERROR_LINE.match(ln)]
+    if errors and errors[-1] < len(lines) - n:
+        return [lines[errors[-1]], "..."] + tail
+    return tail
 
 
 def slots_from_env(env: Dict[str, str], jobs: int) -> List[Optional[str]]:

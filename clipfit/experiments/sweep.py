@@ -4,7 +4,9 @@
 A job is one dataset and seed (base2new: train then test; fewshot: one number of shots; xd:
 one seed's ImageNet training and its 10 targets; dg: one seed's source model and 4 targets).
 The experiment scripts define where each run writes: the sweep asks them (``DRY_RUN=1``)
-and skips a job whose run folders all hold final results. A job that was interrupted runs
+and skips a job whose run folders all hold final results. Before it launches anything (and in
+``--dry-run``) it checks the dataset folders and the weights file the jobs need, and lists
+what is missing with the DATASETS.md section that explains it. A job that was interrupted runs
 again, and the scripts resume its runs from their last checkpoint.
 
 Jobs run one per GPU listed in ``CUDA_VISIBLE_DEVICES``, else ``--jobs N`` at a time, or as
@@ -21,7 +23,7 @@ import signal
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from clipfit.experiments.jobs import Job, display_path, plan, resolve
+from clipfit.experiments.jobs import Job, display_path, job_datasets, missing_inputs, plan, resolve
 from clipfit.experiments.protocol import FEWSHOT_SHOTS, SEEDS, SETTINGS
 from clipfit.experiments.runners import LocalRunner, is_locked, run_task, slots_from_env, submit_slurm
 
@@ -106,10 +108,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{len(skipped)} already finished (skipped), {len(todo)} to run")
     for job in skipped:
         print(f"  skip {job.name}: finished")
+    missing = missing_inputs(todo, env, opts) if todo else {}
     for job in todo:
         note = " (partly done: resumes)" if states[job.name] == "partial" else ""
         note += " (running in another process)" if is_locked(job.lock) else ""
+        lacks = [d for d in job_datasets(job) if d in missing] + (["weights"] if "weights" in missing else [])
+        note += f" (cannot start: no {', '.join(lacks)})" if lacks else ""
         print(f"  run  {job.name}{note}: {job.shell}")
+    if missing:
+        print(f"Missing ({len(missing)}): the jobs that need these cannot start")
+        for what in missing.values():
+            print(f"  {what}")
+        present = [d for d in dict.fromkeys(d for j in todo for d in job_datasets(j)) if d not in missing]
+        if present and "weights" not in missing:
+            print(f"To run only what is there: --datasets {' '.join(present)}")
+    if missing and not args.dry_run:
+        print("Nothing launched: prepare what is missing above, or leave those datasets out.",
+              file=sys.stderr)
+        return 2
     if args.slurm:
         return submit_slurm(todo, args.setting, env, args.sbatch_args, args.max_parallel,
                             args.dry_run) if todo else 0

@@ -114,7 +114,9 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
         return toy_weights.unpack(path)
     with open(path, "rb") as f:
         try:
-            state_dict = torch.jit.load(f, map_location="cpu").state_dict()
+            with warnings.catch_warnings():  # torch's "torch.jit.load is deprecated" notice
+                warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated")
+                state_dict = torch.jit.load(f, map_location="cpu").state_dict()
         except RuntimeError:
             f.seek(0)
             try:

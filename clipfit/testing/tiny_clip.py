@@ -149,9 +149,9 @@ def save_tiny_clip(
             image = torch.zeros(1, 3, res, res)
             text = torch.zeros(1, context, dtype=torch.long)
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # tracer warnings about python values
+                warnings.simplefilter("ignore")  # tracer warnings, torch.jit.save's deprecation
                 traced = torch.jit.trace_module(model, {"forward": (image, text)}, check_trace=False)
-            torch.jit.save(traced, tmp)
+                torch.jit.save(traced, tmp)
     return path
 
 

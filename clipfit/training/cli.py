@@ -2,19 +2,26 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import importlib
 import os
 import os.path as osp
 import pkgutil
+import signal
 import sys
-from typing import List, Optional
+import traceback
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from clipfit.fileio import write_text
-from clipfit.training.config import get_cfg, merge_from_file, merge_from_list
+from clipfit.training import run_folder
+from clipfit.training.config import closest_key, get_cfg, merge_from_file, merge_from_list
 from clipfit import REPO_ROOT
 
+DEBUG_ENV = "CLIPFIT_DEBUG"  # 1: show the traceback of user errors too
+# Settings a test run takes over from the config.yaml of the model it loads (--model-dir)
+TAKEN_OVER = ("MODEL.BACKBONE.NAME", "MODEL.BACKBONE.PATH", "INPUT.SIZE", "DATASET.TEMPLATE")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", type=str, default="", help="output directory")
     p.add_argument("--resume", type=str, default="",
                    help="checkpoint directory (from which the training resumes)")
-    p.add_argument("--seed", type=int, default=-1, help="only positive value enables a fixed seed")
+    p.add_argument("--seed", type=int, default=-1,
+                   help="fixed seed when 0 or more (default -1: no fixed seed)")
     p.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
     p.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
     p.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
@@ -43,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not call trainer.train(); evaluate the model as built")
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic algorithms and fixed seeds (sets DETERMINISTIC True)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again in --output-dir, deleting the checkpoints and results of "
+                        "the run it holds (needed when its settings differ)")
+    p.add_argument("--announce", metavar="WHAT", default="",
+                   help="for scripts/*.sh: skip a finished run with the same settings, and "
+                        "print '==> skip/finished WHAT ...' lines")
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                    help="modify config options using the command-line")
     return p
@@ -75,24 +89,84 @@ def _reset_cfg(cfg, args: argparse.Namespace) -> None:
 
 def _config_path(path: str, flag: str) -> str:
     if not osp.isfile(path):
-        raise FileNotFoundError(f"{flag} {path}: no such file (paths are relative to the current folder)")
+        folder = osp.dirname(path) or "."
+        names = sorted(n for n in os.listdir(folder) if n.endswith((".yaml", ".yml"))) \
+            if osp.isdir(folder) else []
+        close = closest_key(osp.basename(path), names)
+        hint = f" Did you mean {osp.join(osp.dirname(path), close)}?" if close else ""
+        listing = f" Files in {folder}: {', '.join(names)}." if names else ""
+        raise FileNotFoundError(f"{flag} {path}: no such file (paths are relative to the current "
+                                f"folder).{hint}{listing}")
     return path
 
 
-def setup_cfg(args: argparse.Namespace):
-    """Defaults, then the dataset config, the trainer config, the flags, then opts."""
+def _taken_over(cfg, model_dir: str, opts: List[str]) -> List[str]:
+    """``KEY VALUE`` opts of the trained run's settings (its config.yaml in ``model_dir``) that
+    differ from ``cfg``: weights, input size, template, TRAINER.* (precision, method keys);
+    keys given in ``opts`` are left out (the command line wins)."""
+    path = osp.join(model_dir, "config.yaml")
+    if not osp.isfile(path):
+        return []
+    with open(path) as f:
+        trained = run_folder.flat_settings(cfg.load_cfg(f))
+    now, given = run_folder.flat_settings(cfg), set(opts[0::2])
+    keys = [k for k in trained if (k in TAKEN_OVER or (k.startswith("TRAINER.") and k != "TRAINER.NAME"))
+            and k in now and k not in given and trained[k] != now[k]]
+    return [x for k in keys for x in (k, repr(trained[k]))]
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def setup_cfg(args: argparse.Namespace, notes: Optional[List[str]] = None):
+    """Defaults, then the dataset config, the trainer config, the flags, then opts.
+
+    An evaluation with ``--model-dir`` starts from the trained run's settings (see
+    :func:`_taken_over`); data-loader workers are capped at the CPUs this process may use
+    unless ``DATALOADER.NUM_WORKERS`` is on the command line. ``notes`` receives what was
+    changed, for the log.
+    """
+    notes = [] if notes is None else notes
+    opts = list(args.opts or [])
     cfg = get_cfg()
     if args.dataset_config_file:
         merge_from_file(cfg, _config_path(args.dataset_config_file, "--dataset-config-file"))
     if args.config_file:
         merge_from_file(cfg, _config_path(args.config_file, "--config-file"))
     _reset_cfg(cfg, args)
-    merge_from_list(cfg, args.opts or [])
+    if args.eval_only and args.model_dir:
+        inherited = _taken_over(cfg, args.model_dir, opts)
+        if inherited:
+            merge_from_list(cfg, inherited)
+            pairs = ", ".join(f"{k} {v}" for k, v in zip(inherited[0::2], inherited[1::2]))
+            notes.append(f"Settings taken over from the trained run ({args.model_dir}/config.yaml;"
+                         f" options on the command line override them): {pairs}")
+    merge_from_list(cfg, opts)
+    cpus = cpu_count()
+    if "DATALOADER.NUM_WORKERS" not in opts[0::2] and cfg.DATALOADER.NUM_WORKERS > cpus:
+        notes.append(f"DATALOADER.NUM_WORKERS {cfg.DATALOADER.NUM_WORKERS} capped at {cpus}, the "
+                     "CPUs this process may use (set DATALOADER.NUM_WORKERS on the command line "
+                     "to choose)")
+        cfg.DATALOADER.NUM_WORKERS = cpus
     if cfg.DETERMINISTIC and cfg.SEED < 0:
-        print("Deterministic mode needs a seed; none given, using SEED 1")
+        notes.append("Deterministic mode needs a seed; none given, using SEED 1")
         cfg.SEED = 1
     cfg.freeze()
     return cfg
+
+
+def settings_of(cfg, args: argparse.Namespace) -> Tuple[Dict[str, object], Optional[dict]]:
+    """The settings that define this run (:func:`run_folder.run_settings`, with the SHA256 of
+    the weights file), and the weights file's fingerprint."""
+    evaluates = args.eval_only or args.no_train
+    settings = run_folder.run_settings(
+        cfg, (args.model_dir, args.load_epoch) if evaluates else None)
+    previous = (run_folder.read_record(cfg.OUTPUT_DIR) or {}).get("weights") if cfg.OUTPUT_DIR else None
+    weights = run_folder.weights_fingerprint(run_folder.weights_file(cfg), previous)
+    settings[run_folder.WEIGHTS] = weights["sha256"] if weights else None
+    return settings, weights
 
 
 def import_plugins(root: str = REPO_ROOT) -> None:
@@ -131,12 +205,144 @@ def print_args(args: argparse.Namespace, cfg) -> None:
     print(cfg)
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    from clipfit import engine
+def user_error_message(err: BaseException) -> Optional[str]:
+    """The message of a known user error (missing data or weights, unknown name or key, bad
+    value, unreadable image, a busy or different run folder), None for anything else.
 
+    Known user errors are the lookup, value and I/O errors this project (or Dassl) raises
+    itself with a message, also when a data-loader worker raised them.
+    """
+    if isinstance(err, run_folder.RunFolderError):
+        return str(err)
+    if not isinstance(err, (LookupError, ValueError, OSError, RuntimeError)):
+        return None
+    text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    if "Original Traceback (most recent call last)" in text:  # re-raised from a loader worker
+        lines = text.rstrip().splitlines()
+        frames = [i for i, line in enumerate(lines) if line.lstrip().startswith('File "')]
+        if not frames or frames[-1] + 2 >= len(lines):
+            return None
+        filename, source = lines[frames[-1]].split('"')[1], lines[frames[-1] + 1]
+        text = "\n".join(lines[frames[-1] + 2:]).split(": ", 1)[-1]
+    else:
+        frames = traceback.extract_tb(err.__traceback__)
+        if not frames:
+            return None
+        filename, source = frames[-1].filename, frames[-1].line or ""
+    ours = osp.abspath(filename).startswith(REPO_ROOT + os.sep) or f"{os.sep}dassl{os.sep}" in filename
+    return text if ours and source.lstrip().startswith("raise") and text else None
+
+
+def _debug() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def run_user_command(command: Callable[[], Optional[int]]) -> int:
+    """Run ``command``; a known user error prints its message alone, last, on stderr and gives
+    exit status 2 (its traceback goes to the log file, or to stderr with CLIPFIT_DEBUG=1)."""
+    try:
+        return command() or 0
+    except Exception as err:
+        message = user_error_message(err)
+        if message is None or _debug():
+            raise
+        log = getattr(sys.stdout, "file", None)  # the tee to log.txt, once the logger is set up
+        if log is not None and not log.closed:
+            log.write("".join(traceback.format_exception(err)))
+            log.write(f"ERROR: {message}\n")
+            log.flush()
+        sys.stdout.flush()
+        print(f"ERROR: {message}", file=sys.stderr)
+        return 2
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with the line that says where the run stopped and how to resume it."""
+
+
+def _interrupted_line(cfg, evaluating: bool) -> str:
+    if evaluating or not cfg.OUTPUT_DIR:
+        return "Interrupted: nothing was saved; run the same command again."
+    epoch = run_folder.last_checkpoint_epoch(cfg.OUTPUT_DIR)
+    if epoch is None:
+        return ("Interrupted before the first checkpoint (TRAIN.CHECKPOINT_FREQ): the same "
+                "command starts again from epoch 1.")
+    path = next(iter(glob.glob(osp.join(cfg.OUTPUT_DIR, "*", f"model.pth.tar-{epoch}"))),
+                cfg.OUTPUT_DIR)
+    return (f"Interrupted. Last checkpoint: {path} (epoch {epoch}); run the same command again "
+            "to resume from it.")
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """``train.py``: known user errors end with their message and exit status 2, Ctrl-C with
+    one line saying where the last checkpoint is."""
+    try:
+        code = run_user_command(lambda: _main(argv))
+    except Interrupted as stop:
+        sys.stdout.flush()
+        print(stop.args[0], file=sys.stderr)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # the caller (a script) sees Ctrl-C too
+        os.kill(os.getpid(), signal.SIGINT)
+        raise
+    if code:
+        sys.exit(code)
+
+
+def _main(argv: Optional[List[str]]) -> None:
     args = build_parser().parse_args(argv)
     import_plugins()
-    cfg = setup_cfg(args)
+    lock = run_folder.acquire(args.output_dir, run_folder.process_line(os.getpid())) \
+        if args.output_dir else None
+    try:
+        _run(args, [lock.note] if lock is not None and lock.note else [])
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(args: argparse.Namespace, notes: List[str]) -> None:
+    from clipfit import engine
+    from clipfit.experiments.results import read_run
+
+    cfg = setup_cfg(args, notes)
+    evaluating = args.eval_only or args.no_train
+    folder = cfg.OUTPUT_DIR
+    if folder:
+        settings, weights = settings_of(cfg, args)
+        run = read_run(folder)
+        decision = run_folder.decide(folder, run_folder.EVAL if evaluating else run_folder.TRAIN,
+                                     settings, args.overwrite, run.accuracy if run.finished else None)
+        if decision.action == "skip" and args.announce:
+            print(decision.line(args.announce, folder))
+            return
+        if args.overwrite:
+            run_folder.clear(folder)
+        if decision.detail and decision.action != "skip":
+            notes.append(f"{folder}: {decision.detail}")
+        run_folder.start_record(folder, run_folder.EVAL if evaluating else run_folder.TRAIN,
+                                settings, weights, " ".join(sys.argv))
+    try:
+        _train_or_test(engine, cfg, args, notes)
+    except KeyboardInterrupt:
+        if folder:
+            run_folder.update_record(folder, state=run_folder.INTERRUPTED)
+        raise Interrupted(_interrupted_line(cfg, evaluating)) from None
+    except BaseException as err:
+        if folder:
+            error = user_error_message(err) if isinstance(err, Exception) else None
+            lines = (error or "".join(traceback.format_exception_only(err))).strip().splitlines()
+            run_folder.update_record(folder, state=run_folder.CRASHED,
+                                     error=lines[0] if lines else type(err).__name__)
+        raise
+    if folder:
+        run_folder.update_record(folder, state=run_folder.FINISHED)
+        if args.announce:
+            run = read_run(folder)
+            print(f"==> finished {args.announce}: "
+                  + (f"accuracy {run.accuracy:.2f}%" if run.finished else f"no final result ({run.status})"))
+
+
+def _train_or_test(engine, cfg, args: argparse.Namespace, notes: List[str]) -> None:
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         engine.set_random_seed(cfg.SEED)
@@ -147,6 +353,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         torch.backends.cudnn.benchmark = True
 
     print_args(args, cfg)
+    for note in notes:
+        print(note)
     save_config(cfg)
     print(f"Engine: {engine.ENGINE}")
     print("Collecting env info ...")

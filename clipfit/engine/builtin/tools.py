@@ -63,8 +63,9 @@ def read_image(path: str) -> Image.Image:
         raise FileNotFoundError(f"Image not found: {path}") from e
     except OSError as e:
         raise OSError(
-            f"Cannot read image {path} ({e}). Replace or delete the file "
-            "(python -m clipfit.data doctor lists every unreadable image)."
+            f"Cannot read image {path} ({e}). Replace it with a readable image of the same "
+            "name (the split file lists it, so deleting it is an error too); python -m "
+            "clipfit.data doctor --root DATA lists every unreadable image."
         ) from e
 
 

@@ -122,6 +122,7 @@ class TrainerBase:
         except ImportError:
             print("tensorboard is not installed: no scalars are written (pip install tensorboard)")
             return
+        mkdir_if_missing(log_dir)
         print(f"Initialize tensorboard (log_dir={log_dir})")
         self._writer = SummaryWriter(log_dir=log_dir)
 
@@ -233,9 +234,7 @@ class SimpleTrainer(TrainerBase):
     def before_train(self) -> None:
         directory = self.cfg.RESUME or self.cfg.OUTPUT_DIR
         self.start_epoch = self.resume_model_if_exist(directory)
-        writer_dir = osp.join(self.output_dir, "tensorboard")
-        mkdir_if_missing(writer_dir)
-        self.init_writer(writer_dir)
+        self.init_writer(osp.join(self.output_dir, "tensorboard"))  # created only when used
         self.time_start = time.time()
 
     def after_train(self) -> None:
