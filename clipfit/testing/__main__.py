@@ -9,8 +9,9 @@ Then, for example::
         INPUT.SIZE "(32, 32)" OPTIM.MAX_EPOCH 2
 
 The images are noise and the CLIP is random: accuracies are near chance. They exercise the
-code paths, not the method. For real learning effects on a CPU use the toy world, where it
-is available (``MODEL.BACKBONE.NAME toy``, see the README).
+code paths, not the method. For real learning effects on a CPU, the recommended way is the
+toy world: ``python -m clipfit.toyworld make-data --root DATA``, then the scripts on
+``toy_shapes`` (its configs use the shipped toy CLIP, ``MODEL.BACKBONE.NAME toy``).
 """
 from __future__ import annotations
 
