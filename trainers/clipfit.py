@@ -9,7 +9,13 @@ from clipfit.engine import TRAINER_REGISTRY
 from clipfit.training.grad_stats import GradStatsRecorder
 from clipfit.methods.clipfit import CLIPFitModel, CLIPFitSettings
 from clipfit.methods.templates import resolve_template
-from clipfit.training.base_trainer import CLIPTrainer
+from clipfit.training.base_trainer import CLIPTrainer, cfg_value
+from clipfit.training.config import project_keys
+
+# Keys the authors' train.py adds and their scripts set that CLIPFit does not read (their
+# ClipFit trainer does not read them either): accepted, and logged when set.
+INERT_KEYS = ("TRAINER.COOP.N_CTX", "TRAINER.COOP.CSC", "TRAINER.COOP.CTX_INIT",
+              "TRAINER.COOP.CLASS_TOKEN_POSITION", "TRAINER.COOP.W1", "TRAINER.COOP.W2")
 
 
 @TRAINER_REGISTRY.register()
@@ -18,7 +24,6 @@ class CLIPFit(CLIPTrainer):
     with ``CE + BETA * (1 - mean cos(w, w_clip))``. Options: ``TRAINER.CLIPFIT.*``."""
 
     prec_key = "TRAINER.CLIPFIT.PREC"
-    template_key = "TRAINER.CLIPFIT.TEMPLATE"
     model_name = "clipfit"
 
     def check_cfg(self, cfg) -> None:
@@ -27,9 +32,13 @@ class CLIPFit(CLIPTrainer):
 
     def build_classifier(self, clip_model: torch.nn.Module, classnames: Sequence[str]) -> CLIPFitModel:
         settings = CLIPFitSettings.from_cfg(self.cfg.TRAINER.CLIPFIT)
-        return CLIPFitModel(clip_model, classnames, resolve_template(self.cfg, self.template_key), settings)
+        return CLIPFitModel(clip_model, classnames, resolve_template(self.cfg), settings)
 
     def build_model(self) -> None:
+        defaults = project_keys()
+        changed = [f"{k} {cfg_value(self.cfg, k)}" for k in INERT_KEYS if cfg_value(self.cfg, k) != cfg_value(defaults, k)]
+        if changed:
+            print(f"Note: {', '.join(changed)}: accepted for the CLIPFit authors' scripts, no effect on CLIPFit")
         super().build_model()
         # built before any resume or update: changes are measured from the pre-trained values
         self.grad_stats = (
@@ -48,4 +57,7 @@ class CLIPFit(CLIPTrainer):
 
 @TRAINER_REGISTRY.register()
 class ClipFit(CLIPFit):
-    """The authors' trainer name, so their scripts' ``--trainer ClipFit`` runs CLIPFit."""
+    """The authors' trainer name, so their scripts' ``--trainer ClipFit`` runs CLIPFit; like
+    their trainer it reads its precision from ``TRAINER.COOP.PREC``."""
+
+    prec_key = "TRAINER.COOP.PREC"

@@ -15,14 +15,14 @@ from clipfit.training.base_trainer import CLIPTrainer
 class ZeroshotCLIP(CLIPTrainer):
     """CLIP's class prompts as the classifier; run with ``--eval-only`` or ``--no-train``.
 
-    Template: ``DATASET.TEMPLATE``, else the dataset's default. Precision:
+    Template: ``DATASET.TEMPLATE``, else CoOp's ``zsclip.py`` template for the dataset. Precision:
     ``TRAINER.COOP.PREC`` (CoOp evaluates zero-shot CLIP with its CoOp config).
     """
 
     prec_key = "TRAINER.COOP.PREC"
 
     def build_classifier(self, clip_model: torch.nn.Module, classnames: Sequence[str]) -> ZeroShotClassifier:
-        template = resolve_template(self.cfg, self.template_key)
+        template = resolve_template(self.cfg)
         print(f"Template: {template!r}")
         return ZeroShotClassifier(clip_model, classnames, template)
 

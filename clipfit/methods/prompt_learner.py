@@ -81,9 +81,9 @@ def _initial_context(
     if s.n_ctx < 1:
         raise ValueError(f"{s.key_prefix}N_CTX is {s.n_ctx}; use at least 1 context vector.")
     shape = (n_cls, s.n_ctx, embedding.embedding_dim) if s.csc else (s.n_ctx, embedding.embedding_dim)
-    ctx = torch.empty(shape, dtype=dtype, device=device)
+    ctx = torch.empty(shape, dtype=dtype)  # drawn by the CPU generator, as CoOp does before .cuda()
     nn.init.normal_(ctx, std=INIT_STD)
-    return ctx, " ".join(["X"] * s.n_ctx)
+    return ctx.to(device), " ".join(["X"] * s.n_ctx)
 
 
 def _tokenize_prompts(prompts: List[str], context_length: int, n_ctx: int, key_prefix: str) -> TokenizedPrompts:

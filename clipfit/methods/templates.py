@@ -1,16 +1,28 @@
-"""Hand-crafted prompt templates, one per dataset (those of the CLIPFit authors' code).
+"""Hand-crafted prompt templates: each trainer uses its own reference code's, per dataset.
 
-Keys are Dassl ``DATASET.NAME`` values. A template holds one ``{}`` for the class name.
+Keys are Dassl ``DATASET.NAME`` values; a template holds one ``{}`` for the class name.
+Two tables exist in the reference code, and they differ only for DTD:
+
+- :data:`CLIPFIT_TEMPLATES`: the CLIPFit authors' ``trainers/ClipFit.py``, identical to
+  KgCoOp's ``trainers/kgcoop.py`` (DTD "a photo of a {}, a type of texture.");
+- :data:`ZEROSHOT_TEMPLATES`: CoOp's ``trainers/zsclip.py`` (its ``ZeroshotCLIP``),
+  identical to CLIP-Adapter's ``clip_adapter.py`` (DTD "{} texture.").
+
+CoOp itself has no hand-crafted template: its prompt is learned context, class name, ".".
+
+``DATASET.TEMPLATE`` (one key for every trainer) replaces the table's template when set:
+the class prompts of zero-shot CLIP and CLIPFit, and the hand-crafted prompts KgCoOp
+and CLIP-Adapter build their class features from.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 from yacs.config import CfgNode
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 
-DATASET_TEMPLATES: Dict[str, str] = {
+CLIPFIT_TEMPLATES: Dict[str, str] = {
     "OxfordPets": "a photo of a {}, a type of pet.",
     "OxfordFlowers": "a photo of a {}, a type of flower.",
     "FGVCAircraft": "a photo of a {}, a type of aircraft.",
@@ -28,6 +40,17 @@ DATASET_TEMPLATES: Dict[str, str] = {
     "ImageNetR": DEFAULT_TEMPLATE,
 }
 
+ZEROSHOT_TEMPLATES: Dict[str, str] = {**CLIPFIT_TEMPLATES, "DescribableTextures": "{} texture."}
+
+# trainer name -> its reference's table; trainers not listed use CLIPFIT_TEMPLATES
+TRAINER_TEMPLATES: Dict[str, Dict[str, str]] = {
+    "ZeroshotCLIP": ZEROSHOT_TEMPLATES,
+    "CLIP_Adapter": ZEROSHOT_TEMPLATES,
+    "KgCoOp": CLIPFIT_TEMPLATES,
+    "CLIPFit": CLIPFIT_TEMPLATES,
+    "ClipFit": CLIPFIT_TEMPLATES,
+}
+
 
 def check_template(template: str, key: str) -> str:
     """``template`` if it formats one class name; else an error naming the config ``key``."""
@@ -43,22 +66,13 @@ def check_template(template: str, key: str) -> str:
     return template
 
 
-def resolve_template(cfg: CfgNode, trainer_key: Optional[str] = None) -> str:
-    """The template for this run.
-
-    Order: the trainer's own key (dotted, e.g. ``"TRAINER.CLIPFIT.TEMPLATE"``) when
-    given and non-empty, then ``DATASET.TEMPLATE``, then the dataset's default, then
-    ``"a photo of a {}."``.
-    """
-    if trainer_key:
-        node = cfg
-        for part in trainer_key.split("."):
-            node = node[part]
-        if node:
-            return check_template(node, trainer_key)
+def resolve_template(cfg: CfgNode) -> str:
+    """``DATASET.TEMPLATE`` when set, else the template of ``TRAINER.NAME``'s reference for
+    ``DATASET.NAME`` (see the module docstring), else ``"a photo of a {}."``."""
     if cfg.DATASET.TEMPLATE:
         return check_template(cfg.DATASET.TEMPLATE, "DATASET.TEMPLATE")
-    return DATASET_TEMPLATES.get(cfg.DATASET.NAME, DEFAULT_TEMPLATE)
+    table = TRAINER_TEMPLATES.get(cfg.TRAINER.NAME, CLIPFIT_TEMPLATES)
+    return table.get(cfg.DATASET.NAME, DEFAULT_TEMPLATE)
 
 
 def class_prompts(template: str, classnames: Sequence[str]) -> List[str]:

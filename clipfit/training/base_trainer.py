@@ -1,7 +1,7 @@
 """The shared base of every CLIP trainer (zero-shot CLIP, CLIPFit, CoOp-style baselines).
 
-A subclass sets :attr:`CLIPTrainer.prec_key` (and optionally :attr:`template_key`)
-and implements :meth:`CLIPTrainer.build_classifier`, returning a
+A subclass sets :attr:`CLIPTrainer.prec_key` and implements
+:meth:`CLIPTrainer.build_classifier`, returning a
 :class:`clipfit.methods.classifier.CLIPClassifier`. The base does the rest, with Dassl's
 public behaviour on either engine:
 
@@ -57,7 +57,6 @@ class CLIPTrainer(TrainerX):
     """Base trainer over a :class:`CLIPClassifier` (see the module docstring)."""
 
     prec_key: str = ""  # dotted config key of the precision, e.g. "TRAINER.CLIPFIT.PREC"
-    template_key: Optional[str] = None  # the trainer's own template key, if it has one
     model_name: str = "model"  # registered model name = checkpoint sub-directory
     lr_per_batch: bool = False  # step the scheduler after every batch (else once per epoch)
 

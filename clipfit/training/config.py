@@ -25,7 +25,9 @@ def project_keys() -> CN:
     cfg.MODEL.BACKBONE = CN()
     cfg.TRAINER = CN()
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
-    cfg.DATASET.TEMPLATE = ""  # prompt template with "{}"; empty: the dataset's default
+    # prompt template with "{}" for every trainer that uses one; empty: the trainer's
+    # reference template for the dataset (clipfit.methods.templates)
+    cfg.DATASET.TEMPLATE = ""
     # Generic image-folder / CSV dataset (DATASET.NAME "ImageFolder" or "CSVDataset")
     cfg.DATASET.CSV_FILE = ""
     cfg.DATASET.IMAGE_DIR = ""
@@ -44,6 +46,10 @@ def project_keys() -> CN:
     cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end, middle, front
     cfg.TRAINER.COOP.W = 8.0  # KgCoOp: weight of the knowledge-guided term
     cfg.TRAINER.COOP.KG_DISTANCE = "cosine"  # KgCoOp: cosine (its code) or euclidean (its paper)
+    # The CLIPFit authors' train.py adds these and their scripts set them; nothing reads them
+    # (their trainer neither): accepted so their command lines run, logged as without effect.
+    cfg.TRAINER.COOP.W1 = 1.0
+    cfg.TRAINER.COOP.W2 = 1.0
 
     cfg.TRAINER.COCOOP = CN()
     cfg.TRAINER.COCOOP.N_CTX = 16
@@ -85,7 +91,6 @@ def project_keys() -> CN:
     cfg.TRAINER.CLIPFIT.TEXT_LAYERS = []  # block indices to tune; empty: all
     cfg.TRAINER.CLIPFIT.IMAGE_LAYERS = []  # block indices to tune; empty: all
     cfg.TRAINER.CLIPFIT.PREC = "fp16"  # fp16, amp, fp32
-    cfg.TRAINER.CLIPFIT.TEMPLATE = ""  # empty: the dataset's default template
     cfg.TRAINER.CLIPFIT.LOG_GRAD_STATS = False  # record per-layer gradient statistics
     return cfg
 
