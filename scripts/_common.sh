@@ -53,20 +53,30 @@ need_args() {  # N USAGE "$@": exit with the usage unless at least N arguments w
 is_clipfit() { [[ "$TRAINER" == CLIPFit || "$TRAINER" == ClipFit ]]; }
 is_zeroshot() { [[ "$TRAINER" == ZeroshotCLIP* || "$TRAINER" == TipAdapter ]]; }  # evaluated only, never trained
 
-default_cfg() {  # SETTING DATASET -> $CFG if set, else the paper's config for $TRAINER
+default_cfg() {  # SETTING DATASET -> $CFG if set, else the config $TRAINER's own repository uses
+    # (SETTING: base2new, fewshot (reads $SHOTS), xd, dg; the source is named beside each choice)
     if [[ -n "${CFG:-}" ]]; then echo "$CFG"; return; fi
     case "$2" in toy_*) echo toy; return ;; esac  # the toy world: configs/trainers/*/toy.yaml
     case "$TRAINER" in
-        CLIPFit|ClipFit)  # paper 4.1: 10 epochs (_ep10) for ImageNet and Food101, else 100;
+        CLIPFit|ClipFit)  # CLIPFit paper 4.1: 10 epochs (_ep10) for ImageNet and Food101, else 100;
             # beta 8 for base2new and cross-dataset, 2 (_beta2) for distribution shift and
             # few-shot, except few-shot SUN397 and DTD (8)
             local name=vit_b16
             case "$2" in imagenet|food101) name+=_ep10 ;; esac
             case "$1:$2" in dg:*) name+=_beta2 ;; fewshot:sun397|fewshot:dtd) ;; fewshot:*) name+=_beta2 ;; esac
             echo "$name" ;;
-        CoOp) echo vit_b16_ctxv1 ;;
-        CoCoOp) echo vit_b16_c4_ep10_batch1_ctxv1 ;;
-        KgCoOp) echo vit_b16_ep100_ctxv1 ;;
+        CoOp)
+            case "$1:$2" in
+                fewshot:imagenet) echo vit_b16_ep50 ;;  # CoOp COOP.md: *_ep50 for ImageNet, all shots
+                fewshot:*)  # CoOp COOP.md (scripts/coop/main.sh ... end 16 SHOTS False): 16 random tokens,
+                    case "$SHOTS" in 1) echo vit_b16_ep50 ;; 2|4) echo vit_b16_ep100 ;; *) echo vit_b16 ;; esac ;;
+                    # 1 shot 50 epochs, 2 and 4 shots 100, 8 and 16 shots 200
+                base2new:imagenet|xd:*|dg:*) echo vit_b16_ep50_ctxv1 ;;  # CoOp scripts/cocoop/{base2new,xd}_train.sh
+                *) echo vit_b16_ctxv1 ;;  # CoOp scripts/cocoop/base2new_train.sh ("when TRAINER=CoOp")
+            esac ;;
+        CoCoOp) echo vit_b16_c4_ep10_batch1_ctxv1 ;;  # CoOp scripts/cocoop/{base2new,xd}_train.sh
+        KgCoOp) echo vit_b16_ep100_ctxv1 ;;  # KgCoOp scripts/{base2new,xd}_train.sh (W 8.0: scripts/run.sh,
+            # xd_train.sh); it ships no few-shot script, so few-shot uses the same config
         MaPLe)  # its scripts: base-to-new depth 9; cross-dataset (and shift) depth 3, 2 epochs
             case "$1" in xd|dg) echo vit_b16_c2_ep5_batch4_2ctx_cross_datasets ;; *) echo vit_b16_c2_ep5_batch4_2ctx ;; esac ;;
         ProGrad)  # its README: 1 shot ep50, 2-4 shots ep100, 8-16 shots 200 epochs with lambda 0.8 on
@@ -78,7 +88,8 @@ default_cfg() {  # SETTING DATASET -> $CFG if set, else the paper's config for $
                 *) echo vit_b16 ;;
             esac ;;
         TipAdapter|TipAdapterF) echo "vit_b16_$2" ;;  # one config per dataset, as Tip-Adapter's
-        *) echo vit_b16 ;;  # ZeroshotCLIP, CLIP_Adapter
+        *) echo vit_b16 ;;  # ZeroshotCLIP (CoOp scripts/coop/zeroshot.sh); CLIP_Adapter: its repository
+            # (clip_adapter.py only) ships no config or script, see configs/trainers/CLIP_Adapter/vit_b16.yaml
     esac
 }
 

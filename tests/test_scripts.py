@@ -171,13 +171,30 @@ def test_paper_defaults_and_output_layout():
     assert [p.split("/")[4] for p in dg[1:]] == ["imagenetv2", "imagenet_sketch", "imagenet_a",
                                                  "imagenet_r"]
     assert dry_run("dg_test.sh", 1, TRAINER="CoOp")[0] == \
-        "/o/xd/train/imagenet/shots_16/CoOp/vit_b16_ctxv1/seed1"  # shared with xd
+        "/o/xd/train/imagenet/shots_16/CoOp/vit_b16_ep50_ctxv1/seed1"  # shared with xd
     assert dry_run("base2new_train.sh", "dtd", 1, TRAINER="KgCoOp", SHOTS="8") == [
         "/o/base2new/train_base/dtd/shots_8/KgCoOp/vit_b16_ep100_ctxv1/seed1"]
     assert dry_run("base2new_train.sh", "dtd", 1, CFG="mine") == [
         "/o/base2new/train_base/dtd/shots_16/CLIPFit/mine/seed1"]
     assert dry_run("base2new_train.sh", "toy_shapes", 1, TRAINER="KgCoOp") == [  # the toy world
         "/o/base2new/train_base/toy_shapes/shots_16/KgCoOp/toy/seed1"]
+
+
+def test_baseline_defaults_are_their_own_repositories_choices():
+    """CoOp: COOP.md few-shot table and scripts/cocoop/*; KgCoOp: its scripts (W 8.0 in the config)."""
+    def cfg(script, *args, **env):
+        return dry_run(script, *args, **env)[0].split("/")[-2]
+
+    coop = {1: "vit_b16_ep50", 2: "vit_b16_ep100", 4: "vit_b16_ep100", 8: "vit_b16", 16: "vit_b16"}
+    for shots, name in coop.items():
+        assert cfg("fewshot.sh", "caltech101", 1, shots, TRAINER="CoOp") == name
+        assert cfg("fewshot.sh", "imagenet", 1, shots, TRAINER="CoOp") == "vit_b16_ep50"
+    assert cfg("base2new_train.sh", "dtd", 1, TRAINER="CoOp") == "vit_b16_ctxv1"
+    assert cfg("base2new_train.sh", "imagenet", 1, TRAINER="CoOp") == "vit_b16_ep50_ctxv1"
+    assert cfg("xd_train.sh", 1, TRAINER="CoOp") == "vit_b16_ep50_ctxv1"
+    for script, args in (("base2new_train.sh", ("dtd", 1)), ("xd_train.sh", (1,)), ("fewshot.sh", ("dtd", 1, 4))):
+        assert cfg(script, *args, TRAINER="KgCoOp") == "vit_b16_ep100_ctxv1"
+    assert cfg("fewshot.sh", "dtd", 1, 4, TRAINER="CLIP_Adapter") == "vit_b16"
 
 
 def test_errors_say_what_to_do(fixtures, tmp_path):
