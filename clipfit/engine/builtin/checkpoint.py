@@ -6,7 +6,7 @@ import os.path as osp
 import random
 import warnings
 from collections import OrderedDict
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -38,8 +38,19 @@ def restore_rng_state(state: Optional[Dict[str, Any]]) -> None:
     name, keys, *rest = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    restore_cuda_rng_states(state.get("cuda") or [])
+
+
+def restore_cuda_rng_states(saved: Sequence[torch.Tensor]) -> None:
+    """Give device ``i`` the generator state saved for device ``i``, for the devices both runs
+    have: a run saved with 4 GPUs resumes on 1 (or on the CPU), one saved with 1 on 4 (the
+    other devices keep their seeded state). A note says when the counts differ."""
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for i in range(min(len(saved), available)):
+        torch.cuda.set_rng_state(saved[i], i)
+    if saved and len(saved) != available:
+        print(f"Note: the checkpoint holds CUDA generator states of {len(saved)} device(s), this run "
+              f"has {available}: restored {min(len(saved), available)}; others keep their seeded state")
 
 
 def save_checkpoint(
