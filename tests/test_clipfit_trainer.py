@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from clipfit import engine
+from clipfit.methods.clip_loader import load_clip, weights_fingerprint
 from clipfit.training.tuned_checkpoint import CheckpointMismatchError
 from clipfit.training.cli import build_parser, import_plugins, setup_cfg
 from clipfit.testing.fake_datasets import make_dataset
@@ -131,6 +132,25 @@ def test_checkpoint_for_another_selection_or_backbone_is_refused(trained, assets
         trainer.load_model(trained["out"], epoch=99)
 
 
+def test_checkpoint_tuned_from_other_weights_is_refused_naming_both(trained, assets, tmp_path):
+    ckpt = torch.load(os.path.join(trained["out"], "clipfit", f"model.pth.tar-{EPOCHS}"), weights_only=True)
+    tuned_from = ckpt["meta"]["weights"]
+    assert tuned_from == {"fingerprint": weights_fingerprint(load_clip("ViT-B/16", assets["vit"])),
+                          "source": assets["vit"]}
+    other = save_tiny_clip(str(tmp_path / "other.pt"), seed=7)  # same architecture, other values
+    flags = ["--eval-only", "--model-dir", trained["out"], "--load-epoch", str(EPOCHS)]
+    trainer = _trainer(_argv(assets, tmp_path / "a", "MODEL.BACKBONE.PATH", other, flags=flags))
+    with pytest.raises(CheckpointMismatchError) as err:
+        trainer.load_model(trained["out"], epoch=EPOCHS)
+    mine = weights_fingerprint(load_clip("ViT-B/16", other))
+    assert mine != tuned_from["fingerprint"]
+    for part in (tuned_from["fingerprint"], assets["vit"], mine, other, "MODEL.CHECK_WEIGHTS_FINGERPRINT False"):
+        assert part in str(err.value)
+    trainer = _trainer(_argv(assets, tmp_path / "b", "MODEL.BACKBONE.PATH", other,
+                             "MODEL.CHECK_WEIGHTS_FINGERPRINT", "False", flags=flags))
+    trainer.load_model(trained["out"], epoch=EPOCHS)  # the documented override
+
+
 def test_test_encodes_class_prompts_once_per_call_with_unchanged_results(trained, monkeypatch):
     trainer = trained["trainer"]
     model = trainer.model
@@ -167,12 +187,12 @@ def test_resume_continues_like_the_uninterrupted_run(trained, assets, tmp_path):
 
 
 def test_alias_resnet_note_and_fp16_fallback_on_cpu(assets, tmp_path, capsys):
-    trainer = _trainer(_argv(assets, tmp_path, "TRAINER.CLIPFIT.PREC", "fp16", trainer="ClipFit", clip="rn"))
+    trainer = _trainer(_argv(assets, tmp_path, "TRAINER.COOP.PREC", "fp16", trainer="ClipFit", clip="rn"))
     out = capsys.readouterr().out
     assert type(trainer).__name__ == "ClipFit" and trainer.get_model_names() == ["clipfit"]
     assert trainer.precision == "fp32"
     assert sum("WARNING" in line for line in out.splitlines()) == 1
-    assert "TRAINER.CLIPFIT.PREC fp16 needs a CUDA GPU" in out
+    assert "TRAINER.COOP.PREC fp16 needs a CUDA GPU" in out  # the authors' trainer reads this key
     assert "BatchNorm" in out and "running statistics stay frozen" in out
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
 

@@ -159,6 +159,20 @@ def build_clip(state_dict: Dict[str, torch.Tensor]) -> CLIP:
     return model.eval()
 
 
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A short SHA-256 of every tensor of ``model`` (names, shapes, values in fp32).
+
+    Computed on the pre-trained model before any tuning, so it identifies the weights a
+    checkpoint was tuned from, whatever file format or precision they were loaded in.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        value = tensor.detach().to("cpu", torch.float32).contiguous()
+        digest.update(f"{name}{tuple(value.shape)}".encode())
+        digest.update(value.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def architecture(model: CLIP) -> Dict[str, Union[str, int]]:
     """The dimensions ``build_model`` infers from the weights: identifies an architecture."""
     visual = model.visual

@@ -33,7 +33,7 @@ from clipfit.checkpoint_files import checkpoint_file, has_checkpoint, load_newes
 from clipfit.training import tuned_checkpoint as ckpt_io
 from clipfit.fileio import write_json
 from clipfit.methods.classifier import CLIPClassifier
-from clipfit.methods.clip_loader import architecture, load_clip
+from clipfit.methods.clip_loader import architecture, load_clip, resolve_weights, weights_fingerprint
 from clipfit.engine import (TrainerX, build_lr_scheduler, build_optimizer, capture_rng_state,
                      compute_accuracy, restore_rng_state, save_checkpoint)
 
@@ -88,6 +88,10 @@ class CLIPTrainer(TrainerX):
     def build_model(self) -> None:
         cfg = self.cfg
         clip_model = load_clip(cfg)
+        self.weights_record = {  # the pre-trained weights, recorded in every checkpoint's meta
+            "fingerprint": weights_fingerprint(clip_model),
+            "source": resolve_weights(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH),
+        }
         res = clip_model.visual.input_resolution
         if tuple(cfg.INPUT.SIZE) != (res, res):
             raise ValueError(
@@ -223,13 +227,15 @@ class CLIPTrainer(TrainerX):
     # Checkpoints ------------------------------------------------------------------------
     def checkpoint_meta(self) -> Dict[str, Any]:
         """What a checkpoint of the current model records and must match to be loaded."""
-        return ckpt_io.make_meta(
+        meta = ckpt_io.make_meta(
             self.cfg.MODEL.BACKBONE.NAME,
             architecture(self.model.clip),
             self.model.learned_parameters(),
             self.model.checkpoint_settings(),
             info={"trainer": self.cfg.TRAINER.NAME, "precision": self.precision},
         )
+        meta["weights"] = dict(self.weights_record)
+        return meta
 
     def save_model(self, epoch: int, directory: str, is_best: bool = False, val_result=None,
                    model_name: str = "") -> None:
@@ -252,6 +258,8 @@ class CLIPTrainer(TrainerX):
         """Read, check and restore one checkpoint into model ``name``; returns the checkpoint."""
         checkpoint = ckpt_io.read(path)
         ckpt_io.check_compatible(checkpoint, self.checkpoint_meta(), path)
+        if self.cfg.MODEL.CHECK_WEIGHTS_FINGERPRINT:
+            ckpt_io.check_weights(checkpoint, self.weights_record["fingerprint"], self.weights_record["source"], path)
         ckpt_io.restore(self._models[name].learned_parameters(), checkpoint["state_dict"])
         self.weights_epoch = int(checkpoint["epoch"])
         return checkpoint

@@ -33,6 +33,8 @@ def project_keys() -> CN:
     cfg.DATASET.IMAGE_DIR = ""
 
     cfg.MODEL.BACKBONE.PATH = ""  # local CLIP weights: JIT archive or OpenAI state dict
+    # refuse a checkpoint tuned from other pre-trained weights (fingerprint in its meta)
+    cfg.MODEL.CHECK_WEIGHTS_FINGERPRINT = True
 
     cfg.DETERMINISTIC = False  # deterministic algorithms, fixed worker seeds
 

@@ -101,3 +101,16 @@ def restore(params: Mapping[str, torch.nn.Parameter], state_dict: Mapping[str, t
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(state_dict[name])
+
+
+def check_weights(ckpt: Mapping[str, Any], fingerprint: str, source: str, path: str) -> None:
+    """Refuse a checkpoint tuned from other pre-trained weights than ``fingerprint`` (of the
+    weights loaded from ``source``), naming both; checkpoints without a record pass."""
+    saved = ckpt["meta"].get("weights") or {}
+    if saved.get("fingerprint", fingerprint) != fingerprint:
+        raise CheckpointMismatchError(
+            f"Checkpoint {path} was tuned from pre-trained weights {saved['fingerprint']} "
+            f"({saved.get('source', 'unknown file')}), but this run loaded weights {fingerprint} ({source}). "
+            "Load the weights it was tuned from (MODEL.BACKBONE.PATH), or set "
+            "MODEL.CHECK_WEIGHTS_FINGERPRINT False to apply it anyway."
+        )
