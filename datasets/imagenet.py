@@ -9,6 +9,7 @@ from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
 
 from clipfit.data.folders import CoOpDataset, FolderDataset
+from clipfit.data.listing_cache import CACHE_FILE, cached_listing
 from clipfit.data.splits import annotation_lines, list_subfolders, make_datums
 from clipfit.engine import DATASET_REGISTRY, Datum, listdir_nohidden
 
@@ -25,17 +26,30 @@ def read_classnames(text_file: str) -> "OrderedDict[str, str]":
 
 
 def read_class_folders(
-    image_dir: str, folders: List[Tuple[str, str]], classnames: Dict[str, str]
+    image_dir: str, folders: List[Tuple[str, str]], classnames: Dict[str, str],
+    listing: Optional[Dict[str, List[str]]] = None, verified: bool = False,
 ) -> List[Datum]:
     """Images of ``<image_dir>/<folder>/``, labelled by position in ``folders`` ((folder, wnid) pairs).
 
-    Images are listed in ``os.listdir`` order, as CoOp does, so a seed samples the same ones.
+    Images are listed in ``os.listdir`` order, as CoOp does, so a seed samples the same ones;
+    ``listing`` (folder -> file names) replaces the listing. ``verified``: the names come from
+    a listing cache whose folders are unchanged (:mod:`clipfit.data.listing_cache`), so the
+    files are not checked one by one.
     """
-    rows = []
-    for label, (folder, wnid) in enumerate(folders):
-        for name in listdir_nohidden(os.path.join(image_dir, folder)):
-            rows.append((os.path.join(folder, name), label, classnames[wnid]))
+    names = listing or {folder: listdir_nohidden(os.path.join(image_dir, folder)) for folder, _ in folders}
+    rows = [(os.path.join(folder, name), label, classnames[wnid])
+            for label, (folder, wnid) in enumerate(folders) for name in names[folder]]
+    if verified:
+        return [_unchecked_datum(os.path.join(image_dir, path), label, name) for path, label, name in rows]
     return make_datums(rows, image_dir, image_dir)
+
+
+def _unchecked_datum(impath: str, label: int, classname: str) -> Datum:
+    """A ``Datum`` without its per-file existence check (Dassl's and the built-in ``Datum``
+    both keep exactly these attributes)."""
+    item = Datum.__new__(Datum)
+    item._impath, item._label, item._domain, item._classname = impath, label, 0, classname
+    return item
 
 
 @DATASET_REGISTRY.register()
@@ -65,9 +79,15 @@ imagenet/
                 f"images/train has {len(train_folders)} class folders and images/val {len(val_folders)}, "
                 "not the same ones: labels would not match. Both must hold the same wnid folders."
             )
-        train = read_class_folders(os.path.join(self.image_dir, "train"), train_folders, classnames)
-        test = read_class_folders(os.path.join(self.image_dir, "val"), val_folders, classnames)
-        return train, None, test
+        subfolders = [f"{split}/{f}" for split in ("train", "val") for f, _ in train_folders]
+        listing, cached = cached_listing(self.image_dir, subfolders, os.path.join(self.dataset_dir, CACHE_FILE))
+        splits = [
+            read_class_folders(os.path.join(self.image_dir, split), folders, classnames,
+                               {f: listing[f"{split}/{f}"] for f, _ in folders}, verified=cached)
+            for split, folders in (("train", train_folders), ("val", val_folders))
+        ]
+        print(f"ImageNet: file listing {'read from the cache' if cached else 'made'} ({os.path.join(self.dataset_dir, CACHE_FILE)})")
+        return splits[0], None, splits[1]
 
     def wnid_folders(self, split: str, classnames: Dict[str, str]) -> List[Tuple[str, str]]:
         """The sorted class folders of ``images/<split>``, each checked against ``classnames.txt``."""
