@@ -66,4 +66,4 @@ def test_their_base2new_train_command_line_runs(tmp_path):
     assert ("Note: TRAINER.COOP.N_CTX 4, TRAINER.COOP.CTX_INIT a photo of a, TRAINER.COOP.W1 0.2, "
             "TRAINER.COOP.W2 0.2: accepted for the CLIPFit authors' scripts, no effect on CLIPFit") in log
     assert "epoch [10/10]" in log and "* accuracy:" in log
-    assert (out / "clipfit" / "model.pth.tar-10").is_file()
+    assert (out / "prompt_learner" / "model.pth.tar-10").is_file()  # their folder name

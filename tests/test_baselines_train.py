@@ -18,8 +18,8 @@ CONFIGS = {
     "CLIP_Adapter": "configs/trainers/CLIP_Adapter/vit_b16.yaml",
 }
 MODEL_DIRS = {"CoOp": "prompt_learner", "KgCoOp": "prompt_learner", "CLIP_Adapter": "clip_adapter"}
-ADDED = {"CoOp": {"prompt_learner.ctx"}, "KgCoOp": {"prompt_learner.ctx"},
-         "CLIP_Adapter": {"adapter.fc.0.weight", "adapter.fc.2.weight"}}
+# the added tensors under the state-dict keys of each reference's own checkpoints
+ADDED = {"CoOp": {"ctx"}, "KgCoOp": {"ctx"}, "CLIP_Adapter": {"fc.0.weight", "fc.2.weight"}}
 TINY_IMAGE_LN = 2 * (2 * 2 + 2)  # ln_pre, ln_post and two per block (2 blocks), gain and bias
 
 

@@ -12,4 +12,5 @@ class CLIP_Adapter(AddOnTrainer):
 
     prec_key = "TRAINER.CLIP_ADAPTER.PREC"
     model_name = "clip_adapter"
+    reference_prefix = "adapter."  # CLIP-Adapter's checkpoint keys (``fc.0.weight``, ``fc.2.weight``)
     classifier_class = CLIPAdapterModel

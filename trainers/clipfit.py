@@ -61,3 +61,4 @@ class ClipFit(CLIPFit):
     their trainer it reads its precision from ``TRAINER.COOP.PREC``."""
 
     prec_key = "TRAINER.COOP.PREC"
+    model_name = "prompt_learner"  # their checkpoint sub-directory, so their run folders load

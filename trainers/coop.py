@@ -12,4 +12,5 @@ class CoOp(AddOnTrainer):
 
     prec_key = "TRAINER.COOP.PREC"
     model_name = "prompt_learner"
+    reference_prefix = "prompt_learner."  # CoOp's and KgCoOp's checkpoint keys (``ctx``)
     classifier_class = CoOpModel

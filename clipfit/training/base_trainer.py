@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from clipfit.checkpoint_files import checkpoint_file, has_checkpoint, load_newest
-from clipfit.training import tuned_checkpoint as ckpt_io
+from clipfit.training import foreign_checkpoint, tuned_checkpoint as ckpt_io
 from clipfit.fileio import write_json
 from clipfit.methods.classifier import CLIPClassifier
 from clipfit.methods.clip_loader import architecture, load_clip, resolve_weights, weights_fingerprint
@@ -59,6 +59,7 @@ class CLIPTrainer(TrainerX):
     prec_key: str = ""  # dotted config key of the precision, e.g. "TRAINER.CLIPFIT.PREC"
     model_name: str = "model"  # registered model name = checkpoint sub-directory
     lr_per_batch: bool = False  # step the scheduler after every batch (else once per epoch)
+    reference_prefix: str = ""  # removed from learned names to give the reference's checkpoint keys
 
     # Subclass hook -------------------------------------------------------------------
     def build_classifier(self, clip_model: torch.nn.Module, classnames: Sequence[str]) -> CLIPClassifier:
@@ -108,6 +109,12 @@ class CLIPTrainer(TrainerX):
         self.model.to(self.device)
         for line in self.model.describe():
             print(line)
+        if cfg.MODEL.INIT_WEIGHTS:  # as CoOp: learned tensors start from a checkpoint
+            checkpoint, _ = foreign_checkpoint.read_any(
+                cfg.MODEL.INIT_WEIGHTS, self.model.learned_parameters(), self.reference_prefix)
+            ckpt_io.restore(self.model.learned_parameters(), checkpoint["state_dict"])
+            print(f"Initialised {len(checkpoint['state_dict'])} learned tensor(s) from {cfg.MODEL.INIT_WEIGHTS} "
+                  "(MODEL.INIT_WEIGHTS)")
         self.weights_epoch = 0  # epochs of training the current weights have seen
         self._test_text_features: Optional[torch.Tensor] = None  # set while test() runs
         learned = self.model.learned_parameters()
@@ -242,7 +249,8 @@ class CLIPTrainer(TrainerX):
         for name in self.get_model_names():
             optim, sched = self._optims[name], self._scheds[name]
             state = {
-                "state_dict": ckpt_io.learned_state(self._models[name].learned_parameters()),
+                "state_dict": foreign_checkpoint.to_reference_keys(
+                    ckpt_io.learned_state(self._models[name].learned_parameters()), self.reference_prefix),
                 "epoch": epoch + 1,
                 "optimizer": optim.state_dict() if optim is not None else None,
                 "scheduler": sched.state_dict() if sched is not None else None,
@@ -256,11 +264,13 @@ class CLIPTrainer(TrainerX):
 
     def _load_learned(self, name: str, path: str) -> Dict[str, Any]:
         """Read, check and restore one checkpoint into model ``name``; returns the checkpoint."""
-        checkpoint = ckpt_io.read(path)
-        ckpt_io.check_compatible(checkpoint, self.checkpoint_meta(), path)
-        if self.cfg.MODEL.CHECK_WEIGHTS_FINGERPRINT:
-            ckpt_io.check_weights(checkpoint, self.weights_record["fingerprint"], self.weights_record["source"], path)
-        ckpt_io.restore(self._models[name].learned_parameters(), checkpoint["state_dict"])
+        learned = self._models[name].learned_parameters()
+        checkpoint, ours = foreign_checkpoint.read_any(path, learned, self.reference_prefix)
+        if ours:
+            ckpt_io.check_compatible(checkpoint, self.checkpoint_meta(), path)
+            if self.cfg.MODEL.CHECK_WEIGHTS_FINGERPRINT:
+                ckpt_io.check_weights(checkpoint, self.weights_record["fingerprint"], self.weights_record["source"], path)
+        ckpt_io.restore(learned, checkpoint["state_dict"])
         self.weights_epoch = int(checkpoint["epoch"])
         return checkpoint
 
