@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn as nn
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -222,3 +223,17 @@ def test_half_precision_clip_keeps_learned_tensors_in_fp32(build):
     for name, p in model.learned_parameters().items():
         assert p.dtype == torch.float32, name
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def test_random_context_is_drawn_from_the_cpu_generator_wherever_the_model_is():
+    """CoOp draws its context on the CPU before .cuda(): a model already on another device
+    (here "meta") must still advance the CPU generator exactly as that CPU draw does."""
+    from clipfit.methods.prompt_learner import INIT_STD, PromptSettings, _initial_context
+
+    embedding = nn.Embedding(10, 8, device="meta")
+    torch.manual_seed(5)
+    ctx, _ = _initial_context(embedding, PromptSettings(n_ctx=3), n_cls=2, context_length=77)
+    after_ours = torch.get_rng_state()
+    torch.manual_seed(5)
+    nn.init.normal_(torch.empty(3, 8), std=INIT_STD)
+    assert ctx.is_meta and torch.equal(after_ours, torch.get_rng_state())

@@ -15,6 +15,8 @@ encoded once by the untouched CLIP). Two distances (``TRAINER.COOP.KG_DISTANCE``
 """
 from __future__ import annotations
 
+import copy
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -22,10 +24,11 @@ import torch.nn as nn
 from yacs.config import CfgNode
 
 from clipfit.methods.addon import AddOnClassifier
+from clipfit.methods.clip_loader import CLIP, architecture
 from clipfit.methods.losses import kd_regulariser
 from clipfit.methods.prompt_learner import CFG_PREFIX, PromptLearner, PromptSettings
-from clipfit.methods.templates import DEFAULT_TEMPLATE, check_template, resolve_template
-from clipfit.methods.text import class_text_features, encode_embeddings, normalize
+from clipfit.methods.templates import DEFAULT_TEMPLATE, check_template, class_prompts, resolve_template
+from clipfit.methods.text import encode_embeddings, normalize
 
 KG_DISTANCES = ("cosine", "euclidean")
 
@@ -74,6 +77,41 @@ class CoOpModel(AddOnClassifier):
         return self.prompt_learner.describe()
 
 
+def _draw_like_kgcoop(clip_model: nn.Module, dtype: torch.dtype) -> None:
+    """Draw, and discard, the random initialisations KgCoOp's code makes after its context:
+    modules it never uses (a bias vector, a 512-wide meta-net, an adapter) and a second CLIP
+    (built for the hand-crafted features, initialised randomly before its weights load), so
+    the global generator, and with it the batch order, follows KgCoOp's with the same seed."""
+    nn.init.normal_(torch.empty(1, 512, dtype=dtype), std=0.02)
+    a = architecture(clip_model)
+    vision_layers = a["vision_layers"] if a["image_encoder"] == "ViT" else tuple(
+        int(n) for n in str(a["vision_layers"]).split("-"))
+    # on the CPU generator, as KgCoOp builds it (on the meta device nothing is drawn)
+    with torch.device("meta" if clip_model.positional_embedding.is_meta else "cpu"):
+        CLIP(a["embed_dim"], a["image_resolution"], vision_layers, a["vision_width"], a["patch_size"] or None,
+             a["context_length"], a["vocab_size"], a["text_width"], a["text_width"] // 64, a["text_layers"])
+    nn.Linear(512, 512)
+    nn.Linear(512, 128, bias=False)
+    nn.Linear(128, 512, bias=False)
+
+
+def kgcoop_reference_features(clip_model: nn.Module, template: str, classnames: Sequence[str]) -> torch.Tensor:
+    """The hand-crafted class features as KgCoOp's code computes them, whatever the run's
+    precision: by a CLIP in half precision (its second CLIP is never cast to fp32)."""
+    half = copy.deepcopy(clip_model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import clip
+        from clip.model import convert_weights
+    convert_weights(half)
+    tokens = clip.tokenize(class_prompts(template, classnames), context_length=half.context_length)
+    with torch.no_grad():  # CLIP's own encode_text on all positions; KgCoOp normalises in fp16
+        features = half.encode_text(tokens.to(half.positional_embedding.device))
+        for _ in range(2):  # once when computed, once more in its forward pass
+            features = features / features.norm(dim=-1, keepdim=True)
+    return features.to(clip_model.text_projection.dtype)
+
+
 class KgCoOpModel(CoOpModel):
     """CoOp plus ``weight * L_kg`` towards the hand-crafted prompt's class features."""
 
@@ -83,8 +121,9 @@ class KgCoOpModel(CoOpModel):
         if not weight >= 0:
             raise ValueError(f"{CFG_PREFIX}W is {weight}; it must be a number >= 0.")
         template = check_template(template, "DATASET.TEMPLATE")
-        clip_features = class_text_features(clip_model, template, classnames)  # before any tuning
+        clip_features = kgcoop_reference_features(clip_model, template, classnames)  # before any tuning
         super().__init__(clip_model, classnames, **coop_args)
+        _draw_like_kgcoop(clip_model, self.prompt_learner.ctx.dtype)
         self.template, self.weight, self.distance = template, float(weight), distance
         self.register_buffer("clip_text_features", clip_features, persistent=False)
 

@@ -35,7 +35,8 @@ from clipfit.fileio import write_json
 from clipfit.methods.classifier import CLIPClassifier
 from clipfit.methods.clip_loader import architecture, load_clip, resolve_weights, weights_fingerprint
 from clipfit.engine import (TrainerX, build_lr_scheduler, build_optimizer, capture_rng_state,
-                     compute_accuracy, restore_rng_state, save_checkpoint)
+                     compute_accuracy, restore_rng_state)
+from clipfit.engine.builtin.checkpoint import save_checkpoint  # atomic on either engine
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
