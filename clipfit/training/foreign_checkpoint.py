@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 import torch
 
+from clipfit.checkpoint_files import ForeignCheckpointError, load_weights_only
 from clipfit.training import tuned_checkpoint as ckpt_io
 
 # where the CLIPFit authors' prompt learner keeps CLIP's encoders
@@ -64,15 +65,6 @@ def from_reference_keys(
     return out
 
 
-def _load_weights_only(path: str) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ckpt_io.CheckpointMismatchError(
-            f"{path} cannot be loaded safely with weights_only=True ({type(err).__name__}: {err})."
-        ) from err
-
-
 def read_any(path: str, learned: Mapping[str, torch.Tensor], prefix: str) -> Tuple[Dict[str, Any], bool]:
     """A checkpoint of ours or of a reference trainer, its ``state_dict`` in our names.
 
@@ -81,8 +73,8 @@ def read_any(path: str, learned: Mapping[str, torch.Tensor], prefix: str) -> Tup
     """
     try:
         checkpoint = ckpt_io.read(path)  # ours: meta checked by the caller
-    except ckpt_io.CheckpointMismatchError:
-        raw = _load_weights_only(path)
+    except ForeignCheckpointError:
+        raw = load_weights_only(path)  # plain tensors and data; damaged or pickled objects raise
         state = raw.get("state_dict", raw) if isinstance(raw, dict) else None
         if not isinstance(state, dict):
             raise
