@@ -42,7 +42,10 @@ def _trainer(assets, trainer, cfg_file, *opts):
 def _write(folder, name, state_dict, epoch=3, file=None):
     os.makedirs(os.path.join(folder, name), exist_ok=True)
     path = os.path.join(folder, name, file or f"model.pth.tar-{epoch}")
-    torch.save({"state_dict": state_dict, "epoch": epoch, "optimizer": None, "scheduler": None,
+    # Dassl's warm-up scheduler state holds its successor scheduler object (and its optimizer)
+    optim = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    scheduler = {"successor": torch.optim.lr_scheduler.CosineAnnealingLR(optim, 5), "last_epoch": epoch}
+    torch.save({"state_dict": state_dict, "epoch": epoch, "optimizer": optim.state_dict(), "scheduler": scheduler,
                 "val_result": None}, path)
     return path
 

@@ -20,6 +20,30 @@ import torch
 from clipfit.checkpoint_files import ForeignCheckpointError, load_weights_only
 from clipfit.training import tuned_checkpoint as ckpt_io
 
+class _Inert:
+    """Stands in for a Python object a reference checkpoint pickles: keeps its data, runs nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__["state"] = state
+
+
+def _plain_dict(*args: Any) -> Dict[Any, Any]:
+    return {}
+
+
+# Dassl's warm-up scheduler keeps its successor scheduler object (and through it the optimizer)
+# in its state dict, so every checkpoint its trainers write pickles these; with weights_only=True
+# they load as inert stand-ins (only "state_dict" and "epoch" are used).
+_REFERENCE_OBJECTS: List[Any] = [dict, (_plain_dict, "collections.defaultdict")] + [
+    (type(name.rsplit(".", 1)[-1], (_Inert,), {}), name) for name in (
+        "torch.optim.lr_scheduler.CosineAnnealingLR", "torch.optim.lr_scheduler.StepLR",
+        "torch.optim.lr_scheduler.MultiStepLR", "torch.optim.sgd.SGD", "torch.optim.adam.Adam",
+        "torch.optim.adamw.AdamW", "torch.optim.rmsprop.RMSprop")
+]
+
 # where the CLIPFit authors' prompt learner keeps CLIP's encoders
 _AUTHORS_PREFIXES = (("visual.", "image_encoder."), ("transformer.", "text_encoder.transformer."))
 
@@ -74,7 +98,8 @@ def read_any(path: str, learned: Mapping[str, torch.Tensor], prefix: str) -> Tup
     try:
         checkpoint = ckpt_io.read(path)  # ours: meta checked by the caller
     except ForeignCheckpointError:
-        raw = load_weights_only(path)  # plain tensors and data; damaged or pickled objects raise
+        with torch.serialization.safe_globals(_REFERENCE_OBJECTS):  # still weights_only=True
+            raw = load_weights_only(path)  # damaged files and other pickled objects raise
         state = raw.get("state_dict", raw) if isinstance(raw, dict) else None
         if not isinstance(state, dict):
             raise
