@@ -86,7 +86,9 @@ def test_training_lowers_loss_changes_only_learned_tensors_and_eval_only_reprodu
     assert changed == names  # every learned tensor moved, nothing else did
 
     ckpt = tmp_path / "train" / model_dir / "model.pth.tar-2"
-    assert set(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]) == names
+    prefix = trainer.reference_prefix  # saved under the reference's keys (ProGrad: CoOp's "ctx")
+    assert set(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]) == {
+        n[len(prefix):] if prefix and n.startswith(prefix) else n for n in names}
     trained = json.loads((tmp_path / "train" / "metrics.json").read_text())
     eval_flags = ["--eval-only", "--model-dir", str(tmp_path / "train"), "--load-epoch", "2"]
     run_main(argv(assets, name, tmp_path / "eval", flags=eval_flags))
