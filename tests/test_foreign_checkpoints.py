@@ -109,5 +109,5 @@ def test_foreign_checkpoint_of_another_model_is_refused_with_its_keys(assets, tm
     with pytest.raises(CheckpointMismatchError, match=r"ctx has shape \(7, 3\)"):
         t.load_model(str(tmp_path), epoch=3)
     _write(str(tmp_path), "prompt_learner", {"fc.0.weight": torch.zeros(2)})
-    with pytest.raises(CheckpointMismatchError, match="(?s)no tensor for prompt_learner.ctx.*Its keys begin: fc.0.weight"):
+    with pytest.raises(CheckpointMismatchError, match="(?s)not a checkpoint of this toolkit.*no tensor for prompt_learner.ctx.*Its keys begin: fc.0.weight"):
         t.load_model(str(tmp_path), epoch=3)

@@ -106,8 +106,13 @@ def read_any(path: str, learned: Mapping[str, torch.Tensor], prefix: str) -> Tup
         print(f"Note: {path} has no meta of this toolkit (written by a reference trainer?): "
               "only its tensor names and shapes can be checked")
         tensors = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
-        checkpoint = {"state_dict": from_reference_keys(tensors, learned, prefix, path),
-                      "epoch": int(raw.get("epoch", 0) or 0), "val_result": raw.get("val_result")}
+        try:
+            mapped = from_reference_keys(tensors, learned, prefix, path)
+        except ckpt_io.CheckpointMismatchError as err:
+            raise ForeignCheckpointError(
+                f"{path} is not a checkpoint of this toolkit (no meta), nor a reference trainer's for this "
+                f"model: {err}") from None
+        checkpoint = {"state_dict": mapped, "epoch": int(raw.get("epoch", 0) or 0), "val_result": raw.get("val_result")}
         return checkpoint, False
     shapes = checkpoint["meta"]["shapes"]  # our names: undo the reference's key names
     checkpoint["state_dict"] = {(prefix + k if k not in shapes and prefix + k in shapes else k): v
