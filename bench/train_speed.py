@@ -25,20 +25,15 @@ import resource
 import subprocess
 import sys
 import time
-import warnings
 from typing import Dict, List
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    import clip  # noqa: E402
-    from clip.model import convert_weights  # noqa: E402
-
 from clipfit.training import tuned_checkpoint as ck  # noqa: E402
 from clipfit.methods.clip_loader import architecture  # noqa: E402
+from clipfit.methods.openai_clip import clip_api, convert_weights  # noqa: E402
 from clipfit.methods.clipfit import CLIPFitModel  # noqa: E402
 from clipfit.testing.tiny_clip import build_vit_b16, class_names  # noqa: E402
 from clipfit.methods.text import normalize  # noqa: E402
@@ -52,7 +47,7 @@ class StraightforwardCLIPFit(CLIPFitModel):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        full = clip.tokenize([self.template.format(n.replace("_", " ")) for n in self.classnames])
+        full = clip_api.tokenize([self.template.format(n.replace("_", " ")) for n in self.classnames])
         self.register_buffer("full_tokens", full.to(self.prompt_tokens.device), persistent=False)
 
     def class_text_features(self) -> torch.Tensor:

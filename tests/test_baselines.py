@@ -4,18 +4,14 @@ End-to-end runs through the trainers are in ``test_baselines_train.py``.
 """
 import copy
 import functools
-import warnings
 
 import pytest
 import torch
 import torch.nn as nn
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from clip.model import build_model, convert_weights
-
 from clipfit.methods.clip_adapter import CLIPAdapterModel, ResidualAdapter
 from clipfit.training.config import get_cfg, merge_from_file
+from clipfit.methods.openai_clip import build_model, convert_weights
 from clipfit.methods.coop import CoOpModel, KgCoOpModel, kg_regulariser
 from clipfit.methods.losses import kd_regulariser
 from clipfit.methods.prompt_learner import PromptSettings as P

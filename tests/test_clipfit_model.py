@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 
-import clip
 import pytest
 import torch
 import torch.nn as nn
@@ -12,6 +11,7 @@ import torch.nn.functional as F
 from clipfit.training.config import get_cfg
 from clipfit.engine import build_optimizer
 from clipfit.methods.clipfit import CLIPFitModel, CLIPFitSettings
+from clipfit.methods.openai_clip import clip_api
 from clipfit.testing.tiny_clip import build_tiny_clip, class_names
 from clipfit.methods.text import encode_embeddings, encode_tokens, tokenize
 
@@ -32,7 +32,7 @@ def _perturb(params, seed: int = 1, scale: float = 0.05) -> None:
 
 
 def _full_prompts():
-    return clip.tokenize([TEMPLATE.format(n.replace("_", " ")) for n in NAMES])
+    return clip_api.tokenize([TEMPLATE.format(n.replace("_", " ")) for n in NAMES])
 
 
 def _truncated_clip(model: nn.Module, length: int) -> nn.Module:
@@ -168,7 +168,7 @@ def test_one_sgd_step_changes_exactly_the_tuned_tensors(arch, text, image):
 def test_text_encoder_truncation_equals_full_77_tokens():
     model = build_tiny_clip(seed=7)
     prompts = [TEMPLATE.format(n) for n in NAMES] + ["a much longer prompt " * 5 + "with many words."]
-    full_tokens = clip.tokenize(prompts)
+    full_tokens = clip_api.tokenize(prompts)
     short = tokenize(prompts)
     assert short.tokens.shape[1] == int(full_tokens.argmax(-1).max()) + 1 < 77
     with torch.no_grad():

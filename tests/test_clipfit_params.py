@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from clipfit.methods.params import (Selection, freeze_all_except, image_layernorm_parameters,
-                            select_parameters)
+from clipfit.methods.params import (IMAGE_CHOICES, IMAGE_PRESETS, RESNET_IMAGE_PRESETS, TEXT_CHOICES,
+                                    TEXT_PRESETS, Selection, freeze_all_except,
+                                    image_layernorm_parameters, select_parameters)
+from clipfit.methods.clipfit import CLIPFitModel, CLIPFitSettings
 from clipfit.testing.tiny_clip import build_tiny_clip, build_vit_b16
+from clipfit.training.config import get_cfg, merge_from_list
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +104,77 @@ def test_plus_ul_selection_and_freezing():
     assert set(ul.groups["image"]) == {n for n in _expected_clipfit_names(0, 2) if n.startswith("visual.")}
     freeze_all_except(model, ul.named_parameters())
     assert {n for n, p in model.named_parameters() if p.requires_grad} == set(ul.groups["image"])
+
+
+# Parameter selection as data: presets are patterns, PARAMS_INCLUDE / PARAMS_EXCLUDE add and remove
+
+
+@pytest.mark.parametrize("arch", ["vit", "rn"])
+def test_each_preset_selects_what_its_patterns_select(arch):
+    model = build_tiny_clip(arch)
+    image_presets = RESNET_IMAGE_PRESETS if arch == "rn" else IMAGE_PRESETS
+    for text in TEXT_CHOICES:
+        by_name = select_parameters(model, text, "none").named_parameters()
+        by_pattern = select_parameters(model, "none", "none", include=TEXT_PRESETS[text]).named_parameters()
+        assert list(by_name) == list(by_pattern), text
+    for image in IMAGE_CHOICES:
+        by_name = select_parameters(model, "none", image).named_parameters()
+        by_pattern = select_parameters(model, "none", "none", include=image_presets[image]).named_parameters()
+        assert list(by_name) == list(by_pattern), image
+    assert select_parameters(model).patterns == {
+        "text": ["transformer.resblocks.*.mlp.c_proj.bias"], "image": image_presets["layernorm"],
+        "include": [], "exclude": []}
+
+
+def test_patterns_tune_ln_final_c_fc_only_or_attention_biases(vit_b16):
+    names = lambda **kw: set(select_parameters(vit_b16, **kw).named_parameters())  # noqa: E731
+    assert names(text="none", image="none", include=["ln_final"]) == {"ln_final.weight", "ln_final.bias"}
+    assert names(include=["ln_final"]) == _expected_clipfit_names() | {"ln_final.weight", "ln_final.bias"}
+    assert names(text="none", image="none", include=["transformer.resblocks.*.mlp.c_fc.bias"]) == {
+        f"transformer.resblocks.{i}.mlp.c_fc.bias" for i in range(12)}
+    attention = names(text="none", image="none", include=["transformer.resblocks.*.attn.*bias"])
+    assert attention == {f"transformer.resblocks.{i}.attn.{b}" for i in range(12)
+                         for b in ("in_proj_bias", "out_proj.bias")}
+    # a module name takes all of its parameters; excludes apply to presets and includes alike
+    assert names(text="none", image="none", include=["transformer.resblocks.3.mlp.c_fc"]) == {
+        "transformer.resblocks.3.mlp.c_fc.weight", "transformer.resblocks.3.mlp.c_fc.bias"}
+    no_ln = names(text="all_bias", image="none", exclude=["transformer.resblocks.*.ln_[12]"])
+    assert no_ln == names(text="all_bias", image="none") - {
+        f"transformer.resblocks.{i}.{ln}.bias" for i in range(12) for ln in ("ln_1", "ln_2")}
+    sel = select_parameters(vit_b16, image="none", include=["ln_final", "visual.ln_post"],
+                            exclude=["transformer.resblocks.0.*"])
+    assert "transformer.resblocks.0.mlp.c_proj.bias" not in sel.groups["text"]
+    assert {"ln_final.weight", "ln_final.bias"} <= set(sel.groups["text"])
+    assert set(sel.groups["image"]) == {"visual.ln_post.weight", "visual.ln_post.bias"}
+
+
+def test_a_pattern_that_matches_nothing_is_an_error_listing_near_names(vit_b16):
+    with pytest.raises(ValueError) as err:
+        select_parameters(vit_b16, include=["transformer.resblocks.*.mlp.c_fc.bais"])
+    msg = str(err.value)
+    assert "TRAINER.CLIPFIT.PARAMS_INCLUDE pattern 'transformer.resblocks.*.mlp.c_fc.bais' matches no" in msg
+    assert "transformer.resblocks.*.mlp.c_fc.bias" in msg.split("Near names:")[1]
+    with pytest.raises(ValueError, match=r"PARAMS_EXCLUDE pattern 'ln_finl'.*Near names: ln_final"):
+        select_parameters(vit_b16, exclude=["ln_finl"])
+    with pytest.raises(ValueError, match="TRAINER.COOP.PARAMS_INCLUDE pattern 'visual.ln_mid'"):
+        select_parameters(vit_b16, include=["visual.ln_mid"], key_prefix="TRAINER.COOP.")
+
+
+def test_config_keys_reach_the_model_its_log_and_its_checkpoint_meta():
+    cfg = get_cfg()
+    merge_from_list(cfg, ["TRAINER.CLIPFIT.PARAMS_INCLUDE", "['ln_final']",
+                          "TRAINER.CLIPFIT.PARAMS_EXCLUDE", "['visual.ln_pre']"])
+    model = CLIPFitModel(build_tiny_clip(), ["a", "b"], settings=CLIPFitSettings.from_cfg(cfg.TRAINER.CLIPFIT))
+    learned = set(model.learned_parameters())
+    assert {"ln_final.weight", "ln_final.bias"} <= learned and "visual.ln_pre.weight" not in learned
+    log = "\n".join(model.describe())
+    assert "patterns text: ['transformer.resblocks.*.mlp.c_proj.bias']" in log
+    assert "patterns include: ['ln_final']" in log and "patterns exclude: ['visual.ln_pre']" in log
+    settings = model.checkpoint_settings()
+    assert settings["patterns (expanded)"] == {
+        "text": ["transformer.resblocks.*.mlp.c_proj.bias"], "image": IMAGE_PRESETS["layernorm"],
+        "include": ["ln_final"], "exclude": ["visual.ln_pre"]}
+    assert settings["TRAINER.CLIPFIT.PARAMS_INCLUDE"] == ["ln_final"]
+    with pytest.raises(ValueError, match="CLIPFit parameter selection is empty"):
+        CLIPFitModel(build_tiny_clip(), ["a", "b"], settings=CLIPFitSettings(
+            text_params="none", image_params="none"))

@@ -4,18 +4,16 @@
 adds as attributes (context vectors, an adapter) and, with ``update_image_ln`` ("+UL",
 CLIPFit paper Table 4, key ``TRAINER.UPDATE_IMAGE_LN``), also the image encoder's
 LayerNorms, chosen by the same code as CLIPFit's (:func:`clipfit.methods.params.image_layernorm_parameters`).
-Its loss is cross-entropy on the cosine logits plus the weighted terms a subclass
-returns from :meth:`AddOnClassifier.regularisers`.
+Its loss is :meth:`CLIPClassifier.loss`: cross-entropy on the cosine logits plus the
+weighted terms a subclass returns from ``regularisers`` (KgCoOp's knowledge-guided term).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
-import torch
 import torch.nn as nn
 
-from clipfit.methods.classifier import CLIPClassifier, LossParts
-from clipfit.methods.losses import classification_loss
+from clipfit.methods.classifier import CLIPClassifier
 from clipfit.methods.params import Selection, freeze_all_except, image_layernorm_parameters
 
 UL_KEY = "TRAINER.UPDATE_IMAGE_LN"
@@ -41,22 +39,6 @@ class AddOnClassifier(CLIPClassifier):
 
     def checkpoint_settings(self) -> Dict[str, Any]:
         return {UL_KEY: self.update_image_ln}
-
-    def regularisers(self, text_features: torch.Tensor) -> Dict[str, Tuple[float, torch.Tensor]]:
-        """Extra loss terms by name, each ``(weight, term)``; none by default."""
-        return {}
-
-    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, LossParts]:
-        """``CE + sum(weight * term)`` and its parts (``logits``; with terms, ``ce`` and each
-        term; detached), so CoOp and CLIP-Adapter log ``loss`` and ``acc`` as their code does."""
-        text_features = self.class_text_features()
-        logits = self.logits(images, text_features)
-        ce = classification_loss(logits, labels)
-        total, parts = ce, {"logits": logits.detach()}
-        for name, (weight, term) in self.regularisers(text_features).items():
-            total = total + weight * term
-            parts.update({"ce": ce.detach(), name: term.detach()})
-        return total, parts
 
     def method_lines(self) -> List[str]:
         """Log lines describing the method's own settings (subclasses add theirs)."""

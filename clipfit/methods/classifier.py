@@ -1,7 +1,7 @@
 """CLIP as an image classifier over class text features: the interface the shared trainer drives.
 
 A subclass decides which tensors are learned, how the class features are made and
-what the training loss is; :class:`clipfit.training.base_trainer.CLIPTrainer` does the rest
+which terms the training loss adds to the cross-entropy; :class:`clipfit.training.base_trainer.CLIPTrainer` does the rest
 (precision, optimiser, test-time caching of class features, small checkpoints).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from clipfit.methods.losses import cosine_logits
+from clipfit.methods.losses import classification_loss, cosine_logits
 from clipfit.methods.text import class_text_features
 
 LossParts = Dict[str, torch.Tensor]
@@ -47,9 +47,9 @@ class CLIPClassifier(nn.Module):
         """Normalised class features ``[K, embed_dim]`` (with gradient when they are learned)."""
         raise NotImplementedError
 
-    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, LossParts]:
-        """The training loss and its parts; ``parts["logits"]`` holds the batch logits."""
-        raise NotImplementedError(f"{type(self).__name__} is not trainable")
+    def regularisers(self, text_features: torch.Tensor) -> Dict[str, Tuple[float, torch.Tensor]]:
+        """Loss terms added to the cross-entropy, by name, each ``(weight, term)``; none by default."""
+        return {}
 
     # Shared ------------------------------------------------------------------------------
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -65,6 +65,21 @@ class CLIPClassifier(nn.Module):
         if text_features is None:
             text_features = self.class_text_features()
         return cosine_logits(self.image_features(images), text_features, self.clip.logit_scale)
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, LossParts]:
+        """The training loss of every method: ``CE + sum(weight * term)`` over :meth:`regularisers`.
+
+        Parts (detached): ``logits``; with terms, also ``ce`` and each term by name (without
+        terms only ``loss`` and ``acc`` are logged, as CoOp's and CLIP-Adapter's code do).
+        """
+        text_features = self.class_text_features()
+        logits = self.logits(images, text_features)
+        ce = classification_loss(logits, labels)
+        total, parts = ce, {"logits": logits.detach()}
+        for name, (weight, term) in self.regularisers(text_features).items():
+            total = total + weight * term
+            parts.update({"ce": ce.detach(), name: term.detach()})
+        return total, parts
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.logits(images)

@@ -20,18 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from typing import Dict, Union
 
 import torch
 from yacs.config import CfgNode
 
+from clipfit.methods.openai_clip import CLIP, build_model, clip_api
 from clipfit.toyworld import weights as toy_weights
-
-with warnings.catch_warnings():  # openai-clip imports the deprecated pkg_resources
-    warnings.simplefilter("ignore")
-    from clip import clip as clip_api  # the module holding _MODELS and _download
-    from clip.model import CLIP, build_model
 
 CACHE_ENV = "CLIPFIT_CLIP_CACHE"
 OFFLINE_ENV = "CLIPFIT_CLIP_OFFLINE"

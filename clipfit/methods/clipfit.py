@@ -23,8 +23,8 @@ import torch
 import torch.nn as nn
 from yacs.config import CfgNode
 
-from clipfit.methods.classifier import CLIPClassifier, LossParts
-from clipfit.methods.losses import REG_CHOICES, classification_loss, kd_regulariser, mse_regulariser
+from clipfit.methods.classifier import CLIPClassifier
+from clipfit.methods.losses import REG_CHOICES, kd_regulariser, mse_regulariser
 from clipfit.methods.params import Selection, freeze_all_except, select_parameters
 from clipfit.methods.templates import DEFAULT_TEMPLATE, check_template
 from clipfit.methods.text import TokenizedPrompts, encode_tokens, normalize, tokenize_classes
@@ -40,6 +40,8 @@ class CLIPFitSettings:
     image_params: str = "layernorm"
     text_layers: List[int] = field(default_factory=list)
     image_layers: List[int] = field(default_factory=list)
+    params_include: List[str] = field(default_factory=list)  # more parameter-name patterns
+    params_exclude: List[str] = field(default_factory=list)  # patterns removed from the selection
     reg: str = "kd"
     beta: float = 8.0
 
@@ -48,7 +50,7 @@ class CLIPFitSettings:
         """From the ``TRAINER.CLIPFIT`` config node."""
         return cls(
             node.TEXT_PARAMS, node.IMAGE_PARAMS, list(node.TEXT_LAYERS), list(node.IMAGE_LAYERS),
-            node.REG, float(node.BETA),
+            list(node.PARAMS_INCLUDE), list(node.PARAMS_EXCLUDE), node.REG, float(node.BETA),
         )
 
     def check(self) -> None:
@@ -81,8 +83,15 @@ class CLIPFitModel(CLIPClassifier):
 
         s = self.settings
         self.selection: Selection = select_parameters(
-            clip_model, s.text_params, s.image_params, s.text_layers, s.image_layers, CFG_PREFIX
+            clip_model, s.text_params, s.image_params, s.text_layers, s.image_layers,
+            s.params_include, s.params_exclude, key_prefix=CFG_PREFIX,
         )
+        if not self.selection.total:
+            raise ValueError(
+                f"The CLIPFit parameter selection is empty ({CFG_PREFIX}TEXT_PARAMS {s.text_params}, "
+                f"IMAGE_PARAMS {s.image_params}, PARAMS_INCLUDE {s.params_include}, PARAMS_EXCLUDE "
+                f"{s.params_exclude}): tune something, or run --trainer ZeroshotCLIP for zero-shot CLIP."
+            )
         freeze_all_except(clip_model, self.selection.named_parameters())
         with torch.no_grad():
             frozen = normalize(encode_tokens(clip_model, self._prompts()))
@@ -92,8 +101,9 @@ class CLIPFitModel(CLIPClassifier):
         if s.reg == "mse":
             if not text_biases:
                 raise ValueError(
-                    f"{CFG_PREFIX}REG mse penalises changes of the tuned text biases, but "
-                    f"{CFG_PREFIX}TEXT_PARAMS is 'none': tune text biases or use REG kd or none."
+                    f"{CFG_PREFIX}REG mse penalises changes of the tuned text tensors, but no text "
+                    f"parameter is tuned ({CFG_PREFIX}TEXT_PARAMS {s.text_params!r}): tune text biases "
+                    "or use REG kd or none."
                 )
             for i, b in enumerate(text_biases):
                 self.register_buffer(f"bias_ref_{i}", b.detach().float().clone(), persistent=False)
@@ -111,6 +121,9 @@ class CLIPFitModel(CLIPClassifier):
             CFG_PREFIX + "IMAGE_PARAMS": s.image_params,
             CFG_PREFIX + "TEXT_LAYERS": list(s.text_layers),
             CFG_PREFIX + "IMAGE_LAYERS": list(s.image_layers),
+            CFG_PREFIX + "PARAMS_INCLUDE": list(s.params_include),
+            CFG_PREFIX + "PARAMS_EXCLUDE": list(s.params_exclude),
+            "patterns (expanded)": self.selection.patterns,
         }
 
     def describe(self) -> List[str]:
@@ -134,11 +147,6 @@ class CLIPFitModel(CLIPClassifier):
             return mse_regulariser(biases, refs)
         return text_features.new_zeros((), dtype=torch.float32)
 
-    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, LossParts]:
-        """``CE + BETA * REG`` and its parts (``logits``, ``ce``, ``reg``; detached)."""
-        text_features = self.class_text_features()
-        logits = self.logits(images, text_features)
-        ce = classification_loss(logits, labels)
-        reg = self.regulariser(text_features)
-        loss = ce + self.settings.beta * reg
-        return loss, {"logits": logits.detach(), "ce": ce.detach(), "reg": reg.detach()}
+    def regularisers(self, text_features: torch.Tensor) -> Dict[str, Tuple[float, torch.Tensor]]:
+        """``{"reg": (BETA, REG term)}``: the loss is ``CE + BETA * REG`` (parts ``ce``, ``reg``)."""
+        return {"reg": (self.settings.beta, self.regulariser(text_features))}

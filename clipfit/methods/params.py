@@ -1,39 +1,65 @@
-"""Which parameters of a plain ``clip.model.CLIP`` are tuned: a config choice, not code.
+"""Which parameters of a plain ``clip.model.CLIP`` are tuned: data, not code.
 
-Text encoder (``TEXT_PARAMS``), inside each residual block of ``transformer.resblocks``:
-  ``proj_bias``  the FFN's second linear layer bias ``mlp.c_proj.bias`` (CLIPFit; Table 5 (d))
-  ``ffn_bias``   both FFN biases ``mlp.c_fc.bias`` and ``mlp.c_proj.bias`` (Table 5 (c))
-  ``all_bias``   every bias of the block: attention in/out projections, both LayerNorms,
-                 both FFN layers (Table 5 (b); 67,584 for ViT-B/16)
-  ``none``
-Image encoder (``IMAGE_PARAMS``):
-  ``layernorm``  gain and bias of every LayerNorm: ``ln_pre``, each block's ``ln_1``/``ln_2``,
-                 ``ln_post`` (CLIPFit). ResNet encoders have no LayerNorm: their BatchNorm
-                 gains and biases are tuned instead, running statistics frozen.
-  ``bias``       every bias (with the text ``all_bias``: Table 5 (a), BitFit)
-  ``none``
-``TEXT_LAYERS``/``IMAGE_LAYERS`` list block indices (negative counts from the end;
-empty: all). Image blocks are ViT residual blocks or, for ResNets, the bottlenecks in
-forward order. Image parameters outside the blocks are tuned when the list is empty, or
-when it names their end: ``"pre"`` (``ln_pre``; the ResNet stem) and ``"post"``
-(``ln_post``; the ResNet attention pool), e.g. ``["pre", 0]``. The text ``ln_final`` is
-never tuned.
+A selection is a list of parameter-name patterns, as PEFT's ``target_modules``. A pattern
+is a glob (``*``, ``?``, ``[...]``; ``*`` also crosses dots) matched against a parameter's
+full name, e.g. ``transformer.resblocks.*.mlp.c_fc.bias``; a pattern that names a module
+(``ln_final``, ``transformer.resblocks.11.attn``) matches all of its parameters.
+
+``TEXT_PARAMS`` and ``IMAGE_PARAMS`` are named shortcuts that expand to patterns
+(:data:`TEXT_PRESETS`, :data:`IMAGE_PRESETS`; ResNet encoders :data:`RESNET_IMAGE_PRESETS`):
+  text   ``proj_bias``  the FFN's second linear layer bias ``mlp.c_proj.bias`` (CLIPFit; Table 5 (d))
+         ``ffn_bias``   both FFN biases ``mlp.c_fc.bias`` and ``mlp.c_proj.bias`` (Table 5 (c))
+         ``all_bias``   every bias of each block: attention in/out projections, both LayerNorms,
+                        both FFN layers (Table 5 (b); 67,584 for ViT-B/16)
+         ``none``
+  image  ``layernorm``  gain and bias of every LayerNorm: ``ln_pre``, each block's ``ln_1``/``ln_2``,
+                        ``ln_post`` (CLIPFit). ResNet encoders have no LayerNorm: their BatchNorm
+                        gains and biases are tuned instead, running statistics frozen.
+         ``bias``       every bias (with the text ``all_bias``: Table 5 (a), BitFit)
+         ``none``
+``TEXT_LAYERS``/``IMAGE_LAYERS`` restrict the presets to block indices (negative counts
+from the end; empty: all). Image blocks are ViT residual blocks or, for ResNets, the
+bottlenecks in forward order. Image parameters outside the blocks are tuned when the list
+is empty, or when it names their end: ``"pre"`` (``ln_pre``; the ResNet stem) and ``"post"``
+(``ln_post``; the ResNet attention pool), e.g. ``["pre", 0]``.
+
+``PARAMS_INCLUDE`` adds the parameters its patterns match (layer lists do not apply);
+``PARAMS_EXCLUDE`` removes those its patterns match from the result. A pattern that
+matches no parameter is an error listing the nearest names. Tuned parameters under
+``visual.`` form the "image" group, all others the "text" group.
 """
 from __future__ import annotations
 
-import warnings
+import difflib
+import re
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from fnmatch import fnmatchcase
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch.nn as nn
-from yacs.config import CfgNode
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from clip.model import CLIP, ModifiedResNet
+from clipfit.methods.openai_clip import CLIP, ModifiedResNet
 
-TEXT_CHOICES = ("proj_bias", "ffn_bias", "all_bias", "none")
-IMAGE_CHOICES = ("layernorm", "bias", "none")
+_VIT_LAYERNORMS = ["visual.ln_pre", "visual.transformer.resblocks.*.ln_[12]", "visual.ln_post"]
+TEXT_PRESETS: Dict[str, List[str]] = {
+    "proj_bias": ["transformer.resblocks.*.mlp.c_proj.bias"],
+    "ffn_bias": ["transformer.resblocks.*.mlp.c_fc.bias", "transformer.resblocks.*.mlp.c_proj.bias"],
+    "all_bias": ["transformer.resblocks.*bias"],  # ".bias" and the attention's "in_proj_bias"
+    "none": [],
+}
+IMAGE_PRESETS: Dict[str, List[str]] = {"layernorm": _VIT_LAYERNORMS, "bias": ["visual.*bias"], "none": []}
+RESNET_IMAGE_PRESETS: Dict[str, List[str]] = {
+    # BatchNorm: bn1-bn3 of the stem and of each bottleneck, and each downsampling branch's norm
+    "layernorm": ["visual.bn[123]", "visual.layer*.bn[123]", "visual.layer*.downsample.1"],
+    "bias": ["visual.*bias"],
+    "none": [],
+}
+TEXT_CHOICES = tuple(TEXT_PRESETS)
+IMAGE_CHOICES = tuple(IMAGE_PRESETS)
+PATTERN_HELP = (
+    "A pattern is a glob on a parameter's full name (e.g. 'transformer.resblocks.*.mlp.c_fc.bias') "
+    "or a module's name ('ln_final')."
+)
 
 
 @dataclass
@@ -43,6 +69,7 @@ class Selection:
     groups: Dict[str, Dict[str, nn.Parameter]]
     labels: Dict[str, str] = field(default_factory=dict)  # group -> what was asked for
     notes: List[str] = field(default_factory=list)
+    patterns: Dict[str, List[str]] = field(default_factory=dict)  # text/image/include/exclude, expanded
 
     def named_parameters(self) -> Dict[str, nn.Parameter]:
         """All tuned parameters, text first, each group in the model's order."""
@@ -57,8 +84,9 @@ class Selection:
         return sum(self.counts().values())
 
     def describe(self, model: Optional[nn.Module] = None) -> List[str]:
-        """Log lines: tensors and parameters per group, the total, and any notes."""
-        lines = [
+        """Log lines: the expanded patterns, tensors and parameters per group, the total, notes."""
+        lines = [f"  patterns {kind}: {pats}" for kind, pats in self.patterns.items() if pats]
+        lines += [
             f"  {g} ({self.labels.get(g, '')}): {len(params)} tensors, {self.counts()[g]:,} parameters"
             for g, params in self.groups.items()
         ]
@@ -67,6 +95,35 @@ class Selection:
             n_all = sum(p.numel() for p in model.parameters())
             total += f" of {n_all:,} ({100.0 * self.total / n_all:.4f}%)"
         return ["Tuned parameters:"] + lines + [total] + [f"  note: {n}" for n in self.notes]
+
+
+def matches(name: str, pattern: str) -> bool:
+    """Whether parameter ``name`` matches ``pattern`` (a glob on the name, or on a module's name)."""
+    return fnmatchcase(name, pattern) or fnmatchcase(name, pattern + ".*")
+
+
+def matches_any(name: str, patterns: Iterable[str]) -> bool:
+    return any(matches(name, p) for p in patterns)
+
+
+def near_names(pattern: str, names: Iterable[str], n: int = 5) -> List[str]:
+    """Parameter and module names close to ``pattern``, block indices written as ``*``."""
+    candidates = set()
+    for name in names:
+        parts = re.sub(r"\.\d+(?=\.)", ".*", name).split(".")
+        candidates.update(".".join(parts[:k]) for k in range(1, len(parts) + 1))
+    return difflib.get_close_matches(pattern, sorted(candidates), n=n, cutoff=0.5)
+
+
+def check_patterns(patterns: Sequence[str], names: Sequence[str], key: str) -> None:
+    """An error naming ``key`` for the first pattern that matches none of ``names``."""
+    for pattern in patterns:
+        if not isinstance(pattern, str) or not any(matches(n, pattern) for n in names):
+            near = near_names(str(pattern), names)
+            hint = f" Near names: {', '.join(near)}." if near else ""
+            raise ValueError(
+                f"{key} pattern {pattern!r} matches no parameter of this CLIP.{hint} {PATTERN_HELP}"
+            )
 
 
 ENDS = ("pre", "post")
@@ -108,19 +165,6 @@ def _block_prefixes(model: CLIP, encoder: str) -> List[str]:
     return [f"visual.transformer.resblocks.{i}." for i in range(len(visual.transformer.resblocks))]
 
 
-def _norm_parameter_names(module: nn.Module, prefix: str, norm_types: tuple) -> set:
-    return {
-        f"{prefix}{mod_name}.{p_name}"
-        for mod_name, mod in module.named_modules()
-        if isinstance(mod, norm_types)
-        for p_name, _ in mod.named_parameters(recurse=False)
-    }
-
-
-def _is_bias(name: str) -> bool:
-    return name.endswith("bias")  # ".bias" and MultiheadAttention's "in_proj_bias"
-
-
 def _select(
     model: CLIP,
     encoder: str,
@@ -154,6 +198,8 @@ def select_parameters(
     image: str = "layernorm",
     text_layers: Sequence[int] = (),
     image_layers: Sequence[int] = (),
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
     key_prefix: str = "TRAINER.CLIPFIT.",
 ) -> Selection:
     """The parameters to tune (see the module docstring). Does not change ``model``."""
@@ -161,24 +207,26 @@ def select_parameters(
         raise ValueError(f"{key_prefix}TEXT_PARAMS is {text!r}; choose one of {', '.join(TEXT_CHOICES)}.")
     if image not in IMAGE_CHOICES:
         raise ValueError(f"{key_prefix}IMAGE_PARAMS is {image!r}; choose one of {', '.join(IMAGE_CHOICES)}.")
-    text_rules: Dict[str, Callable[[str], bool]] = {
-        "proj_bias": lambda n: n.endswith("mlp.c_proj.bias"),
-        "ffn_bias": lambda n: n.endswith("mlp.c_proj.bias") or n.endswith("mlp.c_fc.bias"),
-        "all_bias": _is_bias,
-        "none": lambda n: False,
-    }
+    names = [n for n, _ in model.named_parameters()]
+    check_patterns(include, names, key_prefix + "PARAMS_INCLUDE")
+    check_patterns(exclude, names, key_prefix + "PARAMS_EXCLUDE")
     resnet = isinstance(model.visual, ModifiedResNet)
-    norm_types = (nn.BatchNorm2d,) if resnet else (nn.LayerNorm,)
-    norm_names = _norm_parameter_names(model.visual, "visual.", norm_types)
-    image_rules: Dict[str, Callable[[str], bool]] = {
-        "layernorm": lambda n: n in norm_names,
-        "bias": _is_bias,
-        "none": lambda n: False,
+    patterns = {
+        "text": list(TEXT_PRESETS[text]),
+        "image": list((RESNET_IMAGE_PRESETS if resnet else IMAGE_PRESETS)[image]),
+        "include": list(include),
+        "exclude": list(exclude),
     }
-    groups = {
-        "text": _select(model, "text", text_rules[text], text_layers, key_prefix + "TEXT_LAYERS", False),
-        "image": _select(model, "image", image_rules[image], image_layers, key_prefix + "IMAGE_LAYERS", True),
-    }
+    chosen = set(_select(model, "text", lambda n: matches_any(n, patterns["text"]), text_layers,
+                         key_prefix + "TEXT_LAYERS", False))
+    chosen |= set(_select(model, "image", lambda n: matches_any(n, patterns["image"]), image_layers,
+                          key_prefix + "IMAGE_LAYERS", True))
+    chosen |= {n for n in names if matches_any(n, include)}
+    chosen -= {n for n in names if matches_any(n, exclude)}
+    groups: Dict[str, Dict[str, nn.Parameter]] = {"text": {}, "image": {}}
+    for name, p in model.named_parameters():
+        if name in chosen:
+            groups["image" if name.startswith("visual.") else "text"][name] = p
     notes = []
     if resnet and image == "layernorm":
         notes.append(
@@ -187,18 +235,12 @@ def select_parameters(
         )
     elif resnet and image == "bias":
         notes.append("ResNet image encoder: BatchNorm running statistics stay frozen (eval mode)")
+    extra = (" + PARAMS_INCLUDE" if include else "") + (" - PARAMS_EXCLUDE" if exclude else "")
     labels = {
-        "text": f"{text}, blocks {list(text_layers) or 'all'}",
-        "image": f"{image}, blocks {list(image_layers) or 'all'}",
+        "text": f"{text}, blocks {list(text_layers) or 'all'}{extra}",
+        "image": f"{image}, blocks {list(image_layers) or 'all'}{extra}",
     }
-    return Selection(groups, labels, notes)
-
-
-def selection_from_cfg(model: CLIP, node: CfgNode, key_prefix: str = "TRAINER.CLIPFIT.") -> Selection:
-    """:func:`select_parameters` with a config node's TEXT_PARAMS/IMAGE_PARAMS/TEXT_LAYERS/IMAGE_LAYERS."""
-    return select_parameters(
-        model, node.TEXT_PARAMS, node.IMAGE_PARAMS, list(node.TEXT_LAYERS), list(node.IMAGE_LAYERS), key_prefix
-    )
+    return Selection(groups, labels, notes, patterns)
 
 
 def image_layernorm_parameters(model: CLIP) -> Selection:

@@ -10,17 +10,12 @@ is the plain path from token ids.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    import clip
-    from clip.model import CLIP
-
+from clipfit.methods.openai_clip import CLIP, clip_api
 from clipfit.methods.templates import class_prompts
 
 
@@ -47,7 +42,7 @@ class PromptTooLongError(RuntimeError):
 
 def token_count(prompt: str) -> int:
     """Tokens of ``prompt`` in CLIP's tokenizer, start and end tokens included."""
-    return len(clip.clip._tokenizer.encode(prompt)) + 2
+    return len(clip_api._tokenizer.encode(prompt)) + 2
 
 
 def tokenize(prompts: Sequence[str], context_length: int = 77) -> TokenizedPrompts:
@@ -55,7 +50,7 @@ def tokenize(prompts: Sequence[str], context_length: int = 77) -> TokenizedPromp
 
     A prompt longer than ``context_length`` tokens raises :class:`PromptTooLongError`."""
     try:
-        full = clip.tokenize(list(prompts), context_length=context_length).long()
+        full = clip_api.tokenize(list(prompts), context_length=context_length).long()
     except RuntimeError as err:  # clip's message names neither the token count nor the context
         for prompt in prompts:
             n = token_count(prompt)

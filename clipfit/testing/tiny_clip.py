@@ -20,9 +20,7 @@ import torch
 
 from clipfit.fileio import atomic_path
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from clip.model import CLIP
+from clipfit.methods.openai_clip import CLIP
 
 TINY_IMAGE_SIZE = 32
 VOCAB_SIZE = 49408

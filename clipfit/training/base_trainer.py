@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import os.path as osp
-import warnings
 from typing import Any, Dict, Optional, Sequence
 
 import torch
@@ -34,13 +33,10 @@ from clipfit.training import foreign_checkpoint, tuned_checkpoint as ckpt_io
 from clipfit.fileio import write_json
 from clipfit.methods.classifier import CLIPClassifier
 from clipfit.methods.clip_loader import architecture, load_clip, resolve_weights, weights_fingerprint
+from clipfit.methods.openai_clip import convert_weights
 from clipfit.engine import (TrainerX, build_lr_scheduler, build_optimizer, capture_rng_state,
                      compute_accuracy, restore_rng_state)
 from clipfit.engine.builtin.checkpoint import save_checkpoint  # atomic on either engine
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from clip.model import convert_weights
 
 PREC_CHOICES = ("fp16", "amp", "fp32")
 METRICS_FILE = "metrics.json"

@@ -92,6 +92,8 @@ def project_keys() -> CN:
     cfg.TRAINER.CLIPFIT.IMAGE_PARAMS = "layernorm"  # layernorm, bias, none
     cfg.TRAINER.CLIPFIT.TEXT_LAYERS = []  # block indices to tune; empty: all
     cfg.TRAINER.CLIPFIT.IMAGE_LAYERS = []  # block indices to tune; empty: all
+    cfg.TRAINER.CLIPFIT.PARAMS_INCLUDE = []  # parameter-name patterns tuned as well, e.g. ["ln_final"]
+    cfg.TRAINER.CLIPFIT.PARAMS_EXCLUDE = []  # parameter-name patterns never tuned
     cfg.TRAINER.CLIPFIT.PREC = "fp16"  # fp16, amp, fp32
     cfg.TRAINER.CLIPFIT.LOG_GRAD_STATS = False  # record per-layer gradient statistics
     return cfg
