@@ -13,7 +13,9 @@ from PIL import Image
 from clipfit import engine
 from clipfit.methods.clip_loader import load_clip, weights_fingerprint
 from clipfit.training.tuned_checkpoint import CheckpointMismatchError
+from clipfit.training.base_trainer import CLIPTrainer
 from clipfit.training.cli import build_parser, import_plugins, setup_cfg
+from clipfit.training.config import cfg_value
 from clipfit.testing.fake_datasets import make_dataset
 from clipfit.testing.tiny_clip import save_tiny_clip
 
@@ -207,14 +209,56 @@ def test_non_finite_loss_stops_with_epoch_batch_and_precision(assets, tmp_path):
 
 
 
-def test_amp_path_keeps_the_regulariser_and_fp32_master_weights(assets, tmp_path):
-    trainer = _trainer(_argv(assets, tmp_path, "TRAINER.CLIPFIT.PREC", "fp32"))
-    trainer.precision, trainer.scaler = "amp", torch.amp.GradScaler("cpu", init_scale=16.0)  # GPU path on CPU
+def _on_a_gpu(monkeypatch):
+    """Let fp16 and amp run on the CPU: the precision fallback of CPU-only machines is off."""
+    monkeypatch.setattr(CLIPTrainer, "_resolve_precision", lambda self: cfg_value(self.cfg, self.prec_key))
+
+
+def test_amp_path_keeps_the_regulariser_and_fp32_master_weights(assets, tmp_path, monkeypatch):
+    _on_a_gpu(monkeypatch)
+    trainer = _trainer(_argv(assets, tmp_path, "TRAINER.CLIPFIT.PREC", "amp"))  # build_model's amp branch
+    assert trainer.precision == "amp" and isinstance(trainer.scaler, torch.amp.GradScaler)
     tuned = trainer.model.learned_parameters()
+    assert all(p.dtype == torch.float32 for p in tuned.values())  # fp32 master weights
     start = {n: p.detach().clone() for n, p in tuned.items()}
-    trainer.num_batches, trainer.epoch = len(trainer.train_loader_x), 0
-    for trainer.batch_idx, batch in zip(range(3), trainer.train_loader_x):
-        summary = trainer.forward_backward(batch)
+    trainer.num_batches = len(trainer.train_loader_x)
+    # the scaler starts at 2**16 and halves on each overflowing step (logits are 100 x cos):
+    # four epochs of five batches are enough for the steps to be taken
+    for trainer.epoch in range(4):
+        for trainer.batch_idx, batch in enumerate(trainer.train_loader_x):
+            summary = trainer.forward_backward(batch)
+    assert trainer.scaler.get_scale() < 2.0 ** 16
     assert summary["reg"] > 0 and summary["loss"] == pytest.approx(summary["ce"] + 8.0 * summary["reg"], rel=1e-5)
     assert all(p.dtype == torch.float32 for p in tuned.values())
     assert all(not torch.equal(p, start[n]) for n, p in tuned.items())
+
+
+def test_fp16_default_updates_c_proj_bias_in_fp16_and_round_trips_to_fp32_evaluation(assets, tmp_path, monkeypatch):
+    _on_a_gpu(monkeypatch)
+    out = tmp_path / "fp16"
+    trainer = _trainer(_argv(assets, out, "OPTIM.MAX_EPOCH", "1"))  # PREC: the config's default
+    assert trainer.precision == "fp16"
+    tuned = trainer.model.learned_parameters()
+    text = {n: p for n, p in tuned.items() if n.endswith("mlp.c_proj.bias")}
+    assert len(text) == 2 and all(p.dtype == torch.float16 for p in text.values())  # as the authors train them
+    assert all(p.dtype == torch.float32 for n, p in tuned.items() if n not in text)  # LayerNorms stay fp32
+    start = {n: p.detach().clone() for n, p in text.items()}
+    image, label = trainer.parse_batch_train(next(iter(trainer.train_loader_x)))
+    with torch.no_grad():
+        _, parts = trainer.model.loss(image, label)
+    assert abs(parts["reg"].item()) <= 1e-7  # frozen class features made in the same precision
+    trainer.train()
+    for n, p in text.items():
+        assert p.dtype == torch.float16 and not torch.equal(p, start[n]), n
+    saved = torch.load(out / "clipfit" / "model.pth.tar-1", map_location="cpu", weights_only=True)["state_dict"]
+    assert all(saved[n].dtype == torch.float16 and torch.equal(saved[n], p) for n, p in text.items())
+
+    monkeypatch.undo()  # evaluation on the CPU in fp32, as a user without a GPU would
+    flags = ["--eval-only", "--model-dir", str(out), "--load-epoch", "1"]
+    evaluator = _trainer(_argv(assets, tmp_path / "eval", "TRAINER.CLIPFIT.PREC", "fp32", flags=flags))
+    evaluator.load_model(str(out), epoch=1)
+    loaded = evaluator.model.learned_parameters()
+    assert all(p.dtype == torch.float32 for p in loaded.values())
+    for n, p in loaded.items():
+        assert torch.equal(p, saved[n].float()), n  # fp16 -> fp32 is exact
+    assert 0.0 <= evaluator.test() <= 100.0 and _metrics(tmp_path / "eval")["epoch"] == 1

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from clipfit.checkpoint_files import checkpoint_file, has_checkpoint, load_newest
 from clipfit.training import foreign_checkpoint, tuned_checkpoint as ckpt_io
+from clipfit.training.config import cfg_value
 from clipfit.fileio import write_json
 from clipfit.methods.classifier import CLIPClassifier
 from clipfit.methods.clip_loader import architecture, load_clip, resolve_weights, weights_fingerprint
@@ -40,14 +41,6 @@ from clipfit.engine.builtin.checkpoint import save_checkpoint  # atomic on eithe
 
 PREC_CHOICES = ("fp16", "amp", "fp32")
 METRICS_FILE = "metrics.json"
-
-
-def cfg_value(cfg, dotted_key: str) -> Any:
-    """The value of a dotted config key such as ``"TRAINER.CLIPFIT.PREC"``."""
-    node = cfg
-    for part in dotted_key.split("."):
-        node = node[part]
-    return node
 
 
 class CLIPTrainer(TrainerX):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from typing import Iterable, List, Sequence
+from typing import Any, Iterable, List, Sequence
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -115,6 +115,14 @@ def extend_cfg(cfg: CN) -> CN:
     """
     _add_missing(cfg, project_keys())
     return cfg
+
+
+def cfg_value(cfg: CN, dotted_key: str) -> Any:
+    """The value of a dotted config key such as ``"TRAINER.CLIPFIT.PREC"``."""
+    node = cfg
+    for part in dotted_key.split("."):
+        node = node[part]
+    return node
 
 
 def flat_keys(cfg: CN, prefix: str = "") -> List[str]:
