@@ -33,6 +33,11 @@ p.add_argument("opts", nargs=argparse.REMAINDER)
 a = p.parse_args()
 out = a.output_dir
 os.makedirs(out, exist_ok=True)
+if os.environ.get("FAKE_CALLS"):  # what the caller asked for, and what it left in the run folder
+    with open(os.environ["FAKE_CALLS"], "a") as calls:
+        calls.write(json.dumps({"argv": sys.argv[1:], "found": sorted(os.listdir(out)),
+                                "checkpoints": sorted(os.listdir(os.path.join(out, "model")))
+                                if os.path.isdir(os.path.join(out, "model")) else []}) + "\n")
 log_path = os.path.join(out, "log.txt")
 if os.path.exists(log_path):  # Dassl never overwrites a log
     log_path += time.strftime("-%Y-%m-%d-%H-%M-%S")
@@ -47,7 +52,7 @@ if not a.eval_only:
     epochs = int(os.environ.get("FAKE_EPOCHS", "3"))
     ckpt = os.path.join(out, "model", "checkpoint")
     start = 0
-    if os.path.exists(ckpt):
+    if a.resume and os.path.exists(ckpt):
         start = int(open(ckpt).read().strip().rsplit("-", 1)[1])
         say(f"Found checkpoint at {out} (will resume training)")
         say(f"Previous epoch: {start}")
@@ -230,13 +235,21 @@ def _kill_lock_holder(lock: Path) -> None:
             pass
 
 
+def _train_calls(calls: Path, run_dir: Path):
+    """The fake train.py's record of each training call (not eval-only) for ``run_dir``."""
+    records = [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
+    return [r for r in records if str(run_dir) in r["argv"] and "--eval-only" not in r["argv"]]
+
+
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
 def test_a_killed_sweep_started_again_resumes_from_checkpoints(env, how, tmp_path):
     """The job holds at epoch 3 until the test releases it, so that the orphaned job of a
     killed sweep is still running when the second sweep looks, whatever the machine's load."""
     hold = tmp_path / "hold"
     hold.mkdir()
-    env = {**env, "FAKE_EPOCHS": "8", "FAKE_EPOCH_SECONDS": "0.1", "FAKE_HOLD": str(hold)}
+    calls = tmp_path / "calls.jsonl"
+    env = {**env, "FAKE_EPOCHS": "8", "FAKE_EPOCH_SECONDS": "0.1", "FAKE_HOLD": str(hold),
+           "FAKE_CALLS": str(calls)}
     args = ["bash", str(REPO / "scripts" / "sweep.sh"), "base2new", "--datasets", "dtd",
             "--seeds", "1"]
     run_dir = Path(env["OUT"]) / "base2new/train_base/dtd/shots_16/CLIPFit/vit_b16/seed1"
@@ -262,18 +275,24 @@ def test_a_killed_sweep_started_again_resumes_from_checkpoints(env, how, tmp_pat
     finally:
         proc.kill()
         _kill_lock_holder(lock)
-    run = read_run(str(run_dir))
-    assert run.finished
-    if how == signal.SIGTERM:
-        assert "1 ran ok" in out
-        log = (run_dir / "log.txt").read_text()
-        resumed_from = int(log.split("Previous epoch: ")[1].split()[0])
-        assert resumed_from >= 2 and f"epoch [{resumed_from + 1}/8]" in log
-        assert "epoch [1/8]" not in log
-        old_logs = list(run_dir.glob("log.txt-*"))  # the interrupted attempt, kept
-        assert len(old_logs) == 1 and "epoch [1/8]" in old_logs[0].read_text()
-    else:
+    assert read_run(str(run_dir)).finished
+    train_calls = _train_calls(calls, run_dir)
+    if how == signal.SIGKILL:  # the busy job was not started a second time, nor after it finished
+        assert len(train_calls) == 1
         assert "1 already finished (skipped), 0 to run" in out
+        return
+    assert "1 ran ok" in out
+    job_log = Path(env["OUT"]) / "sweeps/base2new/CLIPFit/logs/dtd-seed1.log"
+    assert f"==> resume base2new train CLIPFit/vit_b16 dtd seed 1 in {run_dir}" in job_log.read_text()
+    first, second = train_calls  # the killed attempt and the one the second sweep started
+    assert second["argv"][second["argv"].index("--output-dir") + 1] == str(run_dir)
+    assert second["argv"][second["argv"].index("--resume") + 1] == str(run_dir)
+    assert {"checkpoint", "model.pth.tar-1", "model.pth.tar-2"} <= set(second["checkpoints"])
+    assert "log.txt" not in second["found"]  # the interrupted attempt's log was moved aside ...
+    old_logs = list(run_dir.glob("log.txt-*"))  # ... and kept, not overwritten
+    assert len(old_logs) == 1 and "epoch [1/8]" in old_logs[0].read_text()
+    tests = [json.loads(line) for line in calls.read_text().splitlines() if "--eval-only" in line]
+    assert len(tests) == 1  # the new-class test ran once, after training finished
 
 
 def test_task_exits_busy_when_its_lock_is_held(tmp_path):
