@@ -1,6 +1,7 @@
 """The experiment scripts with the real train.py on fabricated DTD and a tiny random CLIP:
 base-to-new train and test, the table of parse_test_res.py, skipping, resuming, defaults and
 errors. Scripts are called from a folder outside the repository, as users may."""
+import json
 import os
 import re
 import signal
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from clipfit.experiments.results import harmonic_mean, read_run
 from clipfit.testing.fake_datasets import make_dataset
@@ -51,6 +53,32 @@ def run_dir(out, part, trainer="CLIPFit", cfg="vit_b16", seed=1):
     return Path(out) / "base2new" / part / "dtd" / "shots_16" / trainer / cfg / f"seed{seed}"
 
 
+TESTED_WEIGHTS = "tested_weights.pt"
+SPY = """
+import os, runpy, sys
+import torch
+from clipfit.training.base_trainer import CLIPTrainer
+original = CLIPTrainer.test
+def test(self, split=None):  # keep the learned tensors the real train.py tests with
+    learned = {n: p.detach().cpu() for n, p in self.model.learned_parameters().items()}
+    torch.save(learned, os.path.join(self.cfg.OUTPUT_DIR, "%s"))
+    return original(self, split)
+CLIPTrainer.test = test
+sys.argv = ["train.py"] + sys.argv[1:]
+runpy.run_path("train.py", run_name="__main__")
+""" % TESTED_WEIGHTS
+
+
+def spy_on_tested_weights(env, folder: Path):
+    """``env`` with ``PYTHON`` running the real ``train.py`` and saving the tensors it tests with."""
+    (folder / "spy.py").write_text(SPY)
+    wrapper = folder / "python"
+    wrapper.write_text(f'#!/bin/bash\nif [ "$1" = train.py ]; then shift; exec {sys.executable} '
+                       f'{folder / "spy.py"} "$@"; fi\nexec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    return {**env, "PYTHON": str(wrapper)}
+
+
 def test_base2new_train_test_parse_and_skip(fixtures, tmp_path):
     data, tiny_clip = fixtures
     env = script_env(data, "out", CKPT_FREQ="1")  # OUT relative: to the caller's folder
@@ -58,7 +86,8 @@ def test_base2new_train_test_parse_and_skip(fixtures, tmp_path):
     opts = tiny_opts(tiny_clip)
     proc = script("base2new_train.sh", "dtd", 1, *opts, env=env, cwd=tmp_path)
     assert "==> finished base2new train" in proc.stdout
-    proc = script("base2new_test.sh", "dtd", 1, env=env, cwd=tmp_path)  # no options repeated
+    proc = script("base2new_test.sh", "dtd", 1, env=spy_on_tested_weights(env, tmp_path),
+                  cwd=tmp_path)  # no options repeated
     assert "==> finished base2new test" in proc.stdout
     assert re.search(r"Settings taken over from the trained run .*INPUT.SIZE \[32, 32\], "
                      r"MODEL.BACKBONE.PATH '.*tiny_clip.pt', TRAINER.CLIPFIT.PREC 'fp32'", proc.stdout)
@@ -71,8 +100,14 @@ def test_base2new_train_test_parse_and_skip(fixtures, tmp_path):
     test = run_dir(out, "test_new")
     assert {p.name for p in (train / "clipfit").iterdir()} >= {"model.pth.tar-1",
                                                                "model.pth.tar-2", "checkpoint"}
-    assert "--load-epoch 2" in (test / "log.txt").read_text() or \
-        "load_epoch: 2" in (test / "log.txt").read_text()
+    # the new-class test evaluated the trained tensors of epoch 2, not the pre-trained ones
+    trained = torch.load(train / "clipfit" / "model.pth.tar-2", weights_only=True)["state_dict"]
+    tested = torch.load(test / TESTED_WEIGHTS, weights_only=True)
+    pretrained = torch.load(tiny_clip, weights_only=True)
+    assert set(tested) == set(trained)
+    for name, tensor in tested.items():
+        assert torch.equal(tensor, trained[name]) and not torch.equal(tensor, pretrained[name]), name
+    assert json.loads((test / "metrics.json").read_text())["epoch"] == 2
     assert "SUBSAMPLE_CLASSES: new" in (test / "config.yaml").read_text()
     assert read_run(str(train)).finished and read_run(str(test)).finished
 
