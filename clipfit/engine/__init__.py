@@ -47,9 +47,8 @@ if _import_dassl():
     from dassl.evaluation import build_evaluator
     from dassl.metrics import compute_accuracy
     from dassl.optim import build_optimizer
-    from dassl.utils import (AverageMeter, MetricMeter, check_isfile, collect_env_info,
-                             count_num_param, listdir_nohidden, load_checkpoint,
-                             load_pretrained_weights, mkdir_if_missing, read_image, read_json,
+    from dassl.utils import (AverageMeter, MetricMeter, collect_env_info, listdir_nohidden,
+                             load_checkpoint, mkdir_if_missing, read_image, read_json,
                              resume_from_checkpoint, save_checkpoint, set_random_seed,
                              setup_logger, write_json)
 else:
@@ -58,9 +57,8 @@ else:
                           DatasetBase, DatasetWrapper, Datum, MetricMeter, SimpleTrainer,
                           TrainerBase, TrainerX, build_data_loader, build_dataset,
                           build_evaluator, build_optimizer, build_trainer, build_transform,
-                          check_isfile, collect_env_info, compute_accuracy, count_num_param,
-                          get_cfg_default, listdir_nohidden, load_checkpoint,
-                          load_pretrained_weights, mkdir_if_missing, read_image, read_json,
+                          collect_env_info, compute_accuracy, get_cfg_default,
+                          listdir_nohidden, load_checkpoint, mkdir_if_missing, read_image, read_json,
                           resume_from_checkpoint, save_checkpoint, set_random_seed,
                           setup_logger, write_json)
 
@@ -69,8 +67,8 @@ __all__ = [
     "build_trainer", "build_dataset", "build_evaluator", "build_transform", "build_data_loader",
     "get_cfg_default", "DataManager", "DatasetWrapper", "DatasetBase", "Datum", "build_optimizer",
     "build_lr_scheduler", "load_checkpoint", "save_checkpoint", "resume_from_checkpoint",
-    "load_pretrained_weights", "set_random_seed", "setup_logger", "collect_env_info",
+    "set_random_seed", "setup_logger", "collect_env_info",
     "listdir_nohidden", "mkdir_if_missing", "read_json", "write_json", "read_image",
-    "check_isfile", "compute_accuracy", "count_num_param", "AverageMeter", "MetricMeter",
+    "compute_accuracy", "AverageMeter", "MetricMeter",
     "capture_rng_state", "restore_rng_state",
 ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import os.path as osp
 import random
-import warnings
 from collections import OrderedDict
 from typing import Any, Dict, Optional, Sequence
 
@@ -110,25 +109,3 @@ def resume_from_checkpoint(fdir: str, model, optimizer=None, scheduler=None) -> 
     start_epoch = checkpoint["epoch"]
     print(f"Previous epoch: {start_epoch}")
     return start_epoch
-
-
-def load_pretrained_weights(model: torch.nn.Module, weight_path: str) -> None:
-    """Load matching tensors (same name and size) from ``weight_path`` into ``model``."""
-    checkpoint = load_checkpoint(weight_path)
-    state_dict = checkpoint.get("state_dict", checkpoint)
-    model_dict = model.state_dict()
-    matched, discarded = OrderedDict(), []
-    for k, v in state_dict.items():
-        k = k[7:] if k.startswith("module.") else k
-        if k in model_dict and model_dict[k].size() == v.size():
-            matched[k] = v
-        else:
-            discarded.append(k)
-    model_dict.update(matched)
-    model.load_state_dict(model_dict)
-    if not matched:
-        warnings.warn(f"Cannot load {weight_path} (check the key names manually)")
-    else:
-        print(f"Successfully loaded pretrained weights from {weight_path}")
-        if discarded:
-            print(f"Layers discarded due to unmatched keys or size: {discarded}")

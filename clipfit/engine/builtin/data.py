@@ -103,19 +103,6 @@ class DatasetBase:
         labels = sorted(mapping)
         return mapping, [mapping[label] for label in labels]
 
-    def check_input_domains(self, source_domains, target_domains) -> None:
-        if not source_domains:
-            raise ValueError("source_domains (list) is empty")
-        if not target_domains:
-            raise ValueError("target_domains (list) is empty")
-        self.is_input_domain_valid(source_domains)
-        self.is_input_domain_valid(target_domains)
-
-    def is_input_domain_valid(self, input_domains) -> None:
-        for domain in input_domains:
-            if domain not in self.domains:
-                raise ValueError(f"Input domain must belong to {self.domains}, but got [{domain}]")
-
     def generate_fewshot_dataset(self, *data_sources, num_shots: int = -1, repeat: bool = False):
         """Sample ``num_shots`` items per label from each source (Dassl's random-call order:
         labels in order of first appearance, ``random.sample`` per label)."""
@@ -141,11 +128,7 @@ class DatasetBase:
             output[item.label].append(item)
         return output
 
-    def split_dataset_by_domain(self, data_source) -> Dict[int, list]:
-        output = defaultdict(list)
-        for item in data_source:
-            output[item.domain].append(item)
-        return output
+
 
 
 def build_sampler(sampler_type: str, cfg=None, data_source=None, batch_size: int = 32,

@@ -8,7 +8,7 @@ import random
 import sys
 import time
 from collections import defaultdict
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -25,15 +25,6 @@ def mkdir_if_missing(dirname: str) -> None:
         except OSError as e:
             if e.errno != errno.EEXIST:
                 raise
-
-
-def check_isfile(fpath: str) -> bool:
-    """True when ``fpath`` is a file; warn otherwise (Dassl's behaviour)."""
-    isfile = osp.isfile(fpath)
-    if not isfile:
-        import warnings
-        warnings.warn(f'No file found at "{fpath}"')
-    return isfile
 
 
 def read_json(fpath: str) -> Any:
@@ -174,15 +165,6 @@ class MetricMeter:
 
     def __str__(self) -> str:
         return self.delimiter.join(f"{n} {m.val:.4f} ({m.avg:.4f})" for n, m in self.meters.items())
-
-
-def count_num_param(model: Optional[torch.nn.Module] = None, params: Optional[Iterable] = None) -> int:
-    """Number of parameters of a model or of an iterable of tensors/param groups."""
-    if model is not None:
-        return sum(p.numel() for p in model.parameters())
-    if params is not None:
-        return sum(p["params"].numel() if isinstance(p, dict) else p.numel() for p in params)
-    raise ValueError("model and params must provide at least one.")
 
 
 def compute_accuracy(output: torch.Tensor, target: torch.Tensor, topk=(1,)) -> List[torch.Tensor]:
