@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import random
-import warnings
 from dataclasses import asdict, dataclass
 from typing import Dict, Iterator, List, Sequence, Tuple
 
@@ -29,10 +28,7 @@ from .world import (
     captioned_batch, draw, seen_pairs,
 )
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    import clip
-    from clip.model import CLIP
+from clipfit.methods.openai_clip import CLIP, clip_api
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # the normalisation every CLIP config uses
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -194,5 +190,5 @@ def used_tokens() -> List[int]:
     """Ids of every token a pretraining caption can contain (the rows the shipped file keeps)."""
     words = list(COLOURS) + list(SHAPES) + list(SIZES) + list(PATTERNS)
     texts = [template.format(" ".join(words)) for template in CAPTION_TEMPLATES]
-    tokens = clip.tokenize(texts, context_length=200)
+    tokens = clip_api.tokenize(texts, context_length=200)
     return sorted(set(tokens[tokens > 0].tolist()))
