@@ -15,9 +15,9 @@ SHARED = {p.stem for p in (ROOT / "clipfit").glob("*.py") if p.stem != "__init__
 ALLOWED: Dict[str, Set[str]] = {
     "clipfit/methods": {"toyworld"},  # the methods on a plain CLIP (and the toy CLIP's file): no Dassl, no trainer, no engine
     "clipfit/engine": SHARED,  # the Dassl bridge knows nothing of CLIP or of our trainers
-    "clipfit/training": {"methods", "engine"} | SHARED,
+    "clipfit/training": {"methods", "engine", "experiments"} | SHARED,  # cli: a finished run's result
     "clipfit/data": {"engine", "training", "datasets"} | SHARED,  # the doctor loads datasets/
-    "clipfit/experiments": SHARED,
+    "clipfit/experiments": {"training", "data", "engine", "methods"} | SHARED,  # run folders, sweep input checks
     "clipfit/analysis": {"methods", "training", "engine"} | SHARED,
     "clipfit/testing": {"methods"} | SHARED,
     "trainers": {"methods", "training", "engine"} | SHARED,

@@ -282,8 +282,6 @@ def test_a_killed_sweep_started_again_resumes_from_checkpoints(env, how, tmp_pat
         assert "1 already finished (skipped), 0 to run" in out
         return
     assert "1 ran ok" in out
-    job_log = Path(env["OUT"]) / "sweeps/base2new/CLIPFit/logs/dtd-seed1.log"
-    assert f"==> resume base2new train CLIPFit/vit_b16 dtd seed 1 in {run_dir}" in job_log.read_text()
     first, second = train_calls  # the killed attempt and the one the second sweep started
     assert second["argv"][second["argv"].index("--output-dir") + 1] == str(run_dir)
     assert second["argv"][second["argv"].index("--resume") + 1] == str(run_dir)
