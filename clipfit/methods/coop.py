@@ -16,7 +16,6 @@ encoded once by the untouched CLIP). Two distances (``TRAINER.COOP.KG_DISTANCE``
 from __future__ import annotations
 
 import copy
-import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -26,6 +25,7 @@ from yacs.config import CfgNode
 from clipfit.methods.addon import AddOnClassifier
 from clipfit.methods.clip_loader import CLIP, architecture
 from clipfit.methods.losses import kd_regulariser
+from clipfit.methods.openai_clip import clip_api, convert_weights
 from clipfit.methods.prompt_learner import CFG_PREFIX, PromptLearner, PromptSettings
 from clipfit.methods.templates import DEFAULT_TEMPLATE, check_template, class_prompts, resolve_template
 from clipfit.methods.text import encode_embeddings, normalize
@@ -99,12 +99,8 @@ def kgcoop_reference_features(clip_model: nn.Module, template: str, classnames: 
     """The hand-crafted class features as KgCoOp's code computes them, whatever the run's
     precision: by a CLIP in half precision (its second CLIP is never cast to fp32)."""
     half = copy.deepcopy(clip_model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import clip
-        from clip.model import convert_weights
     convert_weights(half)
-    tokens = clip.tokenize(class_prompts(template, classnames), context_length=half.context_length)
+    tokens = clip_api.tokenize(class_prompts(template, classnames), context_length=half.context_length)
     with torch.no_grad():  # CLIP's own encode_text on all positions; KgCoOp normalises in fp16
         features = half.encode_text(tokens.to(half.positional_embedding.device))
         for _ in range(2):  # once when computed, once more in its forward pass
