@@ -97,12 +97,14 @@ def test_training_lowers_loss_changes_only_learned_tensors_and_eval_only_reprodu
         assert evaluated[key] == trained[key], key
 
 
-def test_tip_adapter_is_evaluated_without_training_and_reproducibly(assets, tmp_path, run_main):
+def test_tip_adapter_is_evaluated_without_training_and_reproducibly(assets, tmp_path, run_main, capsys):
     for out, flag in (("a", "--no-train"), ("b", "--eval-only")):  # nothing to load: the same cache and search
         run_main(argv(assets, "TipAdapter", tmp_path / out, flags=[flag]))
     a, b = (json.loads((tmp_path / o / "metrics.json").read_text()) for o in ("a", "b"))
     assert a["total"] > 0 and a["accuracy"] == b["accuracy"] and a["correct"] == b["correct"]
     log = (tmp_path / "a" / "log.txt").read_text()
     assert "Searched on val" in log and "x 4 classes" in log
-    with pytest.raises(ValueError, match="SUBSAMPLE_CLASSES"):
+    with pytest.raises(SystemExit) as stop:  # a user error: the message alone, exit status 2
         run_main(argv(assets, "TipAdapter", tmp_path / "d", "DATASET.SUBSAMPLE_CLASSES", "new", flags=["--no-train"]))
+    assert stop.value.code == 2
+    assert "SUBSAMPLE_CLASSES" in capsys.readouterr().err
