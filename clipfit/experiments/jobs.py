@@ -118,10 +118,47 @@ def _opt(opts: Sequence[str], key: str) -> Optional[str]:
     return pairs.get(key)
 
 
+def _config_backbone(job: Job, env: Dict[str, str]) -> Dict[str, str]:
+    """``MODEL.BACKBONE`` of the trainer config a job's runs use (their folders name it:
+    ``.../<TRAINER>/<cfg>/seed<N>``), or {} when there is no such file."""
+    import yaml
+
+    trainer = env.get("TRAINER") or "CLIPFit"
+    for run_dir in job.run_dirs:
+        cfg_file = osp.join(REPO_ROOT, "configs", "trainers", trainer,
+                            f"{osp.basename(osp.dirname(run_dir))}.yaml")
+        if osp.isfile(cfg_file):
+            with open(cfg_file) as f:
+                backbone = ((yaml.safe_load(f) or {}).get("MODEL") or {}).get("BACKBONE") or {}
+            return {k: str(v) for k, v in backbone.items() if v}
+    return {}
+
+
+def _missing_weights(job: Job, env: Dict[str, str], opts: Sequence[str]) -> str:
+    """What is missing of the weights ``job`` loads ("" when they are there): the trailing opts
+    first, then the job's trainer config, then the default ViT-B/16."""
+    from clipfit.methods.clip_loader import cached_weights_path, download_url
+
+    backbone = _config_backbone(job, env)
+    path = _opt(opts, "MODEL.BACKBONE.PATH") or backbone.get("PATH", "")
+    if path:
+        full = osp.expanduser(path if osp.isabs(path) else osp.join(REPO_ROOT, path))
+        return "" if osp.isfile(full) else f"MODEL.BACKBONE.PATH {path}: no such file ({full})"
+    name = _opt(opts, "MODEL.BACKBONE.NAME") or backbone.get("NAME") or "ViT-B/16"
+    try:
+        target = cached_weights_path(name)
+    except ValueError:  # not an OpenAI name (e.g. the shipped toy CLIP): the loader checks it
+        return ""
+    if osp.isfile(target):
+        return ""
+    return (f"CLIP weights {name}: {target} not found: download {download_url(name)} to it "
+            "(README, \"CLIP weights offline\"), or pass -- MODEL.BACKBONE.PATH FILE")
+
+
 def missing_inputs(jobs: Sequence[Job], env: Dict[str, str], opts: Sequence[str]) -> Dict[str, str]:
     """What the jobs need and is not there: ``{dataset or "weights": what is missing and how to
-    get it}``. Dataset folders are looked for under ``$DATA``; the weights at
-    ``MODEL.BACKBONE.PATH`` (from ``opts``), else in the CLIP cache for the backbone name."""
+    get it}``. Dataset folders are looked for under ``$DATA``; the weights as each job's
+    trailing opts and trainer config name them (:func:`_missing_weights`)."""
     from clipfit.data.doctor import import_loaders, resolve_name
     from clipfit.data.splits import DOCS
     from clipfit.engine import DATASET_REGISTRY
@@ -136,23 +173,11 @@ def missing_inputs(jobs: Sequence[Job], env: Dict[str, str], opts: Sequence[str]
         if not osp.isdir(folder):
             missing[name] = (f"{folder} not found: prepare it as {DOCS}, section "
                              f"\"{cls.doc_section}\", explains")
-    path = _opt(opts, "MODEL.BACKBONE.PATH")
-    if path:
-        full = osp.expanduser(path if osp.isabs(path) else osp.join(REPO_ROOT, path))
-        if not osp.isfile(full):
-            missing["weights"] = f"MODEL.BACKBONE.PATH {path}: no such file ({full})"
-    else:
-        from clipfit.methods.clip_loader import cached_weights_path, download_url
-
-        name = _opt(opts, "MODEL.BACKBONE.NAME") or "ViT-B/16"
-        try:
-            target = cached_weights_path(name)
-        except ValueError:  # not an OpenAI name: the trainer config knows where it comes from
-            return missing
-        if not osp.isfile(target):
-            missing["weights"] = (f"CLIP weights {name}: {target} not found: download "
-                                  f"{download_url(name)} to it (README, \"CLIP weights "
-                                  "offline\"), or pass -- MODEL.BACKBONE.PATH FILE")
+    for job in jobs:
+        problem = _missing_weights(job, env, opts)
+        if problem:
+            missing["weights"] = problem
+            break
     return missing
 
 

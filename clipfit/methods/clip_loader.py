@@ -83,6 +83,8 @@ def resolve_weights(name: str, path: str = "") -> str:
                 f"cache for MODEL.BACKBONE.NAME ({name})."
             )
         return path
+    if name == toy_weights.TOY_NAME:
+        return toy_weights.SHIPPED_FILE
     url = download_url(name)
     target = cached_weights_path(name)
     if os.path.isfile(target) and _sha256_matches(target, url):
@@ -137,11 +139,10 @@ def load_clip(source: Union[CfgNode, str], path: str = "") -> CLIP:
         name, path = source.MODEL.BACKBONE.NAME, source.MODEL.BACKBONE.PATH
     else:
         name = source
-    if name == toy_weights.TOY_NAME and not path:
-        print(f"Loading CLIP (backbone: {name}) from {toy_weights.SHIPPED_FILE}")
-        return build_clip(toy_weights.shipped_state_dict())
     weights = resolve_weights(name, path)
     print(f"Loading CLIP (backbone: {name}) from {weights}")
+    if weights == toy_weights.SHIPPED_FILE:  # checked against its recorded SHA-256
+        return build_clip(toy_weights.shipped_state_dict())
     return build_clip(read_state_dict(weights))
 
 
