@@ -1,4 +1,5 @@
-"""Helpers shared by the dataset test modules: building a loader, listing its items, replaying few-shot."""
+"""Helpers shared by the test modules: building a loader, listing its items, replaying few-shot,
+and the train.py command line of the short trainer runs."""
 from __future__ import annotations
 
 import random
@@ -37,3 +38,16 @@ def replay_fewshot(items: Sequence[tuple], shots: int) -> List[tuple]:
     for item in items:
         groups.setdefault(item[1], []).append(item)
     return [x for g in groups.values() for x in (random.sample(g, shots) if len(g) >= shots else g)]
+
+
+def tiny_train_argv(assets: Dict[str, str], trainer: str, config: str, out, *opts: str,
+                    flags: Sequence[str] = (), epochs: int = 2) -> List[str]:
+    """``train.py`` arguments for a short run of ``trainer`` on the fabricated DTD and tiny CLIP in
+    ``assets`` (``root``, ``clip``): 32 px, 4 shots, batch 4, no workers; ``opts`` come last."""
+    return [
+        *flags, "--root", assets["root"], "--trainer", trainer, "--seed", "1", "--output-dir", str(out),
+        "--dataset-config-file", "configs/datasets/dtd.yaml", "--config-file", config,
+        "MODEL.BACKBONE.PATH", assets["clip"], "INPUT.SIZE", "(32, 32)", "OPTIM.MAX_EPOCH", str(epochs),
+        "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "DATASET.NUM_SHOTS", "4",
+        "TRAIN.PRINT_FREQ", "100", *opts,
+    ]

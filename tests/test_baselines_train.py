@@ -11,6 +11,7 @@ from clipfit import engine
 from clipfit.training.cli import build_parser, import_plugins, setup_cfg
 from clipfit.testing.fake_datasets import make_dataset
 from clipfit.testing.tiny_clip import save_tiny_clip
+from _helpers import tiny_train_argv
 
 CONFIGS = {
     "CoOp": "configs/trainers/CoOp/vit_b16_ctxv1.yaml",
@@ -31,13 +32,7 @@ def assets(tmp_path_factory):
 
 
 def argv(assets, trainer, out, *opts, flags=(), epochs=2):
-    return [
-        *flags, "--root", assets["root"], "--trainer", trainer, "--seed", "1", "--output-dir", str(out),
-        "--dataset-config-file", "configs/datasets/dtd.yaml", "--config-file", CONFIGS[trainer],
-        "MODEL.BACKBONE.PATH", assets["clip"], "INPUT.SIZE", "(32, 32)", "OPTIM.MAX_EPOCH", str(epochs),
-        "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "DATASET.NUM_SHOTS", "4",
-        "TRAIN.PRINT_FREQ", "100", *opts,
-    ]
+    return tiny_train_argv(assets, trainer, CONFIGS[trainer], out, *opts, flags=flags, epochs=epochs)
 
 
 
