@@ -15,10 +15,11 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from clipfit import REPO_ROOT
 from clipfit.experiments.jobs import Job, display_path, job_progress, sweep_dir, task_command
+from clipfit.experiments.warm_python import FOLDER_ENV, WRAPPER, WarmPython, jobs_python
 from clipfit.fileio import write_text
 from clipfit.training.run_folder import is_locked
 
@@ -167,6 +168,38 @@ def slots_from_env(env: Dict[str, str], jobs: int) -> List[Optional[str]]:
     """One slot per GPU in CUDA_VISIBLE_DEVICES, else ``jobs`` unpinned slots."""
     visible = [g.strip() for g in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
     return visible if visible else [None] * max(1, jobs)
+
+
+def share_cpus(env: Dict[str, str], slots: Sequence[Optional[str]], jobs: int) -> str:
+    """On CPUs, ``jobs`` jobs at a time get ``OMP_NUM_THREADS`` = CPUs // jobs each (at least
+    1; unless it is set), so that their torch threads do not oversubscribe the cores. The note
+    says so ("" when nothing was set)."""
+    running = min(len(slots), jobs)
+    if slots[0] is not None or running < 2 or env.get("OMP_NUM_THREADS"):
+        return ""
+    from clipfit.training.cli import cpu_count  # train.py's rule for the CPUs it may use
+
+    env["OMP_NUM_THREADS"] = str(max(1, cpu_count() // running))
+    return f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} each ({cpu_count()} CPUs)"
+
+
+def start_warm_python(env: Dict[str, str], log: str) -> Tuple[Optional[WarmPython], str]:
+    """A warm python for the jobs (``PYTHON`` in ``env`` becomes its wrapper), or None; and a
+    note on what the jobs' python commands run in."""
+    folder, given = env.get(FOLDER_ENV), env.get("PYTHON", "")
+    if folder and given == osp.join(folder, WRAPPER):
+        return None, "python commands fork from the warm python in PYTHON"
+    python = jobs_python(env, REPO_ROOT)  # the scripts run in the repository root
+    if python is None:
+        return None, f"no interpreter {given or 'python'} found"
+    if os.sep in given and not osp.samefile(python, sys.executable):
+        return None, (f"PYTHON={given} is not the interpreter running the sweep ({sys.executable}): "
+                      "each python command starts it afresh (no warm python)")
+    os.makedirs(osp.dirname(log), exist_ok=True)
+    warm = WarmPython(python, env, log)
+    env["PYTHON"] = warm.wrapper
+    return warm, (f"python commands fork from a warm python with torch imported (log: "
+                  f"{display_path(log)}; --no-warm: fresh interpreters)")
 
 
 def slurm_script(jobs: Sequence[Job], setting: str, env: Dict[str, str], jobs_file: str,

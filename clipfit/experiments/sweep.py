@@ -9,8 +9,9 @@ and skips a job whose run folders all hold final results. Before it launches any
 what is missing with the DATASETS.md section that explains it. A job that was interrupted runs
 again, and the scripts resume its runs from their last checkpoint.
 
-Jobs run one per GPU listed in ``CUDA_VISIBLE_DEVICES``, else ``--jobs N`` at a time, or as
-a SLURM job array (``--slurm``). A lock file per job keeps two sweeps (or a sweep and a
+Jobs run one per GPU listed in ``CUDA_VISIBLE_DEVICES``, else ``--jobs N`` at a time (on
+CPUs: ``OMP_NUM_THREADS`` = CPUs // N each, and the scripts' python commands fork from a warm
+python, :mod:`clipfit.experiments.warm_python`), or as a SLURM job array (``--slurm``). A lock file per job keeps two sweeps (or a sweep and a
 leftover job of a killed one) from running the same job at once. The environment contract of
 the scripts (TRAINER, CFG, SHOTS, DATA, OUT, PYTHON) passes through unchanged.
 """
@@ -23,9 +24,11 @@ import signal
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from clipfit.experiments.jobs import Job, display_path, job_datasets, missing_inputs, plan, resolve
+from clipfit.experiments.jobs import (Job, display_path, job_datasets, missing_inputs, plan, resolve,
+                                      sweep_dir)
 from clipfit.experiments.protocol import FEWSHOT_SHOTS, SEEDS, SETTINGS
-from clipfit.experiments.runners import LocalRunner, is_locked, run_task, slots_from_env, submit_slurm
+from clipfit.experiments.runners import (LocalRunner, is_locked, run_task, share_cpus, slots_from_env,
+                                         start_warm_python, submit_slurm)
 
 def summarize(setting: str, env: Dict[str, str], skipped: Sequence[Job],
               runner: Optional[LocalRunner], interrupted: bool) -> None:
@@ -78,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="SLURM: at most this many array tasks at once (0: no limit)")
     parser.add_argument("--status-every", type=float, default=30.0,
                         help="seconds between progress summaries")
+    parser.add_argument("--warm", action=argparse.BooleanOptionalAction, default=True,
+                        help="CPU runs: the scripts' python commands fork from one interpreter "
+                             "that imported torch once (default; never with GPUs); --no-warm: "
+                             "each starts a fresh interpreter")
     return parser
 
 
@@ -136,7 +143,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     slots = slots_from_env(env, args.jobs)
     where = (f"one per GPU ({', '.join(s for s in slots if s)})" if slots[0] is not None
              else f"{len(slots)} at a time (CUDA_VISIBLE_DEVICES not set: no GPU pinning)")
-    print(f"Running {len(todo)} jobs {where}")
+    threads = share_cpus(env, slots, len(todo))
+    print(f"Running {len(todo)} jobs {where}{'; ' + threads if threads else ''}")
+    warm = None
+    if args.warm and slots[0] is None:
+        log = osp.join(sweep_dir(args.setting, env), "logs", "warm-python.log")
+        warm, note = start_warm_python(env, log)
+        print(f"  {note}", flush=True)
     runner = LocalRunner(todo, slots, env, args.status_every)
     interrupted = False
 
@@ -150,6 +163,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         interrupted = True
         print("\nStopping the running jobs ...", flush=True)
         runner.stop()
+    finally:
+        note = warm.stop() if warm is not None else ""
+        if note:
+            print(note, flush=True)
     summarize(args.setting, env, skipped, runner, interrupted)
     if interrupted:
         return 130
