@@ -5,12 +5,24 @@
 # never seen in pretraining) under $OUT/demo (default output/demo), then runs
 # scripts/base2new_train.sh and base2new_test.sh for zero-shot CLIP, CLIPFit and CoOp over
 # seeds 1, 2 and 3 on the shipped toy CLIP (MODEL.BACKBONE.NAME toy) with the built-in engine,
-# through the sweep runner (two jobs at a time), prints the table of parse_test_res.py
+# through the sweep runner (JOBS jobs at a time), prints the table of parse_test_res.py
 # --base2new and says what it shows. Running it again reuses what is there.
+# Its python commands fork from one warm python that imported torch once
+# (clipfit/experiments/warm_python.py); WARM=0 starts a fresh interpreter for each.
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
-DEMO="$OUT/demo"
-export DATA="$DEMO/data" OUT="$DEMO/output" CLIPFIT_ENGINE=builtin CKPT_FREQ=0
-export CFG=  # scripts/_common.sh picks configs/trainers/<TRAINER>/toy.yaml for toy datasets
+if [[ -z "${CLIPFIT_WARM_PYTHON:-}" ]]; then  # first pass (the second runs in the warm python)
+    DEMO="$OUT/demo"
+    export DATA="$DEMO/data" OUT="$DEMO/output" CLIPFIT_ENGINE=builtin CKPT_FREQ=0
+    export CFG=  # scripts/_common.sh picks configs/trainers/<TRAINER>/toy.yaml for toy datasets
+    if [[ "${WARM:-1}" == 1 ]]; then
+        exec "$PYTHON" -m clipfit.experiments.warm_python run -- bash "$REPO_ROOT/scripts/demo.sh"
+    fi
+else
+    DEMO="$(dirname "$OUT")"
+fi
+warm=(--warm)
+[[ "${WARM:-1}" == 1 ]] || warm=(--no-warm)
+JOBS="${JOBS:-2}"
 DATASET=toy_shapes
 
 cat <<EOF
@@ -22,13 +34,13 @@ EOF
 
 "$PYTHON" -m clipfit.toyworld make-data --root "$DATA" --datasets "$DATASET"
 
-# Two jobs at a time (one per core): the sweep runner users run for the paper's 33 runs per
-# trainer, here on one dataset and three seeds.
+# JOBS jobs at a time: the sweep runner users run for the paper's 33 runs per trainer, here on
+# one dataset and three seeds.
 for trainer in ZeroshotCLIP CLIPFit CoOp; do
     echo
-    echo "== TRAINER=$trainer bash scripts/sweep.sh base2new --datasets $DATASET --seeds 1 2 3 --jobs 2"
+    echo "== TRAINER=$trainer bash scripts/sweep.sh base2new --datasets $DATASET --seeds 1 2 3 --jobs $JOBS"
     TRAINER="$trainer" "$PYTHON" -m clipfit.experiments.sweep base2new --datasets "$DATASET" \
-        --seeds 1 2 3 --jobs 2 --status-every 15 | grep --line-buffered -v '^  run  ' || exit 1
+        --seeds 1 2 3 --jobs "$JOBS" "${warm[@]}" --status-every 15 | grep --line-buffered -v '^  run  ' || exit 1
 done
 
 echo

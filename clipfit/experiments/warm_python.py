@@ -117,11 +117,13 @@ def client(socket_path: str, real: str, args: List[str]) -> None:
     def relay(signum, frame):
         _send(sock, {"signal": signum})
 
+    signal.pthread_sigmask(signal.SIG_BLOCK, RELAYED)  # relayed only once the program runs
     for sig in RELAYED:
         if signal.getsignal(sig) != signal.SIG_IGN:
             signal.signal(sig, relay)
     sock.settimeout(None)
     _send(sock, {"go": True})
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     status, _ = _receive(sock)
     if status is None:  # the server went away: the program was killed with it
         status = {"signal": int(signal.SIGKILL)}
@@ -389,7 +391,9 @@ class Server:
         return origins
 
     def serve(self, listener: socket.socket) -> None:
-        """Accept clients until SIGTERM/SIGINT or until the process that started it is gone."""
+        """Accept clients until SIGTERM/SIGINT, then end the programs still running. When the
+        process that started it is gone (a killed sweep), accept no more clients (they run the
+        real interpreter), let the running programs finish, and end."""
         parent = os.getppid()
 
         def stop(signum, frame):
@@ -399,11 +403,11 @@ class Server:
         signal.signal(signal.SIGINT, stop)
         sys.stdout.flush()
         sys.stderr.flush()
-        while not self.stopping and os.getppid() == parent:
-            try:
-                ready = select.select([listener], [], [], 1.0)[0]
-            except InterruptedError:
-                ready = []
+        while not self.stopping and (listener.fileno() >= 0 or self.handlers):
+            if os.getppid() != parent and listener.fileno() >= 0:
+                listener.close()
+                os.unlink(self.socket_path)
+            ready = select.select([listener] if listener.fileno() >= 0 else [], [], [], 1.0)[0]
             self._reap(0)
             if ready and not self.stopping:
                 conn, _ = listener.accept()
@@ -593,7 +597,8 @@ def jobs_python(env: Mapping[str, str], cwd: str) -> Optional[str]:
     resolves it), None when there is none."""
     python = env.get("PYTHON") or "python"
     if os.sep in python:
-        return python if osp.isabs(python) else osp.join(cwd, python)
+        path = python if osp.isabs(python) else osp.join(cwd, python)
+        return path if os.access(path, os.X_OK) and osp.isfile(path) else None
     return shutil.which(python, path=env.get("PATH", os.defpath))
 
 
