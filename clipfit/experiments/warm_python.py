@@ -206,16 +206,23 @@ def _path0(argv: Sequence[str], cwd: str) -> str:
     return osp.dirname(osp.realpath(argv[0]))
 
 
-def unsupported(argv: Sequence[str], env: Mapping[str, str], server_env: Mapping[str, str]) -> str:
-    """Why ``python ARGV`` with ``env`` cannot run in the server ("" when it can)."""
+def unsupported(request: dict, stdin: int, server_env: Mapping[str, str]) -> str:
+    """Why the client's ``python ARGV`` cannot run in the server ("" when it can); ``stdin``:
+    the client's standard input."""
+    import zipfile
+
+    argv, env = request["argv"], request["env"]
     if not argv:
         return "no arguments (an interactive interpreter)"
     if argv[0] in ("-m", "-c") and len(argv) < 2:
         return f"{argv[0]} without its argument"
     if argv[0].startswith("-") and argv[0] not in ("-m", "-c", "-"):
         return f"interpreter option {argv[0]}"
-    if argv[0] == "-" and os.isatty(0):
+    if argv[0] == "-" and os.isatty(stdin):
         return "the program on an interactive stdin"
+    script = osp.join(request["cwd"], argv[0])
+    if not argv[0].startswith("-") and (not osp.isfile(script) or zipfile.is_zipfile(script)):
+        return f"{argv[0]} is not a Python source file"
     threads = env.get("OMP_NUM_THREADS", "")
     for name in sorted(set(env) | set(server_env)):
         if name in RUNTIME_ENV or name in HANDLED_ENV or name.startswith("BASH_FUNC_"):
@@ -443,7 +450,7 @@ class Server:
     def _serve_one(self, conn: socket.socket) -> None:
         request, fds = _receive(conn, max_fds=8)
         reason = "bad request" if request is None or len(fds) != len(request.get("fds", ())) \
-            else unsupported(request["argv"], request["env"], self.env)
+            else unsupported(request, fds[0], self.env)
         if reason:
             _fallback(conn, reason, request)
             return
