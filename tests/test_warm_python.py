@@ -143,9 +143,10 @@ def test_what_the_server_cannot_reproduce_runs_in_the_real_interpreter(warm, env
         extra = {"PYTHONHASHSEED": "3"} if why == "a start-up variable" else {}
         hot, cold = both(warm, args, env={**env, **extra})
         assert hot.stdout == cold.stdout == "False\n", why  # ran fresh, and ran
-    hot, cold = both(warm, ["no_such_script.py"], env=env, cwd=tmp_path)  # the real one says so
-    assert (hot.returncode, hot.stdout, hot.stderr) == (cold.returncode, cold.stdout, cold.stderr)
-    assert hot.returncode == 2 and "no_such_script.py" in hot.stderr
+    for args, status in ((["no_such_script.py"], 2), (["-m", "no_such_module"], 1)):  # the real one says so
+        hot, cold = both(warm, args, env=env, cwd=tmp_path)
+        assert (hot.returncode, hot.stdout, hot.stderr) == (cold.returncode, cold.stdout, cold.stderr)
+        assert hot.returncode == status and args[-1] in hot.stderr
     gone = tmp_path / "socket"  # no server behind the socket (a stopped or crashed one)
     socket.socket(socket.AF_UNIX).bind(str(gone))
     for path in (gone, tmp_path / "missing"):

@@ -249,6 +249,22 @@ def _shadowed(path: List[str], origins: Mapping[str, Optional[str]]) -> str:
     return ""
 
 
+def _not_runnable(argv: Sequence[str], origins: Mapping[str, Optional[str]]) -> str:
+    """Why the program cannot run here with this ``sys.path`` ("" when it can): a module the
+    server imported would be found elsewhere, or ``-m``'s module is not there (the real
+    interpreter says so in its words)."""
+    import importlib.util
+
+    clash = _shadowed(sys.path, origins)
+    if clash:
+        return f"{clash} would be found elsewhere on this program's sys.path"
+    try:
+        found = argv[0] != "-m" or importlib.util.find_spec(argv[1]) is not None
+    except (ImportError, ValueError):
+        found = False
+    return "" if found else f"no module {argv[1]}"
+
+
 def _program(request: dict, fds: List[int], control: socket.socket, server: "Server") -> None:
     """The forked program: take over the client's state, wait for go, run, exit. Never returns."""
     code = 1
@@ -264,9 +280,9 @@ def _program(request: dict, fds: List[int], control: socket.socket, server: "Ser
         extra = [osp.abspath(p) for p in env.get("PYTHONPATH", "").split(os.pathsep)] \
             if env.get("PYTHONPATH") else []
         sys.path[:] = [_path0(argv, request["cwd"]), *extra, *server.base_path]
-        clash = _shadowed(sys.path, server.origins)
-        if clash:
-            control.sendall(f"F{clash} would be found elsewhere on this program's sys.path".encode())
+        problem = _not_runnable(argv, server.origins)
+        if problem:
+            control.sendall(f"F{problem}".encode())
             os._exit(0)
         control.sendall(b"R")
         if control.recv(1) != b"G":
@@ -279,6 +295,7 @@ def _program(request: dict, fds: List[int], control: socket.socket, server: "Ser
 
 def _run(request: dict, server: "Server") -> int:
     """Run the program as ``python ARGV`` would; its exit status (it may also kill itself)."""
+    import atexit
     import builtins
     import runpy
     import threading
@@ -326,8 +343,6 @@ def _run(request: dict, server: "Server") -> int:
         sys.excepthook(type(error), error.with_traceback(tb), tb)
         code = 1
     threading._shutdown()  # as CPython at exit: non-daemon threads, atexit, then the streams
-    import atexit
-
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
