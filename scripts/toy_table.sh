@@ -5,11 +5,19 @@
 #   bash scripts/toy_table.sh                       # both toy datasets, 2 jobs at a time
 #   TOY_DATASETS=toy_shapes JOBS=1 bash scripts/toy_table.sh
 # Datasets are drawn into $DATA (default ./data) when missing; runs go to $OUT/toy (default
-# output/toy). Rerunning skips finished runs.
+# output/toy). Rerunning skips finished runs. Its python commands fork from one warm python
+# (clipfit/experiments/warm_python.py); WARM=0 starts a fresh interpreter for each.
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 TOY_DATASETS="${TOY_DATASETS:-toy_shapes toy_cold}"
 JOBS="${JOBS:-2}"
-export OUT="$OUT/toy"
+if [[ -z "${CLIPFIT_WARM_PYTHON:-}" ]]; then  # first pass (the second runs in the warm python)
+    export OUT="$OUT/toy"
+    if [[ "${WARM:-1}" == 1 ]]; then
+        exec "$PYTHON" -m clipfit.experiments.warm_python run -- bash "$REPO_ROOT/scripts/toy_table.sh"
+    fi
+fi
+warm=(--warm)
+[[ "${WARM:-1}" == 1 ]] || warm=(--no-warm)
 METHODS=(ZeroshotCLIP:toy CLIPFit:toy CLIPFit:toy_reg_none CLIPFit:toy_image_none CLIPFit:toy_text_none
          KgCoOp:toy CoOp:toy CoOp:toy_ul CLIP_Adapter:toy)
 read -r -a datasets <<<"$TOY_DATASETS"
@@ -19,7 +27,7 @@ start=$SECONDS
 for method in "${METHODS[@]}"; do
     echo "== TRAINER=${method%%:*} CFG=${method##*:} bash scripts/sweep.sh base2new --datasets ${datasets[*]} --seeds 1 2 3 --jobs $JOBS"
     TRAINER="${method%%:*}" CFG="${method##*:}" "$PYTHON" -m clipfit.experiments.sweep base2new \
-        --datasets "${datasets[@]}" --seeds 1 2 3 --jobs "$JOBS" --status-every 60 \
+        --datasets "${datasets[@]}" --seeds 1 2 3 --jobs "$JOBS" "${warm[@]}" --status-every 60 \
         | grep --line-buffered -v '^  run  ' || exit 1
 done
 echo

@@ -64,12 +64,12 @@ DATASETS: Dict[str, ToyDataset] = {
     for d in (
         ToyDataset(
             "toy_shapes", "ToyShapes",
-            Style("dark", noise=15.0, clutter=2, gain=(1.0, 0.85, 0.65), offset=(30, 15, 0)),
+            Style("dark", noise=10.0, clutter=1, gain=(1.0, 0.78, 0.55), offset=(35, 18, 0)),
             _colour_shape_classes(16), "32 colour-shape classes under a warm light, 16 never seen in pretraining",
         ),
         ToyDataset(
             "toy_cold", "ToyCold",
-            Style("dark", noise=15.0, clutter=2, gain=(0.7, 0.85, 1.0), offset=(0, 15, 45)),
+            Style("dark", noise=10.0, clutter=1, gain=(0.6, 0.8, 1.0), offset=(0, 20, 45)),
             _colour_shape_classes(24), "40 colour-shape classes under a cold light, 16 never seen in pretraining",
         ),
     )
