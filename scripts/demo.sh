@@ -32,7 +32,9 @@ drawn shapes; the dataset is drawn under another light (a colour cast), with clu
 Working folder: $DEMO
 EOF
 
-"$PYTHON" -m clipfit.toyworld make-data --root "$DATA" --datasets "$DATASET"
+"$PYTHON" -m clipfit.toyworld make-data --root "$DATA" --datasets "$DATASET" \
+    || die "the demo could not draw its dataset (above). If $DEMO was made by another version \
+of this project, delete it and run the demo again."
 
 # JOBS jobs at a time: the sweep runner users run for the paper's 33 runs per trainer, here on
 # one dataset and three seeds.

@@ -129,3 +129,15 @@ def test_make_data_layout_loads_through_the_loaders(tmp_path, folder):
     assert {x.label for x in ds.test} == set(range(n_base))
     new = build_from_cfg(cfg, shots=2, seed=1, subsample="new")
     assert new.classnames == names[n_base:]
+
+
+def test_make_data_command_refuses_a_folder_drawn_otherwise_with_a_clear_error(tmp_path, capsys):
+    from clipfit.toyworld.__main__ import main
+
+    stale = tmp_path / "toy_shapes"
+    stale.mkdir()
+    (stale / "toyworld.json").write_text('{"format": 0, "seed": 1}')
+    assert main(["make-data", "--root", str(tmp_path), "--datasets", "toy_shapes"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"ERROR: {stale} exists but was not drawn by this version") and "delete it" in err[-1]
+    assert os.listdir(stale) == ["toyworld.json"]  # nothing drawn over it

@@ -40,7 +40,7 @@ def _explain(args: argparse.Namespace) -> None:
     print("\n".join(explain(base2new_means(args.root, args.dataset))))
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: Optional[List[str]] = None) -> int:
     from .pretrain import PretrainConfig
 
     parser = argparse.ArgumentParser(prog="python -m clipfit.toyworld", description=__doc__)
@@ -63,7 +63,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     e.add_argument("--dataset", default="toy_shapes", help="which dataset's runs")
     e.set_defaults(func=_explain)
     args = parser.parse_args(argv)
-    args.func(args)
+    from clipfit.training.cli import run_user_command
+
+    return run_user_command(lambda: args.func(args))
 
 
 if __name__ == "__main__":

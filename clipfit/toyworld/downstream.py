@@ -130,7 +130,8 @@ def make_dataset(folder: str, root: str, seed: int = 1, per_class: Dict[str, int
             return target
         raise FileExistsError(
             f"{target} exists but was not drawn by this version with seed {seed} (see {meta_path}). "
-            "Delete it or choose another --root."
+            "Runs trained or tested on it measured other images: delete it and those runs, or "
+            "choose another --root."
         )
     if set(per_class) != set(PER_CLASS) or min(per_class.values()) < 1:
         raise ValueError(f"per_class must give at least one image for each of {', '.join(PER_CLASS)}: {per_class}")
