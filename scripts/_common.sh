@@ -44,6 +44,16 @@ export PYTHONUNBUFFERED=1  # progress reaches logs and the sweep's status lines 
 
 die() { echo "ERROR: $*" >&2; exit 2; }
 
+# in_warm_python SCRIPT: run SCRIPT (the caller) again inside one warm python, so that all its
+# python commands and sweeps share one torch import (clipfit/experiments/warm_python.py); does
+# nothing with WARM=0 or when already inside one. Sets WARM_FLAG for the sweeps it runs. The
+# caller's setup before it runs twice, so it must give the same result the second time.
+in_warm_python() {
+    WARM_FLAG=--warm
+    [[ "${WARM:-1}" == 1 ]] || { WARM_FLAG=--no-warm; return 0; }
+    [[ -n "${CLIPFIT_WARM_PYTHON:-}" ]] || exec "$PYTHON" -m clipfit.experiments.warm_python run -- bash "$1"
+}
+
 need_args() {  # N USAGE "$@": exit with the usage unless at least N arguments were given
     local n="$1" usage="$2"; shift 2
     (( $# >= n )) || die "usage: bash ${0#"$REPO_ROOT"/} $usage

@@ -10,18 +10,10 @@
 # Its python commands fork from one warm python that imported torch once
 # (clipfit/experiments/warm_python.py); WARM=0 starts a fresh interpreter for each.
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
-if [[ -z "${CLIPFIT_WARM_PYTHON:-}" ]]; then  # first pass (the second runs in the warm python)
-    DEMO="$OUT/demo"
-    export DATA="$DEMO/data" OUT="$DEMO/output" CLIPFIT_ENGINE=builtin CKPT_FREQ=0
-    export CFG=  # scripts/_common.sh picks configs/trainers/<TRAINER>/toy.yaml for toy datasets
-    if [[ "${WARM:-1}" == 1 ]]; then
-        exec "$PYTHON" -m clipfit.experiments.warm_python run -- bash "$REPO_ROOT/scripts/demo.sh"
-    fi
-else
-    DEMO="$(dirname "$OUT")"
-fi
-warm=(--warm)
-[[ "${WARM:-1}" == 1 ]] || warm=(--no-warm)
+export DEMO="${DEMO:-$OUT/demo}"
+export DATA="$DEMO/data" OUT="$DEMO/output" CLIPFIT_ENGINE=builtin CKPT_FREQ=0
+export CFG=  # scripts/_common.sh picks configs/trainers/<TRAINER>/toy.yaml for toy datasets
+in_warm_python "$REPO_ROOT/scripts/demo.sh"
 JOBS="${JOBS:-2}"
 DATASET=toy_shapes
 
@@ -42,7 +34,7 @@ for trainer in ZeroshotCLIP CLIPFit CoOp; do
     echo
     echo "== TRAINER=$trainer bash scripts/sweep.sh base2new --datasets $DATASET --seeds 1 2 3 --jobs $JOBS"
     TRAINER="$trainer" "$PYTHON" -m clipfit.experiments.sweep base2new --datasets "$DATASET" \
-        --seeds 1 2 3 --jobs "$JOBS" "${warm[@]}" --status-every 15 | grep --line-buffered -v '^  run  ' || exit 1
+        --seeds 1 2 3 --jobs "$JOBS" "$WARM_FLAG" --status-every 15 | grep --line-buffered -v '^  run  ' || exit 1
 done
 
 echo

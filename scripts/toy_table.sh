@@ -10,14 +10,9 @@
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 TOY_DATASETS="${TOY_DATASETS:-toy_shapes toy_cold}"
 JOBS="${JOBS:-2}"
-if [[ -z "${CLIPFIT_WARM_PYTHON:-}" ]]; then  # first pass (the second runs in the warm python)
-    export OUT="$OUT/toy"
-    if [[ "${WARM:-1}" == 1 ]]; then
-        exec "$PYTHON" -m clipfit.experiments.warm_python run -- bash "$REPO_ROOT/scripts/toy_table.sh"
-    fi
-fi
-warm=(--warm)
-[[ "${WARM:-1}" == 1 ]] || warm=(--no-warm)
+export TOY_OUT="${TOY_OUT:-$OUT/toy}"
+export OUT="$TOY_OUT"
+in_warm_python "$REPO_ROOT/scripts/toy_table.sh"
 METHODS=(ZeroshotCLIP:toy CLIPFit:toy CLIPFit:toy_reg_none CLIPFit:toy_image_none CLIPFit:toy_text_none
          KgCoOp:toy CoOp:toy CoOp:toy_ul CLIP_Adapter:toy)
 read -r -a datasets <<<"$TOY_DATASETS"
@@ -27,7 +22,7 @@ start=$SECONDS
 for method in "${METHODS[@]}"; do
     echo "== TRAINER=${method%%:*} CFG=${method##*:} bash scripts/sweep.sh base2new --datasets ${datasets[*]} --seeds 1 2 3 --jobs $JOBS"
     TRAINER="${method%%:*}" CFG="${method##*:}" "$PYTHON" -m clipfit.experiments.sweep base2new \
-        --datasets "${datasets[@]}" --seeds 1 2 3 --jobs "$JOBS" "${warm[@]}" --status-every 60 \
+        --datasets "${datasets[@]}" --seeds 1 2 3 --jobs "$JOBS" "$WARM_FLAG" --status-every 60 \
         | grep --line-buffered -v '^  run  ' || exit 1
 done
 echo
