@@ -12,11 +12,11 @@ import sys
 import traceback
 from typing import Callable, Dict, List, Optional, Tuple
 
-import torch
-
 from clipfit.fileio import write_text
 from clipfit.training import run_folder
-from clipfit.training.config import closest_key, get_cfg, merge_from_file, merge_from_list
+from clipfit.training.config import get_cfg, merge_from_file, merge_from_list
+from clipfit.training.precheck import check_arguments, config_path as _config_path
+from clipfit.training.run_header import print_run_start, tuned_line
 from clipfit import REPO_ROOT
 
 DEBUG_ENV = "CLIPFIT_DEBUG"  # 1: show the traceback of user errors too
@@ -85,19 +85,6 @@ def _reset_cfg(cfg, args: argparse.Namespace) -> None:
         cfg.MODEL.HEAD.NAME = args.head
     if args.deterministic:
         cfg.DETERMINISTIC = True
-
-
-def _config_path(path: str, flag: str) -> str:
-    if not osp.isfile(path):
-        folder = osp.dirname(path) or "."
-        names = sorted(n for n in os.listdir(folder) if n.endswith((".yaml", ".yml"))) \
-            if osp.isdir(folder) else []
-        close = closest_key(osp.basename(path), names)
-        hint = f" Did you mean {osp.join(osp.dirname(path), close)}?" if close else ""
-        listing = f" Files in {folder}: {', '.join(names)}." if names else ""
-        raise FileNotFoundError(f"{flag} {path}: no such file (paths are relative to the current "
-                                f"folder).{hint}{listing}")
-    return path
 
 
 def _taken_over(cfg, model_dir: str, opts: List[str]) -> List[str]:
@@ -182,6 +169,8 @@ def import_plugins(root: str = REPO_ROOT) -> None:
 
 def set_deterministic() -> None:
     """Deterministic kernels everywhere; errors on ops that have no deterministic version."""
+    import torch
+
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
@@ -191,18 +180,6 @@ def set_deterministic() -> None:
 def save_config(cfg) -> str:
     """Write the full config of a run to ``<OUTPUT_DIR>/config.yaml`` (atomically)."""
     return write_text(osp.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
-
-
-def print_args(args: argparse.Namespace, cfg) -> None:
-    print("***************")
-    print("** Arguments **")
-    print("***************")
-    for key in sorted(args.__dict__):
-        print(f"{key}: {args.__dict__[key]}")
-    print("************")
-    print("** Config **")
-    print("************")
-    print(cfg)
 
 
 def user_error_message(err: BaseException) -> Optional[str]:
@@ -290,6 +267,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 def _main(argv: Optional[List[str]]) -> None:
     args = build_parser().parse_args(argv)
+    check_arguments(args)  # before torch is imported: a typo is answered at once
     import_plugins()
     lock = run_folder.acquire(args.output_dir, run_folder.process_line(os.getpid())) \
         if args.output_dir else None
@@ -349,16 +327,19 @@ def _train_or_test(engine, cfg, args: argparse.Namespace, notes: List[str]) -> N
     engine.setup_logger(cfg.OUTPUT_DIR)
     if cfg.DETERMINISTIC:
         set_deterministic()
-    elif torch.cuda.is_available() and cfg.USE_CUDA:
-        torch.backends.cudnn.benchmark = True
+    else:
+        import torch
 
-    print_args(args, cfg)
-    for note in notes:
-        print(note)
+        if torch.cuda.is_available() and cfg.USE_CUDA:
+            torch.backends.cudnn.benchmark = True
+
+    try:
+        trainer_class = engine.TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
+    except KeyError:  # build_trainer says so, with the known names
+        trainer_class = None
+    print_run_start(args, cfg, notes, engine.ENGINE, engine.collect_env_info,
+                    tuned_line(cfg, args, trainer_class))
     save_config(cfg)
-    print(f"Engine: {engine.ENGINE}")
-    print("Collecting env info ...")
-    print(f"** System info **\n{engine.collect_env_info()}\n")
 
     trainer = engine.build_trainer(cfg)
     if args.eval_only:
