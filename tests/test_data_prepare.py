@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -554,28 +555,101 @@ def test_not_enough_disk_space_is_an_error_with_the_size_needed(mirror, tmp_path
     assert not os.path.exists(tmp_path / "dtd" / "images")
 
 
-def test_dry_run_lists_every_file_and_writes_nothing(tmp_path, capsys):
+def test_dry_run_lists_every_file_its_addresses_and_checksum_and_writes_nothing(tmp_path, capsys):
     rc, out = prepare(capsys, "all", "--root", tmp_path / "data", "--dry-run")
     assert rc == 0
     assert not os.path.exists(tmp_path / "data")
-    for spec in SPECS:
-        if spec.key != "imagenet":  # all = what can be downloaded
-            for src in spec.sources:
-                assert src.name in out
-    assert "ILSVRC2012_img_train.tar" not in out
-    assert "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz" in out
-    assert "https://drive.google.com/uc?id=1u3_QfB467jqHgNXC00UIzbLZRQCg2S7x" in out
+    blocks = {}  # (dataset, file) -> its lines
+    for section in out.split("== ")[1:]:
+        for block in re.split(r"\n  (?=\S)", section)[1:]:
+            blocks[section.split()[0], block.split(" (")[0]] = block
+    assert "ILSVRC2012_img_train.tar" not in out  # all = what can be downloaded
+    for spec in sources.downloadable():
+        for src in spec.sources:
+            block = blocks[spec.key, src.name]
+            for name in src.names:
+                for address in RECORDED[name].addresses:
+                    assert download.display(address.url) in block and address.source in block, name
+                checksum = FILES[name].checksum  # what this run checks against
+                assert (f"MD5 {checksum.value} (published: {checksum.source})" if checksum
+                        else "no published checksum") in block, name
+    caltech = blocks["caltech101", "101_ObjectCategories.tar.gz"]
+    assert caltech.index("caltech-101.zip") < caltech.index("vision.caltech.edu")  # maintained first
 
 
-def test_list_shows_present_partial_and_missing(mirror, tmp_path, capsys):
+def test_dry_run_names_what_is_found_and_the_mirror_last(mirror, tmp_path, capsys):
     folder, _ = mirror
-    assert prepare(capsys, "dtd", "--root", tmp_path, "--mirror", folder, "--skip-counts")[0] == 0
+    rc, out = prepare(capsys, "dtd", "--root", tmp_path, "--mirror", "http://mirror.example/data", "--dry-run")
+    assert out.index(FILES[DTD_ARCHIVE].addresses[0].url) < out.index(f"http://mirror.example/data/{DTD_ARCHIVE}")
+    rc, out = prepare(capsys, "dtd", "--root", tmp_path, "--from-archives", folder, "--dry-run")
+    assert f"extract from {folder / DTD_ARCHIVE}" in out and "https://" not in out
+
+def list_status(out):
+    """Dataset -> (status, loader can use it) from the --list table."""
+    rows = [line.split() for line in out.splitlines()[2:] if line[:1].strip()]
+    return {r[0]: (r[2], r[3]) for r in rows if r[0] in {s.key for s in SPECS}}
+
+
+def test_list_reports_each_entry_by_what_is_there(mirror, tmp_path, capsys):
+    folder, _ = mirror
+    assert prepare(capsys, "dtd", "oxford_pets", "--root", tmp_path, "--mirror", folder, "--skip-counts")[0] == 0
+    for entry in ("imdb", "labels"):  # never read by the loader
+        shutil.rmtree(tmp_path / "dtd" / entry)
+    shutil.rmtree(tmp_path / "oxford_pets" / "images")
     (tmp_path / "eurosat").mkdir()
     (tmp_path / "eurosat" / "split_zhou_EuroSAT.json").write_text("{}")
     rc, out = prepare(capsys, "--list", "--root", tmp_path)
-    status = {line.split()[0]: line.split()[2] for line in out.splitlines()[2:]}
-    assert status["dtd"] == "present" and status["eurosat"] == "partial" and status["food101"] == "missing"
+    assert rc == 0 and max(len(line) for line in out.splitlines()) <= 100, out
+    status = list_status(out)
     assert len(status) == len(SPECS)
+    assert status["dtd"] == ("usable", "yes") and status["oxford_pets"] == ("partial", "no")
+    assert status["eurosat"] == ("partial", "no") and status["food101"] == ("missing", "no")
+    rc, out = prepare(capsys, "--list", "--root", tmp_path, "--format", "json")
+    records = {r["Dataset"]: r for r in json.loads(out)}
+    assert records["dtd"]["Present"] == ["images", "split_zhou_DescribableTextures.json"]
+    assert records["dtd"]["Absent"] == ["imdb (not read)", "labels (not read)"]
+    assert records["oxford_pets"]["Absent"] == ["images"] and records["oxford_pets"]["Loader can use it"] == "no"
+    build(tmp_path, "dtd")  # what --list calls usable, the loader reads
+    assert prepare(capsys, "dtd", "--root", tmp_path, "--mirror", folder, "--skip-counts")[0] == 0
+    assert list_status(prepare(capsys, "--list", "dtd", "--root", tmp_path)[1]) == {"dtd": ("complete", "yes")}
+
+
+@pytest.mark.parametrize("fmt", ["md", "csv"])
+def test_list_in_full_width_formats(fmt, tmp_path, capsys):
+    rc, out = prepare(capsys, "--list", "--root", tmp_path, "--format", fmt)
+    header = out.splitlines()[0]
+    for column in ("Dataset", "Folder", "Status", "Loader can use it", "Present", "To finish", "Absent", "Note"):
+        assert column in header
+    assert len(out.splitlines()) == len(SPECS) + (2 if fmt == "md" else 1)
+
+
+def test_list_defaults_to_the_data_variable_then_to_data(tmp_path, capsys, monkeypatch):
+    (tmp_path / "env" / "eurosat" / "2750").mkdir(parents=True)
+    (tmp_path / "data" / "dtd" / "images").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA", str(tmp_path / "env"))
+    out = prepare(capsys, "--list")[1]
+    assert list_status(out)["eurosat"][0] == "partial" and list_status(out)["dtd"][0] == "missing"
+    assert f"Data root: {tmp_path / 'env'} ($DATA)." in out
+    monkeypatch.delenv("DATA")
+    out = prepare(capsys, "--list")[1]
+    assert list_status(out)["eurosat"][0] == "missing" and list_status(out)["dtd"][0] == "partial"
+    assert f"Data root: {tmp_path / 'data'} (the default ./data)." in out
+
+
+@pytest.mark.parametrize("key", ALL)
+def test_what_the_registry_says_the_loader_reads_is_enough(key, tmp_path):
+    """With only the entries of ``reads`` (and the split), each loader gives the same dataset."""
+    from clipfit.testing.fake_datasets import make_dataset
+
+    spec = find_spec(key)
+    full, only = tmp_path / "full", tmp_path / "only"
+    make_dataset(key, str(full), n_classes=2, per_class=4)
+    for entry in spec.reads:
+        source, target = full / spec.folder / entry, only / spec.folder / entry
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
+    assert signature(only, key) == signature(full, key)
 
 
 def test_imagenet_without_its_archives_prints_the_steps_and_does_the_rest(mirror, tmp_path, capsys):
@@ -720,3 +794,79 @@ def test_a_zip_member_with_a_bad_crc_is_a_damaged_archive(tmp_path, capsys, monk
     rc, out = prepare(capsys, "eurosat", "--root", tmp_path / "data", "--mirror", mirror)
     assert rc == 1 and "damaged or truncated" in out and "Replace it with a good copy" in out
     assert not os.path.exists(tmp_path / "data" / "eurosat" / "2750")
+
+
+def torchvision_downloads(class_name, root):
+    """(url, md5) of every file torchvision's dataset class ``class_name`` downloads, recorded by
+    running its download with the fetching functions replaced."""
+    import importlib
+    import inspect
+
+    import torchvision.datasets as tv
+    from torchvision.datasets import utils
+
+    cls = getattr(tv, class_name)
+    module = importlib.import_module(cls.__module__)
+    seen = []
+
+    def recorder(real):
+        def record(*args, **kwargs):
+            bound = inspect.signature(real).bind(*args, **kwargs)
+            seen.append((bound.arguments["url"], bound.arguments.get("md5")))
+
+        return record
+
+    for name in ("download_and_extract_archive", "download_url"):
+        if hasattr(module, name):
+            setattr(module, name, recorder(getattr(utils, name)))
+    try:
+        cls(str(root), download=True)
+    except Exception:  # nothing was fetched, so the class fails after recording what it wanted
+        pass
+    finally:
+        importlib.reload(module)
+    return seen
+
+
+RECORDED = sources.load_files()  # as sources.json has them (the tests' FILES stand for fabricated files)
+TORCHVISION_FILES = sorted({(n, f.torchvision) for n, f in RECORDED.items() if f.torchvision})
+
+
+@pytest.mark.parametrize("name, class_name", TORCHVISION_FILES)
+def test_recorded_addresses_and_checksums_match_the_installed_torchvision(name, class_name, tmp_path):
+    facts = RECORDED[name]
+    if class_name == "ImageNet":  # behind a login: torchvision has the archives' MD5s, no address
+        from torchvision.datasets.imagenet import ARCHIVE_META
+
+        assert (name, facts.checksum.value) in ARCHIVE_META.values()
+        return
+    downloads = torchvision_downloads(class_name, tmp_path)
+    assert downloads, f"torchvision's {class_name} no longer downloads anything"
+    md5 = facts.checksum.value if facts.checksum else None
+    # the maintained address is the one tried first
+    assert (facts.addresses[0].url, md5) in downloads, f"{name}: torchvision {class_name} now downloads {downloads}"
+    assert facts.addresses[0].source.startswith("torchvision")
+
+
+def test_every_dataset_torchvision_can_download_is_compared():
+    assert {c for _, c in TORCHVISION_FILES} == {
+        "DTD", "Food101", "Flowers102", "OxfordIIITPet", "EuroSAT", "Caltech101", "SUN397", "FGVCAircraft", "ImageNet"
+    }
+
+
+def test_the_sources_table_in_datasets_md_is_the_one_the_command_prints(capsys):
+    """DATASETS.md shows `prepare --sources --format md` verbatim, so it cannot drift from sources.json."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(repo, "DATASETS.md")) as f:
+        text = f.read()
+    start = "<!-- sources table: python -m clipfit.data prepare --sources --format md -->\n"
+    block = text.split(start)[1].split("<!-- end of the sources table -->")[0]
+    rc, out = prepare(capsys, "--sources", "--format", "md")
+    assert rc == 0
+    assert block == out, "run `python -m clipfit.data prepare --sources --format md` and paste it into DATASETS.md"
+    for name, facts in RECORDED.items():
+        kind = f"{'MD5 (published' if facts.checksum.algorithm == 'md5' else 'SHA-256 (recorded'}: " if facts.checksum else ""
+        rows = [line for line in out.splitlines() if f"| {name} " in line or f"| {name} (holds" in line]
+        uses = sum(name in src.names for spec in SPECS for src in spec.sources)
+        assert len(rows) == len(facts.addresses) * uses, name
+        assert all((kind + facts.checksum.source if facts.checksum else "| none ") in row for row in rows), name

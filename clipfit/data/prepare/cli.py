@@ -24,6 +24,7 @@ from clipfit.data.prepare.download import MIRROR_ENV, Fetcher, describe, display
 from clipfit.data.prepare.errors import DamagedFile, ManualStep, PrepareError, human
 from clipfit.data.prepare.layout import STEPS, is_done, needs_file, remove_leftovers
 from clipfit.data.prepare.sources import (
+    CHECKSUM_NAME,
     FILES,
     IMAGENET_LOGIN,
     SPECS,
@@ -38,7 +39,7 @@ DOCS_HINT = "DATASETS.md"
 DATA_ENV = "DATA"  # the data root of CoOp's scripts
 FORMATS = ("table", "md", "csv", "json")
 LIST_WIDTHS = {"Folder": 21, "What is there": 40}  # the terminal table stays within ~100 columns
-SOURCE_WIDTHS = {"Dataset": 12, "File": 20, "Address": 34, "Checksum": 24}
+SOURCE_WIDTHS = {"Dataset": 12, "File": 18, "Address": 26, "Address from": 18, "Checksum": 16}
 
 
 def log(*parts: object) -> None:
@@ -112,8 +113,9 @@ def compact_list(records: Sequence[dict]) -> List[dict]:
     rows = []
     for r in records:
         parts = [f"{k.lower()}: {', '.join(r[k])}" for k in ("Present", "To finish", "Absent") if r[k]]
+        there = "; ".join(parts) if r["Status"] != "missing" else "nothing"
         rows.append({**{k: r[k] for k in ("Dataset", "Folder", "Status")}, "Loader": r["Loader can use it"],
-                     "What is there": "; ".join(parts)})
+                     "What is there": there})
     return rows
 
 
@@ -140,8 +142,7 @@ def list_datasets(root: str, source: str, specs: Sequence[DatasetSpec], fmt: str
         log(render(records, fmt))
         return
     log(render(compact_list(records), fmt, LIST_WIDTHS))
-    log("usable: the loader has what it reads, not everything the archives hold; (not read): the loader "
-        "never reads it.")
+    log("usable: the loader has all it reads, not all the archives hold.\n(not read): the loader never reads it.")
     for spec in specs:
         if spec.note:
             log(f"{spec.key}: {spec.note}")
@@ -163,7 +164,8 @@ def source_records(specs: Sequence[DatasetSpec], checksums) -> List[dict]:
                             if dict(FILES[name].holds).get(src.name) else name,
                             "Address": display(address.url),
                             "Address from": address.source,
-                            "Checksum": describe(expected).replace("no published checksum", "none"),
+                            "Checksum": "; ".join(f"{CHECKSUM_NAME[c.algorithm]} ({c.kind}: {c.source})"
+                                                  for c in expected) or "none",
                         }
                     )
     return rows

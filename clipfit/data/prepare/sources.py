@@ -206,7 +206,7 @@ SPECS: Tuple[DatasetSpec, ...] = (
             _split("StanfordCars"),
         ),
         ("cars_train", "cars_test", "split_zhou_StanfordCars.json"),
-        note="the Stanford page has been offline for years: use --mirror with a copy of these files",
+        note="its page has been offline for years: use --mirror with a copy (DATASETS.md)",
     ),
     DatasetSpec(
         "oxford_flowers",
