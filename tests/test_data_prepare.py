@@ -706,7 +706,7 @@ def test_the_module_command_and_an_unknown_dataset(tmp_path):
     ok = subprocess.run(run + ["dtd", "--root", str(tmp_path), "--dry-run"], capture_output=True, text=True, env=env)
     assert ok.returncode == 0 and DTD_ARCHIVE in ok.stdout and not os.listdir(tmp_path)
     bad = subprocess.run(run + ["dtdd", "--root", str(tmp_path)], capture_output=True, text=True, env=env)
-    assert bad.returncode != 0 and "Unknown dataset 'dtdd'" in bad.stderr and "oxford_pets" in bad.stderr
+    assert bad.returncode != 0 and "Unknown dataset 'dtdd'. Did you mean dtd?" in bad.stderr and "oxford_pets" in bad.stderr
 
 
 def test_the_registry_matches_the_loaders_and_their_configs():
