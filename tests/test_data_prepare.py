@@ -169,9 +169,37 @@ def test_caltech_from_the_maintained_zip_around_the_tarball(mirror, internet, tm
     internet.serve(str(served_without(tmp_path, folder, "101_ObjectCategories.tar.gz")))
     rc, out = prepare(capsys, "caltech101", "--root", tmp_path / "data", "--skip-counts")
     assert rc == 0, out
-    assert "taking caltech-101/101_ObjectCategories.tar.gz out of caltech-101.zip" in out
+    assert "taking caltech-101/101_ObjectCategories.tar.gz out of caltech-101.zip" in out and "doctor: ok" in out
     assert signature(tmp_path / "data", "caltech101") == signature(expected, "caltech101")
     assert not os.path.exists(tmp_path / "data" / "caltech-101" / ".download")
+
+
+def test_caltech_zip_downloaded_only_leaves_the_tarball_for_another_machine(mirror, internet, tmp_path, capsys):
+    folder, expected = mirror
+    internet.serve(str(folder))
+    online = tmp_path / "online"
+    rc, out = prepare(capsys, "caltech101", "--root", online, "--download-only")
+    assert rc == 0, out
+    downloads = online / "caltech-101" / ".download"
+    assert sorted(os.listdir(downloads)) == ["101_ObjectCategories.tar.gz", "split_zhou_Caltech101.json"]
+    n = len(internet.paths)
+    rc, out = prepare(capsys, "caltech101", "--root", tmp_path / "offline", "--from-archives", online, "--skip-counts")
+    assert rc == 0 and len(internet.paths) == n, out
+    assert signature(tmp_path / "offline", "caltech101") == signature(expected, "caltech101")
+
+
+def test_a_caltech_zip_without_the_tarball_is_an_error_naming_what_it_holds(
+    mirror, internet, tmp_path, capsys, monkeypatch
+):
+    folder, _ = mirror
+    served = served_without(tmp_path, folder, "caltech-101.zip")
+    write_archive(str(served / "caltech-101.zip"), [("caltech-101/Annotations.tar", b"x")])
+    publish(monkeypatch, served)  # a zip that passes its checksum, but is laid out otherwise
+    internet.serve(str(served))
+    rc, out = prepare(capsys, "caltech101", "--root", tmp_path / "data")
+    assert rc == 1
+    assert "does not hold caltech-101/101_ObjectCategories.tar.gz; its top entries are caltech-101" in out
+    assert not os.path.exists(tmp_path / "data" / "caltech-101" / "101_ObjectCategories")
 
 
 def test_caltech_falls_back_to_coop_address_when_the_maintained_one_is_dead(mirror, internet, tmp_path, capsys):
@@ -197,6 +225,7 @@ def test_eurosat_from_the_later_release_with_another_folder_name(mirror, interne
     tried = [p for p in internet.paths if p.endswith(".zip")]
     assert tried == [address_path(a.url) for n in ("EuroSAT.zip", "EuroSAT_RGB.zip") for a in FILES[n].addresses]
     assert sorted(os.listdir(tmp_path / "data" / "eurosat")) == ["2750", "split_zhou_EuroSAT.json"]
+    assert "doctor: ok" in out
     assert signature(tmp_path / "data", "eurosat") == signature(expected, "eurosat")
 
 

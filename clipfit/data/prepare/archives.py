@@ -191,7 +191,8 @@ def extract_file(path: str, member: str, dest: str) -> None:
     found = [m for m in members if m.path == member and m.kind == "file"]
     if not found:
         raise DamagedFile(
-            f"{path} does not hold {member}; its top entries are {', '.join(top_entries(members, '')[:10]) or 'none'}."
+            f"{path} does not hold {member}; its top entries are {', '.join(top_entries(members, '')[:10]) or 'none'}. "
+            "It is laid out otherwise than sources.json says: delete it and get the file from a mirror (--mirror)."
         )
     check_free(os.path.dirname(dest), found[0].size, f"taking {member} out of {os.path.basename(path)}")
     part = dest + ".part"

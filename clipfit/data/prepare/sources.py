@@ -119,7 +119,7 @@ class Source:
 
     @property
     def size(self) -> int:
-        return FILES[self.names[-1]].size
+        return FILES[self.name].size
 
 
 @dataclass(frozen=True)
@@ -327,7 +327,7 @@ SPECS: Tuple[DatasetSpec, ...] = (
 )
 
 BY_KEY: Dict[str, DatasetSpec] = {s.key: s for s in SPECS}
-UNKNOWN_FILES = sorted({n for spec in SPECS for src in spec.sources for n in src.names} - set(FILES))
+UNKNOWN_FILES = sorted({n for spec in SPECS for src in spec.sources for n in (src.name, *src.names)} - set(FILES))
 if UNKNOWN_FILES:  # a registry edited without its facts
     raise ValueError(f"{SOURCES_JSON} lacks the file(s) {', '.join(UNKNOWN_FILES)}.")
 
