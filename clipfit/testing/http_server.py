@@ -102,7 +102,7 @@ class FileServer:
         self.httpd.cut_after[name] = after
 
     def __enter__(self) -> "FileServer":
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
         self.timer.start()
         return self
 

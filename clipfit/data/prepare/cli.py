@@ -316,7 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m clipfit.data prepare", description=__doc__.split("\n\n")[1].replace("\n", " ")
     )
     parser.add_argument("datasets", nargs="*", metavar="DATASET", help="config names (dtd, oxford_pets, ...) or all")
-    parser.add_argument("--root", default=None, help=f"the data root (train.py's --root); default ${DATA_ENV}, else ./data")
+    parser.add_argument(
+        "--root", default=None, help=f"the data root (train.py's --root); default ${DATA_ENV}, else ./data"
+    )
     parser.add_argument(
         "--mirror",
         default=None,

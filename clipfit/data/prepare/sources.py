@@ -276,7 +276,9 @@ SPECS: Tuple[DatasetSpec, ...] = (
         "EuroSAT",
         (
             # the authors' later release (Zenodo) names the folder EuroSAT_RGB/: renamed to CoOp's 2750/
-            _archive("EuroSAT.zip", "2750", rename=(("EuroSAT_RGB", "2750"),), copies=("EuroSAT.zip", "EuroSAT_RGB.zip")),
+            _archive(
+                "EuroSAT.zip", "2750", rename=(("EuroSAT_RGB", "2750"),), copies=("EuroSAT.zip", "EuroSAT_RGB.zip")
+            ),
             _split("EuroSAT"),
         ),
         ("2750", "split_zhou_EuroSAT.json"),
