@@ -245,7 +245,7 @@ def test_a_file_no_address_serves_names_every_address_tried(internet, tmp_path, 
     assert rc == 1
     error = out.split("ERROR: ")[1]
     assert "Could not get cars_train.tgz" in error and "--mirror" in error and 'section "StanfordCars"' in error
-    assert "http://ai.stanford.edu/~jkrause/car196/cars_train.tgz: " in error
+    assert "from http://ai.stanford.edu/~jkrause/car196/cars_train.tgz (see above)" in error
 
 
 def test_a_wrong_md5_from_the_maintained_address_stops_before_extraction(mirror, internet, tmp_path, capsys):
@@ -323,11 +323,13 @@ def test_a_folder_mirror_from_the_environment_variable(mirror, tmp_path, capsys,
     )
 
 
-def test_a_missing_file_in_a_folder_mirror_is_named(tmp_path, capsys):
+def test_a_file_missing_from_a_folder_mirror_and_every_address_is_named(tmp_path, capsys):
     (tmp_path / "mirror").mkdir()
     rc, out = prepare(capsys, "dtd", "--root", tmp_path / "data", "--mirror", tmp_path / "mirror")
     assert rc == 1
-    assert f"{DTD_ARCHIVE} is not in the mirror folder" in out
+    url = FILES[DTD_ARCHIVE].addresses[0].url
+    assert f"Could not get {DTD_ARCHIVE} from the mirror folder {tmp_path / 'mirror'}, {url} (see above)" in out
+    assert not os.path.exists(tmp_path / "data" / "dtd" / ".download" / (DTD_ARCHIVE + ".part"))  # nothing came
 
 
 def test_resume_after_a_cut_connection_in_the_next_run(mirror, tmp_path, capsys):

@@ -111,8 +111,13 @@ def http_download(
             last = e
         got = os.path.getsize(part) if os.path.exists(part) else 0
         if attempt < retries:
-            log(f"  connection lost at {got:,} bytes ({last}); resuming (retry {attempt + 1} of {retries})")
+            lost = f"connection lost at {got:,} bytes ({last}); resuming" if got else f"no answer ({last}); trying again"
+            log(f"  {lost} (retry {attempt + 1} of {retries})")
             time.sleep(backoff * min(2**attempt, 30))
+    if not got:
+        if os.path.exists(part):
+            os.remove(part)
+        raise PrepareError(f"Could not download {url}: {last}.")
     raise PrepareError(
         f"Could not download {url}: {last}. What arrived ({got:,} bytes) is kept in {part}; "
         "run the same command again to resume from there."
@@ -239,7 +244,7 @@ class Fetcher:
             raise self.missing(src, f"{' or '.join(src.names)} is not in {self.from_archives}")
         failures = []
         if self.mirror and not is_url(self.mirror):
-            failures.append(f"{' or '.join(src.names)} is not in the mirror folder {self.mirror}")
+            failures.append(f"the mirror folder {self.mirror}")
         for name, address in self.addresses(src):
             dest = os.path.join(self.download_dir(spec), name)
             self.log(f"  downloading {display(address.url)}")
@@ -250,15 +255,16 @@ class Fetcher:
                     http_download(address.url, dest, self.retries, backoff=self.backoff, log=self.log)
             except PrepareError as e:
                 self.log(f"  failed: {e}")
-                failures.append(f"{display(address.url)}: {e}")
+                failures.append(display(address.url))
                 continue
             self.verify(dest, name, ours=True, origin=display(address.url))
             return self.unwrap(spec, src, dest, name, True)
         if src.manual:
             raise self.missing(src, f"{src.name} needs a login")
         raise PrepareError(
-            f"Could not get {src.name}: " + "; ".join(failures) + f". Put a copy of {' or '.join(src.names)} "
-            f"in a folder or on a server and pass it with --mirror (see DATASETS.md, section \"{spec.section}\")."
+            f"Could not get {src.name} from {', '.join(failures)} (see above). Put a copy of "
+            f"{' or '.join(src.names)} in a folder or on a server and pass it with --mirror "
+            f"(see DATASETS.md, section \"{spec.section}\")."
         )
 
     def unwrap(self, spec: DatasetSpec, src: Source, path: str, name: str, ours: bool) -> Tuple[str, bool]:
