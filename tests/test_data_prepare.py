@@ -891,11 +891,11 @@ def test_the_sources_table_in_datasets_md_is_the_one_the_command_prints(capsys):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(repo, "DATASETS.md")) as f:
         text = f.read()
-    start = "<!-- sources table: python -m clipfit.data prepare --sources --format md -->\n"
-    block = text.split(start)[1].split("<!-- end of the sources table -->")[0]
+    # the block markers of clipfit.docs_blocks (read_block / write_block)
+    block = text.split("<!-- begin: prepare-sources -->")[1].split("<!-- end: prepare-sources -->")[0]
     rc, out = prepare(capsys, "--sources", "--format", "md")
     assert rc == 0
-    assert block == out, "run `python -m clipfit.data prepare --sources --format md` and paste it into DATASETS.md"
+    assert block.strip("\n") == out.strip("\n"), "run `python -m clipfit.data prepare --sources --format md` and paste it into DATASETS.md"
     for name, facts in RECORDED.items():
         checksum = facts.checksum
         expected = f"{'MD5 (published' if checksum.algorithm == 'md5' else 'SHA-256 (recorded'}: {checksum.source}" \
