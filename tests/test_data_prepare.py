@@ -904,3 +904,35 @@ def test_the_sources_table_in_datasets_md_is_the_one_the_command_prints(capsys):
         uses = sum(name in src.names for spec in SPECS for src in spec.sources)
         assert len(rows) == len(facts.addresses) * uses, name
         assert all(expected in row for row in rows), name
+
+
+def test_sources_json_entries_are_checked_when_loaded(tmp_path):
+    good = {"size": 10, "addresses": [{"url": "https://x/a.tgz", "source": "us"}]}
+    cases = {
+        "recorded": ({**good, "sha256": "AB" * 32, "checksum_source": "our download, 2026-12-06"}, None),
+        "no source": ({**good, "md5": "0" * 32}, "md5 must be 32 hex digits, with checksum_source"),
+        "short": ({**good, "sha256": "0" * 32, "checksum_source": "x"}, "sha256 must be 64 hex digits"),
+        "two": ({**good, "md5": "0" * 32, "sha256": "0" * 64, "checksum_source": "x"}, "at most one of md5, sha256"),
+        "no address": ({"size": 1, "addresses": []}, "needs at least one address"),
+        "no size": ({"addresses": good["addresses"]}, "needs size and addresses"),
+    }
+    for case, (entry, error) in cases.items():
+        path = tmp_path / f"{case.replace(' ', '_')}.json"
+        path.write_text(json.dumps({"files": {"a.tgz": entry}}))
+        if error is None:
+            checksum = sources.load_files(str(path))["a.tgz"].checksum
+            assert (checksum.algorithm, checksum.value, checksum.kind) == ("sha256", "ab" * 32, "recorded")
+        else:
+            with pytest.raises(ValueError, match=f"file 'a.tgz': .*{re.escape(error)}"):
+                sources.load_files(str(path))
+
+
+def test_extra_checksums_are_sha256_or_md5_by_length(tmp_path):
+    extra = tmp_path / "sums.json"
+    extra.write_text(json.dumps({DTD_ARCHIVE: "A" * 64, "x.zip": "b" * 32}))
+    table = sources.load_checksums(str(extra))
+    assert [c.algorithm for c in table[DTD_ARCHIVE]] == ["md5", "sha256"]  # the published one stays
+    assert [(c.algorithm, c.value) for c in table["x.zip"]] == [("md5", "b" * 32)]
+    extra.write_text(json.dumps({"x.zip": "abc"}))
+    with pytest.raises(SystemExit, match="file name -> SHA-256"):
+        sources.load_checksums(str(extra))
