@@ -92,7 +92,6 @@ CONFIG_RULES: Tuple[ConfigRule, ...] = (  # first match wins
     ConfigRule("*", "*", "toy_*", "*", "toy", "the toy world: configs/trainers/*/toy.yaml"),
     ConfigRule("CLIPFit", "dg", _IN10, "*", "vit_b16_ep10_beta2",
                "CLIPFit paper 4.1: 10 epochs for ImageNet and Food101; beta 2 for distribution shift"),
-    ConfigRule("CLIPFit", "dg", "*", "*", "vit_b16_beta2", "CLIPFit paper 4.1: beta 2 for distribution shift"),
     ConfigRule("CLIPFit", "fewshot", "sun397|dtd", "*", "vit_b16",
                "CLIPFit paper 4.1: few-shot beta 2, except SUN397 and DTD (beta 8)"),
     ConfigRule("CLIPFit", "fewshot", _IN10, "*", "vit_b16_ep10_beta2",
