@@ -86,7 +86,7 @@ def test_spec_folder_command_and_test_runs_follow_coops_layout():
     zero = script_specs("base2new_test", ["dtd", "1"], dataclasses.replace(env, trainer="ZeroshotCLIP"))[0]
     assert zero.model is None and zero.eval_only and "--model-dir" not in zero.argv()
     xd = setting_specs("xd", 2, None, env)
-    assert [s.folder.split("/")[3] for s in xd[1:]] == list(protocol.XD_TARGETS)
+    assert [s.folder.split("/")[4] for s in xd[1:]] == list(protocol.XD_TARGETS)
     assert all(s.model == xd[0] for s in xd[1:])
     with pytest.raises(dataclasses.FrozenInstanceError):
         train.seed = 2

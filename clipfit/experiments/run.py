@@ -90,6 +90,7 @@ def script_specs(script: str, args: Sequence[str], env: ScriptEnv) -> List[RunSp
     """The runs ``scripts/<script>.sh ARGS`` makes, in order (``ARGS``: its positional
     arguments, then yacs KEY VALUE pairs)."""
     usage, n = SCRIPTS[script]
+    args = [str(a) for a in args]
     if len(args) < n:
         raise ScriptError(f"usage: bash scripts/{script}.sh {usage} [KEY VALUE ...]\n  Trailing KEY "
                           "VALUE pairs are yacs opts passed to train.py. Environment: TRAINER CFG "
