@@ -19,7 +19,6 @@ from clipfit.experiments.run import (OTHER_SETTINGS, ScriptEnv, ScriptError, scr
 from clipfit.testing.fake_datasets import make_dataset
 from clipfit.testing.tiny_clip import TINY_IMAGE_SIZE, save_tiny_clip
 from clipfit.training import run_folder
-from clipfit.training.run_spec import RunSpec
 
 REPO = Path(__file__).resolve().parents[1]
 

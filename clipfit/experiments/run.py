@@ -15,7 +15,7 @@ import os.path as osp
 import shlex
 import sys
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from clipfit import REPO_ROOT
 from clipfit.experiments.protocol import (DEFAULT_TRAINER, DG_TARGETS, SOURCE_DATASET, default_config,
@@ -36,6 +36,10 @@ OTHER_SETTINGS = "other-settings"  # a spec's state: its folder holds a run with
 
 class ScriptError(Exception):
     """A script called with something that does not exist or is not ready (exit status 2)."""
+
+
+class Busy(ScriptError):
+    """A run folder locked by another process (a script, sweep job or train.py writing it)."""
 
 
 @dataclass(frozen=True)
@@ -213,37 +217,40 @@ def train_py_line(spec: RunSpec, overwrite: bool = False) -> str:
     return f"python {TRAIN_PY} {shlex.join(spec.argv(overwrite))}"
 
 
-def execute(spec: RunSpec, overwrite: bool = False, holder: str = "") -> RunResult:
+def execute(spec: RunSpec, overwrite: bool = False, holder: str = "",
+            train: Optional[Callable[..., None]] = None) -> RunResult:
     """Run ``spec`` in this process under its folder's lock: skip it when finished with the same
     identity, resume it from its last checkpoint, retry it after a crash, or start it; refuse it
     (exit status 2) when its folder holds a run with another identity. ``holder`` describes this
-    process in the lock (default: its pid and command line). Returns the folder's final state."""
+    process in the lock (default: its pid and command line). ``train(argv, lock=...)`` runs
+    train.py's arguments in-process (default: :func:`clipfit.training.cli.main`). Returns the
+    folder's final state."""
     cwd = os.getcwd()
     os.chdir(REPO_ROOT)  # relative DATA and OUT, like the config paths, are the repository's
     try:
-        return _execute(spec, overwrite, holder)
+        return _execute(spec, overwrite, holder, train)
     finally:
         os.chdir(cwd)
 
 
-def _execute(spec: RunSpec, overwrite: bool, holder: str) -> RunResult:
+def _execute(spec: RunSpec, overwrite: bool, holder: str, train: Optional[Callable[..., None]]) -> RunResult:
     check_names(spec)
     spec = resolve_model(spec)
     folder = spec.folder
     try:
         lock = run_folder.acquire(folder, holder or run_folder.process_line(os.getpid()))
     except run_folder.RunFolderError as err:
-        raise ScriptError(str(err)) from None
+        raise Busy(str(err)) from None
     try:
-        from clipfit.training import cli  # imports torch: after the checks and the lock
-
+        if train is None:
+            from clipfit.training.cli import main as train  # imports torch: after the checks and the lock
         if lock.note:
             print(lock.note, file=sys.stderr)
         if not read_run(folder).finished:
             print(run_folder.state_decision(folder).line(spec.what, folder))
             print(f"    {train_py_line(spec, overwrite)}", flush=True)
             run_folder.set_aside_log(folder)
-        cli.main(spec.argv(overwrite), lock=lock)
+        train(spec.argv(overwrite), lock=lock)
     finally:
         lock.release()
     result = read_run(folder)

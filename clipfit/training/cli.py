@@ -12,7 +12,6 @@ import sys
 import traceback
 from typing import Callable, Dict, List, Optional, Tuple
 
-import torch
 
 from clipfit.fileio import write_text
 from clipfit.training import run_folder, run_spec
@@ -180,6 +179,8 @@ def import_plugins(root: str = REPO_ROOT) -> None:
 
 def set_deterministic() -> None:
     """Deterministic kernels everywhere; errors on ops that have no deterministic version."""
+    import torch
+
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
@@ -358,6 +359,8 @@ def _run(args: argparse.Namespace, notes: List[str]) -> None:
 
 
 def _train_or_test(engine, cfg, args: argparse.Namespace, notes: List[str]) -> None:
+    import torch  # here, so that the identity of a run (run_spec) is read without torch
+
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         engine.set_random_seed(cfg.SEED)

@@ -148,7 +148,8 @@ class RunSpec:
 
     def identity(self) -> Dict[str, object]:
         """This run's identity (:func:`identity` of its resolved config), as ``train.py`` would
-        record it. Needs the config files and the model folder (test runs)."""
+        record it (the weights' SHA256 reused from the folder's record while the file is
+        unchanged). Needs the config files and, for a test run, the model folder."""
         from clipfit.training.cli import build_parser, setup_cfg
 
         args = build_parser().parse_args(self.argv())
@@ -158,7 +159,8 @@ class RunSpec:
             cfg = setup_cfg(args)
         finally:
             os.chdir(cwd)
-        return identity(cfg, (args.model_dir, args.load_epoch) if self.evaluates else None)
+        recorded = (run_folder.read_record(self.folder) or {}).get("weights")
+        return identity(cfg, (args.model_dir, args.load_epoch) if self.evaluates else None, recorded)
 
 
 # ---------------------------------------------------------------- identity
