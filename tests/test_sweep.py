@@ -15,8 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from clipfit.experiments.results import read_run
+from clipfit.experiments.run import ScriptEnv, script_specs
+from clipfit.testing.fake_datasets import make_dataset
+from clipfit.testing.tiny_clip import TINY_IMAGE_SIZE, save_tiny_clip
 from clipfit.experiments.jobs import plan
 from clipfit.experiments.runners import failure_excerpt, threads_per_job
 from clipfit.training.run_folder import LOCK_FILE, is_locked
@@ -351,3 +355,35 @@ def test_slurm_array_script_runs_one_job_per_task(env):
     folders = [ln for ln in proc.stdout.splitlines() if ln.startswith("/")]  # the task's runs, via the scripts
     assert folders == [f"{env['OUT']}/base2new/{part}/eurosat/shots_16/CLIPFit/vit_b16/seed1"
                        for part in ("train_base", "test_new")]
+
+
+def test_the_real_trainer_in_a_forked_worker_gives_train_pys_numbers(tmp_path):
+    """A run in a worker forked from the forkserver (torch imported once, before the fork) gives
+    the same checkpoint and result as train.py started afresh with the same arguments."""
+    make_dataset("dtd", str(tmp_path / "data"), n_classes=4, per_class=8)
+    clip = save_tiny_clip(str(tmp_path / "tiny_clip.pt"))
+    opts = ["MODEL.BACKBONE.PATH", clip, "INPUT.SIZE", f"({TINY_IMAGE_SIZE}, {TINY_IMAGE_SIZE})",
+            "OPTIM.MAX_EPOCH", "2", "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
+            "TRAINER.CLIPFIT.PREC", "fp32"]
+    env = {**{k: v for k, v in os.environ.items() if k not in ("TRAINER", "CFG", "SHOTS")},
+           "DATA": str(tmp_path / "data"), "OUT": str(tmp_path / "out"), "CLIPFIT_ENGINE": "builtin",
+           "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CKPT_FREQ": "1"}
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "sweep.sh"), "fewshot", "--datasets", "dtd",
+                           "--shots", "2", "--seeds", "1", "--", *opts], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0 and "1 ran ok" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    spec, = script_specs("fewshot", ["dtd", "1", "2", *opts],
+                         ScriptEnv(data=env["DATA"], out=env["OUT"], ckpt_freq=1))
+    argv = spec.argv()
+    fresh = tmp_path / "fresh"
+    argv[argv.index("--output-dir") + 1] = argv[argv.index("--resume") + 1] = str(fresh)
+    proc = subprocess.run([sys.executable, "train.py", *argv], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    swept = Path(spec.folder)
+    assert json.loads((swept / "metrics.json").read_text())["accuracy"] == \
+        json.loads((fresh / "metrics.json").read_text())["accuracy"]
+    a = torch.load(swept / "clipfit" / "model.pth.tar-2", weights_only=True)["state_dict"]
+    b = torch.load(fresh / "clipfit" / "model.pth.tar-2", weights_only=True)["state_dict"]
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert "    python train.py --root " in (Path(env["OUT"]) / "sweeps/fewshot/CLIPFit/logs/dtd-2shot-seed1.log").read_text()
