@@ -135,11 +135,6 @@ def read_logs(run_dir: str, end_signal: Optional[str] = None) -> RunResult:
     return RunResult(run_dir, state, source=logs[0] if logs else "", reason=detail)
 
 
-def run_status(run_dir: str) -> str:
-    """finished, missing, running, crashed, interrupted or not-started."""
-    return read_run(run_dir).status
-
-
 def last_progress(log_path: str) -> str:
     """The epoch and ETA of the last Dassl progress line in ``log_path`` ("" when none)."""
     try:
