@@ -186,6 +186,10 @@ def test_missing_datasets_and_weights_are_listed_before_anything_runs(env, tmp_p
     out = sweep(env, "base2new", "--datasets", "dtd", "eurosat", "--seeds", "1", "--dry-run",
                 check=0).stdout
     assert "Missing (1)" in out and "To run only what is there: --datasets dtd" in out
+    proc = sweep({**env, "TRAINER": "KgCop"}, "base2new", "--datasets", "dtd", "dtdd", check=2)
+    assert "no trainer configs for TRAINER=KgCop (configs/trainers/KgCop). Did you mean KgCoOp?" in proc.stderr
+    proc = sweep(env, "base2new", "--datasets", "dtd", "dtdd", check=2)
+    assert "no dataset config configs/datasets/dtdd.yaml. Did you mean dtd?" in proc.stderr
 
 
 def _wait_for(path: Path, timeout: float = 240) -> None:

@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from clipfit.experiments.jobs import Job, display_path, job_datasets, missing_inputs, plan
 from clipfit.experiments.protocol import FEWSHOT_SHOTS, SEEDS, SETTINGS
-from clipfit.experiments.run import ScriptError
+from clipfit.experiments.run import ScriptError, check_names
 from clipfit.experiments.runners import LocalRunner, slots_from_env, submit_slurm, threads_per_job
 
 
@@ -98,6 +98,8 @@ def main(argv: Optional[Sequence[str]] = None, train: Optional[Callable[..., Non
     env = dict(os.environ)
     try:
         jobs = plan(args.setting, args.seeds, args.datasets, args.shots, opts, env)
+        for spec in {(s.config_file, s.dataset): s for j in jobs for s in j.specs}.values():
+            check_names(spec)  # before anything runs: TRAINER, CFG, dataset names (did you mean)
     except (ScriptError, ValueError) as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 2
