@@ -142,7 +142,8 @@ def test_base2new_train_test_parse_and_skip(fixtures, tmp_path):
 def test_a_killed_training_restarts_from_its_checkpoint(fixtures, tmp_path):
     data, tiny_clip = fixtures
     env = script_env(data, tmp_path / "out", CKPT_FREQ="1")
-    opts = tiny_opts(tiny_clip, epochs=12)  # enough to be still training when interrupted, on a busy machine too + ["DATALOADER.TRAIN_X.BATCH_SIZE", "2"]
+    # 12 epochs: still training when interrupted, on a busy machine too
+    opts = tiny_opts(tiny_clip, epochs=12) + ["DATALOADER.TRAIN_X.BATCH_SIZE", "2"]
     train = run_dir(tmp_path / "out", "train_base")
     proc = subprocess.Popen(["bash", str(SCRIPTS / "base2new_train.sh"), "dtd", "1", *opts],
                             env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
