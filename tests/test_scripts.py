@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from clipfit.experiments.results import harmonic_mean, read_run
+from clipfit.experiments.run import ScriptEnv, script_specs, spec_state
 from clipfit.testing.fake_datasets import make_dataset
 from clipfit.testing.tiny_clip import TINY_IMAGE_SIZE, save_tiny_clip
 
@@ -111,6 +112,12 @@ def test_base2new_train_test_parse_and_skip(fixtures, tmp_path):
     assert json.loads((test / "metrics.json").read_text())["epoch"] == 2
     assert "SUBSAMPLE_CLASSES: new" in (test / "config.yaml").read_text()
     assert read_run(str(train)).finished and read_run(str(test)).finished
+    # what the sweep sees: both runs finished with the identity their specs give now
+    where = ScriptEnv(data=str(data), out=str(out))
+    assert spec_state(script_specs("base2new_train", ["dtd", "1", *opts], where)[0]).finished
+    assert spec_state(script_specs("base2new_test", ["dtd", "1"], where)[0]).finished
+    assert spec_state(script_specs("base2new_test", ["dtd", "1", "TRAINER.CLIPFIT.BETA", "1.0"], where)[0]
+                      ).status == "other-settings"
 
     before = (train / "log.txt").stat().st_mtime
     proc = script("base2new_train.sh", "dtd", 1, *opts, env=env, cwd=tmp_path)
