@@ -391,3 +391,17 @@ def test_the_real_trainer_in_a_forked_worker_gives_train_pys_numbers(tmp_path):
     b = torch.load(fresh / "clipfit" / "model.pth.tar-2", weights_only=True)["state_dict"]
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     assert "    python train.py --root " in (Path(env["OUT"]) / "sweeps/fewshot/CLIPFit/logs/dtd-2shot-seed1.log").read_text()
+
+
+def test_several_methods_share_one_sweep(env, tmp_path):
+    args = ("base2new", "--datasets", "dtd", "--seeds", "1", "--methods", "CLIPFit", "CoOp:vit_b16_ep50")
+    out = sweep(env, *args, "--slurm", "--dry-run", check=0).stdout
+    assert "TRAINER=CLIPFit, TRAINER=CoOp CFG=vit_b16_ep50" in out and "SLURM array of 2 jobs" in out
+    lines = next((Path(env["OUT"]) / "sweeps/base2new/CLIPFit/slurm").glob("jobs-*.txt")).read_text()
+    assert "TRAINER=CoOp CFG=vit_b16_ep50 bash scripts/base2new_train.sh dtd 1 && TRAINER=CoOp " \
+           "CFG=vit_b16_ep50 bash scripts/base2new_test.sh dtd 1" in lines  # each task runs its method
+    out = sweep(env, *args, "--jobs", "2", check=0).stdout
+    assert "2 ran ok" in out and "[done]  CoOp/vit_b16_ep50:dtd-seed1" in out
+    for trainer, cfg in (("CLIPFit", "vit_b16"), ("CoOp", "vit_b16_ep50")):
+        assert read_run(str(Path(env["OUT"]) / f"base2new/test_new/dtd/shots_16/{trainer}/{cfg}/seed1")).finished
+    assert (Path(env["OUT"]) / "sweeps/base2new/CoOp_vit_b16_ep50/logs/dtd-seed1.log").exists()  # its own
