@@ -22,7 +22,7 @@ from clipfit.experiments.run import ScriptEnv, script_specs
 from clipfit.testing.fake_datasets import make_dataset
 from clipfit.testing.tiny_clip import TINY_IMAGE_SIZE, save_tiny_clip
 from clipfit.experiments.jobs import plan
-from clipfit.experiments.runners import failure_excerpt, threads_per_job
+from clipfit.experiments.runners import failure_excerpt, slots_from_env, threads_per_job
 from clipfit.training.run_folder import LOCK_FILE, is_locked
 
 REPO = Path(__file__).resolve().parents[1]
@@ -327,6 +327,10 @@ def test_workers_are_pinned_to_one_gpu_each_or_share_the_cpus(env, tmp_path, mon
     records = [json.loads(line) for line in calls.read_text().splitlines()]
     assert len(records) == 4 and {r["gpus"] for r in records} == {"3", "5"}  # one device each
     assert not any(r["cuda_initialised"] for r in records) and len({r["pid"] for r in records}) == 4
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # every GPU torch sees, when not set
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert slots_from_env({}, 4) == ["0", "1"] and slots_from_env({"CUDA_VISIBLE_DEVICES": "3"}, 4) == ["3"]
+    assert slots_from_env({"CUDA_VISIBLE_DEVICES": ""}, 3) == [None] * 3  # none visible: CPU workers
     monkeypatch.setattr("clipfit.training.cli.cpu_count", lambda: 8)
     assert threads_per_job([None] * 2, 10, {}) == 4
     assert threads_per_job([None] * 3, 2, {}) == 4  # two jobs to run: two workers
