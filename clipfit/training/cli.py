@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from clipfit.fileio import write_text
 from clipfit.training import run_folder, run_spec
-from clipfit.training.config import closest_key, get_cfg, merge_from_file, merge_from_list
+from clipfit.training.config import get_cfg, merge_from_file, merge_from_list
 from clipfit.training.precheck import check_arguments, config_path as _config_path
 from clipfit.training.run_header import print_run_start, tuned_line
 from clipfit import REPO_ROOT
@@ -344,11 +344,8 @@ def _train_or_test(engine, cfg, args: argparse.Namespace, notes: List[str]) -> N
     engine.setup_logger(cfg.OUTPUT_DIR)
     if cfg.DETERMINISTIC:
         set_deterministic()
-    else:
-        import torch
-
-        if torch.cuda.is_available() and cfg.USE_CUDA:
-            torch.backends.cudnn.benchmark = True
+    elif torch.cuda.is_available() and cfg.USE_CUDA:
+        torch.backends.cudnn.benchmark = True
 
     try:
         trainer_class = engine.TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
