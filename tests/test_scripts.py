@@ -245,6 +245,6 @@ def test_errors_say_what_to_do(fixtures, tmp_path):
     proc = script("base2new_train.sh", "dtd", 1, env={**env, "TRAINER": "ClipFitt"},
                   cwd=tmp_path, check=2)
     assert "no trainer configs for TRAINER=ClipFitt (configs/trainers/ClipFitt). Did you mean " \
-           "ClipFit? Set TRAINER to one of: CLIPFit " in proc.stderr and " KgCoOp " in proc.stderr  # the authors' folder
+           "CLIPFit? Set TRAINER to one of: CLIPFit " in proc.stderr and " KgCoOp " in proc.stderr
     proc = script("base2new_test.sh", "dtd", 1, env=env, cwd=tmp_path, check=2)
     assert "is missing (folder does not exist): train it first" in proc.stderr

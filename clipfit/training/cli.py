@@ -16,7 +16,7 @@ import torch
 
 from clipfit.fileio import write_text
 from clipfit.training import run_folder
-from clipfit.training.config import closest_key, get_cfg, merge_from_file, merge_from_list
+from clipfit.training.config import closest_key, config_file_path, get_cfg, merge_from_file, merge_from_list
 from clipfit import REPO_ROOT
 
 DEBUG_ENV = "CLIPFIT_DEBUG"  # 1: show the traceback of user errors too
@@ -87,15 +87,21 @@ def _reset_cfg(cfg, args: argparse.Namespace) -> None:
         cfg.DETERMINISTIC = True
 
 
-def _config_path(path: str, flag: str) -> str:
+def _config_path(path: str, flag: str, notes: List[str]) -> str:
+    """``path`` as :func:`config_file_path` resolves it (said in ``notes`` when it moves), or an
+    error with the closest file names."""
+    given, path = path, config_file_path(path)
+    if path != given:
+        notes.append(f"{flag} {given}: read from {osp.relpath(path)} (this repository keeps that "
+                     "folder's configs there)")
     if not osp.isfile(path):
         folder = osp.dirname(path) or "."
         names = sorted(n for n in os.listdir(folder) if n.endswith((".yaml", ".yml"))) \
             if osp.isdir(folder) else []
         close = closest_key(osp.basename(path), names)
-        hint = f" Did you mean {osp.join(osp.dirname(path), close)}?" if close else ""
-        listing = f" Files in {folder}: {', '.join(names)}." if names else ""
-        raise FileNotFoundError(f"{flag} {path}: no such file (paths are relative to the current "
+        hint = f" Did you mean {osp.join(osp.dirname(given), close)}?" if close else ""
+        listing = f" Files in {osp.dirname(given) or '.'}: {', '.join(names)}." if names else ""
+        raise FileNotFoundError(f"{flag} {given}: no such file (paths are relative to the current "
                                 f"folder).{hint}{listing}")
     return path
 
@@ -132,9 +138,9 @@ def setup_cfg(args: argparse.Namespace, notes: Optional[List[str]] = None):
     opts = list(args.opts or [])
     cfg = get_cfg()
     if args.dataset_config_file:
-        merge_from_file(cfg, _config_path(args.dataset_config_file, "--dataset-config-file"))
+        merge_from_file(cfg, _config_path(args.dataset_config_file, "--dataset-config-file", notes))
     if args.config_file:
-        merge_from_file(cfg, _config_path(args.config_file, "--config-file"))
+        merge_from_file(cfg, _config_path(args.config_file, "--config-file", notes))
     _reset_cfg(cfg, args)
     if args.eval_only and args.model_dir:
         inherited = _taken_over(cfg, args.model_dir, opts)

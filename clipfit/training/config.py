@@ -7,14 +7,21 @@ from __future__ import annotations
 
 import difflib
 import os
+import os.path as osp
 from typing import Any, Iterable, List, Sequence
 
 import yaml
 from yacs.config import CfgNode as CN
 
+from clipfit import REPO_ROOT
 from clipfit.fileio import FileContentError, read_text
 
 ALLOW_PY_ENV = "CLIPFIT_ALLOW_PY_CONFIG"  # "1" lets yacs execute a .py config file
+# Config folders named as in another repository -> where this one keeps them. The CLIPFit
+# authors' configs/trainers/ClipFit/ differs from our configs/trainers/CLIPFit/ only by case,
+# and two names (vit_b16, vit_b16_ep10) are in both with other epochs: on a case-insensitive
+# file system (macOS, Windows) the two folders are one and one file of each pair would be lost.
+FOREIGN_CONFIG_FOLDERS = {"configs/trainers/ClipFit": "configs/authors/ClipFit"}
 
 
 def project_keys() -> CN:
@@ -171,6 +178,17 @@ def _unknown_keys(cfg: CN, other: CN, prefix: str = "") -> List[str]:
     return missing
 
 
+def config_file_path(path: str) -> str:
+    """Where this repository keeps the config file ``path``: a path into one of
+    :data:`FOREIGN_CONFIG_FOLDERS` of this repository (compared case-sensitively, before the file
+    system, which may not) is moved to its folder here; any other path is returned unchanged."""
+    folder, name = osp.split(osp.abspath(path))
+    for theirs, ours in FOREIGN_CONFIG_FOLDERS.items():
+        if folder == osp.join(REPO_ROOT, theirs):
+            return osp.join(REPO_ROOT, ours, name)
+    return path
+
+
 def load_cfg_file(cfg: CN, path: str) -> CN:
     """The config file ``path`` parsed as YAML, with errors naming the file and the line.
 
@@ -196,7 +214,9 @@ def load_cfg_file(cfg: CN, path: str) -> CN:
 
 
 def merge_from_file(cfg: CN, path: str) -> None:
-    """``cfg.merge_from_file`` with errors naming the file, the unknown key and its closest match."""
+    """``cfg.merge_from_file`` (of :func:`config_file_path`) with errors naming the file, the
+    unknown key and its closest match."""
+    path = config_file_path(path)
     other = load_cfg_file(cfg, path)
     missing = _unknown_keys(cfg, other)
     if missing:
