@@ -318,13 +318,14 @@ def _run(args: argparse.Namespace, notes: List[str]) -> None:
         run = read_run(folder)
         decision = run_folder.decide(folder, run_folder.EVAL if evaluating else run_folder.TRAIN,
                                      settings, args.overwrite, run.accuracy if run.finished else None)
-        if decision.action == "skip" and args.announce:
+        if args.announce:  # the scripts' one "==> [skip|resume|retry] WHAT" line
             print(decision.line(args.announce, folder))
-            return
+            if decision.action == "skip":
+                return
+        elif decision.detail and decision.action != "skip":
+            notes.append(f"{folder}: {decision.detail}")
         if args.overwrite:
             run_folder.clear(folder)
-        if decision.detail and decision.action != "skip":
-            notes.append(f"{folder}: {decision.detail}")
         run_folder.start_record(folder, run_folder.EVAL if evaluating else run_folder.TRAIN,
                                 settings, weights, " ".join(sys.argv))
     try:
