@@ -48,3 +48,22 @@ def test_missing_config_file_is_named():
     args = build_parser().parse_args(["--config-file", "nope/missing.yaml"])
     with pytest.raises(FileNotFoundError, match="nope/missing.yaml"):
         setup_cfg(args)
+
+
+def test_kgcoop_config_with_ctx_init_true_runs_unchanged(tmp_path):
+    """KgCoOp's own configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml says ``CTX_INIT: True``,
+    which its code reads as "a photo of a"; the log says so."""
+    ours = open("configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml").read()
+    theirs = tmp_path / "vit_b16_ep100_ctxv1.yaml"
+    theirs.write_text(ours.replace('CTX_INIT: "a photo of a"', "CTX_INIT: True"))
+    assert "CTX_INIT: True" in theirs.read_text()
+    notes = []
+    cfg = setup_cfg(build_parser().parse_args(["--trainer", "KgCoOp", "--config-file", str(theirs)]), notes)
+    assert cfg.TRAINER.COOP.CTX_INIT == "a photo of a"
+    assert f"TRAINER.COOP.CTX_INIT True (in {theirs}) read as 'a photo of a', as KgCoOp's code reads it" in notes
+    notes = []
+    cfg = setup_cfg(build_parser().parse_args(
+        ["--trainer", "KgCoOp", "--config-file", str(theirs), "TRAINER.COOP.CTX_INIT", "False"]), notes)
+    assert cfg.TRAINER.COOP.CTX_INIT == "" and "TRAINER.COOP.CTX_INIT False (in command-line opts) read as ''" in " ".join(notes)
+    cfg = setup_cfg(build_parser().parse_args(["TRAINER.COOP.CTX_INIT", "a_photo_of"]))
+    assert cfg.TRAINER.COOP.CTX_INIT == "a_photo_of"  # a phrase stays a phrase

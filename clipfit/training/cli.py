@@ -138,9 +138,9 @@ def setup_cfg(args: argparse.Namespace, notes: Optional[List[str]] = None):
     opts = list(args.opts or [])
     cfg = get_cfg()
     if args.dataset_config_file:
-        merge_from_file(cfg, _config_path(args.dataset_config_file, "--dataset-config-file", notes))
+        merge_from_file(cfg, _config_path(args.dataset_config_file, "--dataset-config-file", notes), notes)
     if args.config_file:
-        merge_from_file(cfg, _config_path(args.config_file, "--config-file", notes))
+        merge_from_file(cfg, _config_path(args.config_file, "--config-file", notes), notes)
     _reset_cfg(cfg, args)
     if args.eval_only and args.model_dir:
         inherited = _taken_over(cfg, args.model_dir, opts)
@@ -149,7 +149,7 @@ def setup_cfg(args: argparse.Namespace, notes: Optional[List[str]] = None):
             pairs = ", ".join(f"{k} {v}" for k, v in zip(inherited[0::2], inherited[1::2]))
             notes.append(f"Settings taken over from the trained run ({args.model_dir}/config.yaml;"
                          f" options on the command line override them): {pairs}")
-    merge_from_list(cfg, opts)
+    merge_from_list(cfg, opts, notes)
     cpus = cpu_count()
     if "DATALOADER.NUM_WORKERS" not in opts[0::2] and cfg.DATALOADER.NUM_WORKERS > cpus:
         notes.append(f"DATALOADER.NUM_WORKERS {cfg.DATALOADER.NUM_WORKERS} capped at {cpus}, the "

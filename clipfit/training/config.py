@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import os
 import os.path as osp
-from typing import Any, Iterable, List, Sequence
+from typing import Any, Iterable, List, Optional, Sequence
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -22,6 +22,10 @@ ALLOW_PY_ENV = "CLIPFIT_ALLOW_PY_CONFIG"  # "1" lets yacs execute a .py config f
 # and two names (vit_b16, vit_b16_ep10) are in both with other epochs: on a case-insensitive
 # file system (macOS, Windows) the two folders are one and one file of each pair would be lost.
 FOREIGN_CONFIG_FOLDERS = {"configs/trainers/ClipFit": "configs/authors/ClipFit"}
+# Keys that another repository's files set to a boolean where ours hold a phrase -> the phrase
+# True stands for. KgCoOp's train.py defaults TRAINER.COOP.CTX_INIT to False, its configs set
+# True, and its prompt learner starts from "a photo of a" whenever the value is true.
+BOOLEAN_PHRASES = {"TRAINER.COOP.CTX_INIT": ("a photo of a", "KgCoOp")}
 
 
 def project_keys() -> CN:
@@ -213,28 +217,51 @@ def load_cfg_file(cfg: CN, path: str) -> CN:
     return type(cfg)(data or {})
 
 
-def merge_from_file(cfg: CN, path: str) -> None:
+def _boolean_phrase(key: str, value: Any, source: str, notes: Optional[List[str]]) -> Any:
+    """``value``, or for a key of :data:`BOOLEAN_PHRASES` given as a boolean, its phrase (True)
+    or "" (False), said in ``notes``."""
+    if key not in BOOLEAN_PHRASES or not isinstance(value, bool):
+        return value
+    phrase, owner = BOOLEAN_PHRASES[key]
+    meant = phrase if value else ""
+    if notes is not None:
+        notes.append(f"{key} {value} (in {source}) read as {meant!r}, as {owner}'s code reads it")
+    return meant
+
+
+def merge_from_file(cfg: CN, path: str, notes: Optional[List[str]] = None) -> None:
     """``cfg.merge_from_file`` (of :func:`config_file_path`) with errors naming the file, the
-    unknown key and its closest match."""
+    unknown key and its closest match; booleans of :data:`BOOLEAN_PHRASES` become their phrase."""
     path = config_file_path(path)
     other = load_cfg_file(cfg, path)
     missing = _unknown_keys(cfg, other)
     if missing:
         raise ConfigKeyError(missing[0], path, closest_key(missing[0], flat_keys(cfg)))
+    for key in BOOLEAN_PHRASES:
+        *parents, leaf = key.split(".")
+        node = other
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            node[leaf] = _boolean_phrase(key, node[leaf], path, notes)
     cfg.merge_from_other_cfg(other)
 
 
-def merge_from_list(cfg: CN, opts: Sequence[str]) -> None:
-    """``cfg.merge_from_list`` with an error naming the unknown key and its closest match."""
+def merge_from_list(cfg: CN, opts: Sequence[str], notes: Optional[List[str]] = None) -> None:
+    """``cfg.merge_from_list`` with an error naming the unknown key and its closest match;
+    booleans of :data:`BOOLEAN_PHRASES` become their phrase."""
     if len(opts) % 2:
         raise ValueError(
             f"Config opts must come in KEY VALUE pairs, got {len(opts)} items: {list(opts)}"
         )
     known = set(flat_keys(cfg))
-    for key in opts[0::2]:
-        if key not in known:
-            raise ConfigKeyError(key, "command-line opts", closest_key(key, known))
-    cfg.merge_from_list(list(opts))
+    opts = list(opts)
+    for i in range(0, len(opts), 2):
+        if opts[i] not in known:
+            raise ConfigKeyError(opts[i], "command-line opts", closest_key(opts[i], known))
+        if opts[i] in BOOLEAN_PHRASES and opts[i + 1] in ("True", "False"):
+            opts[i + 1] = repr(_boolean_phrase(opts[i], opts[i + 1] == "True", "command-line opts", notes))
+    cfg.merge_from_list(opts)
 
 
 def get_cfg() -> CN:
