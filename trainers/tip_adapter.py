@@ -11,6 +11,7 @@ from clipfit.methods.templates import resolve_template
 from clipfit.methods.text import normalize
 from clipfit.methods.tip_adapter import CFG_PREFIX, TipAdapterModel, TipSettings, build_cache, tip_templates
 from clipfit.training.base_trainer import CLIPTrainer
+from clipfit.errors import ConfigValueError
 
 
 @TRAINER_REGISTRY.register()
@@ -27,7 +28,7 @@ class TipAdapter(CLIPTrainer):
         super().check_cfg(cfg)
         TipSettings.from_cfg(cfg.TRAINER.TIP_ADAPTER).check()
         if cfg.DATASET.SUBSAMPLE_CLASSES == "new":
-            raise ValueError(
+            raise ConfigValueError(
                 "DATASET.SUBSAMPLE_CLASSES is 'new', but Tip-Adapter's cache needs labelled shots of every "
                 "class it predicts and base-to-new gives none of the new classes: use 'all' or 'base'."
             )
@@ -52,7 +53,7 @@ class TipAdapter(CLIPTrainer):
         return TipAdapterModel(clip_model, classnames, templates, keys, labels, settings, self.learn_keys)
 
     def train(self) -> None:
-        raise RuntimeError("TipAdapter is training-free: run train.py with --eval-only or --no-train "
+        raise ConfigValueError("TipAdapter is training-free: run train.py with --eval-only or --no-train "
                            "(TipAdapterF fine-tunes the cache keys).")
 
     @torch.no_grad()
@@ -62,7 +63,7 @@ class TipAdapter(CLIPTrainer):
             print(f"alpha {self.model.alpha}, beta {self.model.beta} ({CFG_PREFIX}SEARCH False)")
             return
         if self.val_loader is None:
-            raise ValueError(f"{CFG_PREFIX}SEARCH needs a validation split, and {self.cfg.DATASET.NAME} has "
+            raise ConfigValueError(f"{CFG_PREFIX}SEARCH needs a validation split, and {self.cfg.DATASET.NAME} has "
                              f"none here: set {CFG_PREFIX}SEARCH False to keep INIT_ALPHA and INIT_BETA.")
         self.model.eval()
         feats, labels = [], []

@@ -17,6 +17,7 @@ from yacs.config import CfgNode
 from clipfit.methods.addon import AddOnClassifier
 from clipfit.methods.templates import DEFAULT_TEMPLATE, check_template, resolve_template
 from clipfit.methods.text import class_text_features
+from clipfit.errors import ConfigValueError
 
 CFG_PREFIX = "TRAINER.CLIP_ADAPTER."
 
@@ -27,11 +28,11 @@ class ResidualAdapter(nn.Module):
     def __init__(self, dim: int, reduction: int = 4, ratio: float = 0.2):
         super().__init__()
         if not (isinstance(reduction, int) and 1 <= reduction <= dim):
-            raise ValueError(
+            raise ConfigValueError(
                 f"{CFG_PREFIX}REDUCTION is {reduction!r}; use an integer from 1 to the feature size {dim}."
             )
         if not 0.0 <= ratio <= 1.0:
-            raise ValueError(f"{CFG_PREFIX}RATIO is {ratio}; it must lie in [0, 1] (0 leaves CLIP unchanged).")
+            raise ConfigValueError(f"{CFG_PREFIX}RATIO is {ratio}; it must lie in [0, 1] (0 leaves CLIP unchanged).")
         self.reduction, self.ratio = reduction, float(ratio)
         hidden = dim // reduction
         self.fc = nn.Sequential(

@@ -26,6 +26,7 @@ from yacs.config import CfgNode
 from clipfit.methods.addon import AddOnClassifier
 from clipfit.methods.prompt_learner import PromptLearner, PromptSettings
 from clipfit.methods.text import encode_embeddings, normalize
+from clipfit.errors import ConfigValueError
 
 CFG_PREFIX = "TRAINER.COCOOP."
 
@@ -63,7 +64,7 @@ class CoCoOpModel(AddOnClassifier):
     def __init__(self, clip_model: nn.Module, classnames: Sequence[str], n_ctx: int = 4,
                  ctx_init: str = "a photo of a", text_batch: int = 1000, update_image_ln: bool = False):
         if not (isinstance(text_batch, int) and text_batch >= 1):
-            raise ValueError(f"{CFG_PREFIX}TEXT_BATCH_SIZE is {text_batch!r}; use an integer >= 1.")
+            raise ConfigValueError(f"{CFG_PREFIX}TEXT_BATCH_SIZE is {text_batch!r}; use an integer >= 1.")
         super().__init__(clip_model, update_image_ln)
         self.prompt_learner = CoCoOpPromptLearner(clip_model, classnames, n_ctx, ctx_init)
         self.text_batch = text_batch

@@ -29,6 +29,7 @@ from clipfit.methods.openai_clip import clip_api, convert_weights
 from clipfit.methods.prompt_learner import CFG_PREFIX, PromptLearner, PromptSettings
 from clipfit.methods.templates import DEFAULT_TEMPLATE, check_template, class_prompts, resolve_template
 from clipfit.methods.text import encode_embeddings, normalize
+from clipfit.errors import ConfigValueError
 
 KG_DISTANCES = ("cosine", "euclidean")
 
@@ -36,7 +37,7 @@ KG_DISTANCES = ("cosine", "euclidean")
 def check_kg_distance(distance: str) -> str:
     """``distance`` if it is one of :data:`KG_DISTANCES`; else an error naming the config key."""
     if distance not in KG_DISTANCES:
-        raise ValueError(f"{CFG_PREFIX}KG_DISTANCE is {distance!r}; choose one of {', '.join(KG_DISTANCES)}.")
+        raise ConfigValueError(f"{CFG_PREFIX}KG_DISTANCE is {distance!r}; choose one of {', '.join(KG_DISTANCES)}.")
     return distance
 
 
@@ -115,7 +116,7 @@ class KgCoOpModel(CoOpModel):
                  weight: float = 8.0, distance: str = "cosine", **coop_args: Any):
         check_kg_distance(distance)
         if not weight >= 0:
-            raise ValueError(f"{CFG_PREFIX}W is {weight}; it must be a number >= 0.")
+            raise ConfigValueError(f"{CFG_PREFIX}W is {weight}; it must be a number >= 0.")
         template = check_template(template, "DATASET.TEMPLATE")
         clip_features = kgcoop_reference_features(clip_model, template, classnames)  # before any tuning
         super().__init__(clip_model, classnames, **coop_args)

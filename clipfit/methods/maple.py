@@ -21,6 +21,7 @@ from yacs.config import CfgNode
 from clipfit.methods.addon import AddOnClassifier
 from clipfit.methods.prompt_learner import PromptLearner, PromptSettings
 from clipfit.methods.text import encode_embeddings, normalize, tokenize
+from clipfit.errors import ConfigValueError
 
 CFG_PREFIX = "TRAINER.MAPLE."
 MAX_INIT_TOKENS = 4  # MaPLe initialises from CTX_INIT only when N_CTX <= 4
@@ -33,10 +34,10 @@ class MaPLePromptLearner(PromptLearner):
                  ctx_init: str = "a photo of a", depth: int = 9):
         n_text = len(clip_model.transformer.resblocks)
         if not (isinstance(depth, int) and 1 <= depth <= n_text):
-            raise ValueError(f"{CFG_PREFIX}PROMPT_DEPTH is {depth!r}; use an integer from 1 (shallow) to the "
+            raise ConfigValueError(f"{CFG_PREFIX}PROMPT_DEPTH is {depth!r}; use an integer from 1 (shallow) to the "
                              f"{n_text} text layers.")
         if not hasattr(clip_model.visual, "transformer"):
-            raise ValueError("MaPLe prompts a ViT image encoder; MODEL.BACKBONE.NAME is a ResNet.")
+            raise ConfigValueError("MaPLe prompts a ViT image encoder; MODEL.BACKBONE.NAME is a ResNet.")
         settings = PromptSettings(n_ctx=n_ctx, ctx_init=ctx_init, key_prefix=CFG_PREFIX)
         super().__init__(clip_model, classnames, settings)  # draws a random context first, as MaPLe
         text_width = clip_model.ln_final.weight.shape[0]
@@ -61,7 +62,7 @@ class MaPLePromptLearner(PromptLearner):
             return PromptLearner.make_context(embedding, PromptSettings(s.n_ctx, "", key_prefix=s.key_prefix),
                                               n_cls, context_length)
         if s.n_ctx < 1:
-            raise ValueError(f"{s.key_prefix}N_CTX is {s.n_ctx}; use at least 1 context vector.")
+            raise ConfigValueError(f"{s.key_prefix}N_CTX is {s.n_ctx}; use at least 1 context vector.")
         with torch.no_grad():
             tokens = embedding(tokenize([phrase], context_length).tokens.to(embedding.weight.device))
         return tokens[0, 1:1 + s.n_ctx].clone(), phrase

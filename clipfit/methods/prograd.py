@@ -25,6 +25,7 @@ from clipfit.methods.coop import CoOpModel
 from clipfit.methods.losses import classification_loss, cosine_logits
 from clipfit.methods.prompt_learner import CFG_PREFIX as COOP_PREFIX, PromptLearner, PromptSettings
 from clipfit.methods.text import class_text_features, tokenize
+from clipfit.errors import ConfigValueError
 
 CFG_PREFIX = "TRAINER.PROGRAD."
 TEMPLATE_INIT = "template"  # TRAINER.COOP.CTX_INIT value: start from ProGrad's dataset prompt
@@ -78,7 +79,7 @@ class ProGradPromptLearner(PromptLearner):
         phrase = self.template_phrase
         n_words = len(phrase.split(" "))
         if s.n_ctx < n_words:
-            raise ValueError(f"{COOP_PREFIX}N_CTX is {s.n_ctx}, fewer than the {n_words} words of ProGrad's "
+            raise ConfigValueError(f"{COOP_PREFIX}N_CTX is {s.n_ctx}, fewer than the {n_words} words of ProGrad's "
                              f"prompt {phrase!r} ({COOP_PREFIX}CTX_INIT {TEMPLATE_INIT!r}): use at least {n_words}.")
         ctx = torch.zeros(s.n_ctx, embedding.embedding_dim, dtype=embedding.weight.dtype, device=embedding.weight.device)
         with torch.no_grad():
@@ -93,12 +94,12 @@ class ProGradModel(CoOpModel):
     def __init__(self, clip_model: nn.Module, classnames: Sequence[str], prompt: PromptSettings,
                  dataset: str = "", lam: float = 1.0, temperature: float = 1.0, update_image_ln: bool = False):
         if update_image_ln:
-            raise ValueError("TRAINER.UPDATE_IMAGE_LN is True, but ProGrad's teacher shares the frozen image "
+            raise ConfigValueError("TRAINER.UPDATE_IMAGE_LN is True, but ProGrad's teacher shares the frozen image "
                              "encoder with the student: +UL is not available for ProGrad.")
         if not 0.0 <= lam <= 1.0:
-            raise ValueError(f"{CFG_PREFIX}LAMBDA is {lam}; it must lie in [0, 1] (1: ProGrad, 0: CoOp).")
+            raise ConfigValueError(f"{CFG_PREFIX}LAMBDA is {lam}; it must lie in [0, 1] (1: ProGrad, 0: CoOp).")
         if not temperature > 0:
-            raise ValueError(f"{CFG_PREFIX}T is {temperature}; it must be > 0.")
+            raise ConfigValueError(f"{CFG_PREFIX}T is {temperature}; it must be > 0.")
         self.template = prograd_template(dataset)
         teacher = class_text_features(clip_model, self.template, classnames)  # before any tuning
         learner = ProGradPromptLearner(clip_model, classnames, prompt, dataset)

@@ -27,6 +27,7 @@ from yacs.config import CfgNode
 from clipfit.methods.classifier import CLIPClassifier, LossParts
 from clipfit.methods.losses import classification_loss
 from clipfit.methods.text import class_text_features, normalize
+from clipfit.errors import ConfigValueError
 
 CFG_PREFIX = "TRAINER.TIP_ADAPTER."
 # Tip-Adapter's prompts where they differ from the dataset defaults (its datasets/*.py)
@@ -60,17 +61,17 @@ class TipSettings:
     def check(self) -> "TipSettings":
         """Self, or an error naming the first bad key."""
         if len(self.search_scale) != 2 or not all(v > 0.1 for v in self.search_scale):
-            raise ValueError(f"{CFG_PREFIX}SEARCH_SCALE is {list(self.search_scale)}; give [beta_max, alpha_max], "
+            raise ConfigValueError(f"{CFG_PREFIX}SEARCH_SCALE is {list(self.search_scale)}; give [beta_max, alpha_max], "
                              "each above 0.1 (the grid starts at 0.1).")
         if len(self.search_step) != 2 or not all(isinstance(v, int) and v >= 1 for v in self.search_step):
-            raise ValueError(f"{CFG_PREFIX}SEARCH_STEP is {list(self.search_step)}; give two integers >= 1 "
+            raise ConfigValueError(f"{CFG_PREFIX}SEARCH_STEP is {list(self.search_step)}; give two integers >= 1 "
                              "(grid sizes for beta and alpha).")
         if not (isinstance(self.augment_epoch, int) and self.augment_epoch >= 1):
-            raise ValueError(f"{CFG_PREFIX}AUGMENT_EPOCH is {self.augment_epoch!r}; use an integer >= 1.")
+            raise ConfigValueError(f"{CFG_PREFIX}AUGMENT_EPOCH is {self.augment_epoch!r}; use an integer >= 1.")
         for key, value in (("INIT_ALPHA", self.init_alpha), ("INIT_BETA", self.init_beta),
                            ("CLIP_SCALE", self.clip_scale)):
             if not value >= 0:
-                raise ValueError(f"{CFG_PREFIX}{key} is {value}; it must be a number >= 0.")
+                raise ConfigValueError(f"{CFG_PREFIX}{key} is {value}; it must be a number >= 0.")
         return self
 
     def grid(self) -> Tuple[List[float], List[float]]:
@@ -108,7 +109,7 @@ def build_cache(views: Iterable[Iterable[Tuple[torch.Tensor, torch.Tensor]]], en
             sums += feats
             n_views += 1
     if labels is None:
-        raise ValueError(f"The few-shot training set is empty: Tip-Adapter's cache needs it ({CFG_PREFIX}AUGMENT_EPOCH).")
+        raise ConfigValueError(f"The few-shot training set is empty: Tip-Adapter's cache needs it ({CFG_PREFIX}AUGMENT_EPOCH).")
     return normalize(sums / n_views), labels
 
 

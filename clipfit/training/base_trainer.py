@@ -38,6 +38,7 @@ from clipfit.methods.openai_clip import convert_weights
 from clipfit.engine import (TrainerX, build_lr_scheduler, build_optimizer, capture_rng_state,
                      compute_accuracy, restore_rng_state)
 from clipfit.engine.builtin.checkpoint import save_checkpoint  # atomic on either engine
+from clipfit.errors import ConfigValueError
 
 PREC_CHOICES = ("fp16", "amp", "fp32")
 METRICS_FILE = "metrics.json"
@@ -60,7 +61,7 @@ class CLIPTrainer(TrainerX):
     def check_cfg(self, cfg) -> None:
         prec = cfg_value(cfg, self.prec_key)
         if prec not in PREC_CHOICES:
-            raise ValueError(f"{self.prec_key} is {prec!r}; choose one of {', '.join(PREC_CHOICES)}.")
+            raise ConfigValueError(f"{self.prec_key} is {prec!r}; choose one of {', '.join(PREC_CHOICES)}.")
 
     def _resolve_precision(self) -> str:
         requested = cfg_value(self.cfg, self.prec_key)
@@ -85,7 +86,7 @@ class CLIPTrainer(TrainerX):
         }
         res = clip_model.visual.input_resolution
         if tuple(cfg.INPUT.SIZE) != (res, res):
-            raise ValueError(
+            raise ConfigValueError(
                 f"INPUT.SIZE is {tuple(cfg.INPUT.SIZE)} but the CLIP image encoder of "
                 f"{cfg.MODEL.BACKBONE.NAME} takes {res}x{res} images: set INPUT.SIZE ({res}, {res})."
             )

@@ -18,8 +18,10 @@ from clipfit.fileio import write_text
 from clipfit.training import run_folder
 from clipfit.training.config import closest_key, config_file_path, get_cfg, merge_from_file, merge_from_list
 from clipfit import REPO_ROOT
+from clipfit.errors import MissingFileError, UserError
 
 DEBUG_ENV = "CLIPFIT_DEBUG"  # 1: show the traceback of user errors too
+WORKER_TRACEBACK = "Original Traceback (most recent call last)"  # torch's re-raise of a worker's error
 # Settings a test run takes over from the config.yaml of the model it loads (--model-dir)
 TAKEN_OVER = ("MODEL.BACKBONE.NAME", "MODEL.BACKBONE.PATH", "INPUT.SIZE", "DATASET.TEMPLATE")
 
@@ -101,7 +103,7 @@ def _config_path(path: str, flag: str, notes: List[str]) -> str:
         close = closest_key(osp.basename(path), names)
         hint = f" Did you mean {osp.join(osp.dirname(given), close)}?" if close else ""
         listing = f" Files in {osp.dirname(given) or '.'}: {', '.join(names)}." if names else ""
-        raise FileNotFoundError(f"{flag} {given}: no such file (paths are relative to the current "
+        raise MissingFileError(f"{flag} {given}: no such file (paths are relative to the current "
                                 f"folder).{hint}{listing}")
     return path
 
@@ -212,31 +214,17 @@ def print_args(args: argparse.Namespace, cfg) -> None:
 
 
 def user_error_message(err: BaseException) -> Optional[str]:
-    """The message of a known user error (missing data or weights, unknown name or key, bad
-    value, unreadable image, a busy or different run folder), None for anything else.
-
-    Known user errors are the lookup, value and I/O errors this project (or Dassl) raises
-    itself with a message, also when a data-loader worker raised them.
-    """
-    if isinstance(err, run_folder.RunFolderError):
-        return str(err)
-    if not isinstance(err, (LookupError, ValueError, OSError, RuntimeError)):
+    """The message of a :class:`clipfit.errors.UserError` (also one a data-loader worker raised),
+    None for any other exception: that is a bug, shown with its traceback."""
+    if not isinstance(err, UserError):
         return None
-    text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-    if "Original Traceback (most recent call last)" in text:  # re-raised from a loader worker
+    text = str(err)
+    if WORKER_TRACEBACK in text:  # re-raised by the loader: the worker's message follows its last frame
         lines = text.rstrip().splitlines()
         frames = [i for i, line in enumerate(lines) if line.lstrip().startswith('File "')]
-        if not frames or frames[-1] + 2 >= len(lines):
-            return None
-        filename, source = lines[frames[-1]].split('"')[1], lines[frames[-1] + 1]
-        text = "\n".join(lines[frames[-1] + 2:]).split(": ", 1)[-1]
-    else:
-        frames = traceback.extract_tb(err.__traceback__)
-        if not frames:
-            return None
-        filename, source = frames[-1].filename, frames[-1].line or ""
-    ours = osp.abspath(filename).startswith(REPO_ROOT + os.sep) or f"{os.sep}dassl{os.sep}" in filename
-    return text if ours and source.lstrip().startswith("raise") and text else None
+        if frames and frames[-1] + 2 < len(lines):
+            text = "\n".join(lines[frames[-1] + 2:]).split(": ", 1)[-1]
+    return text
 
 
 def _debug() -> bool:
@@ -244,8 +232,9 @@ def _debug() -> bool:
 
 
 def run_user_command(command: Callable[[], Optional[int]]) -> int:
-    """Run ``command``; a known user error prints its message alone, last, on stderr and gives
-    exit status 2 (its traceback goes to the log file, or to stderr with CLIPFIT_DEBUG=1)."""
+    """Run ``command``; a :class:`UserError` prints its message alone, last, on stderr and gives
+    exit status 2 (its traceback goes to the log file, or to stderr with CLIPFIT_DEBUG=1). Any
+    other exception propagates with its traceback (exit status 1)."""
     try:
         return command() or 0
     except Exception as err:
@@ -280,8 +269,8 @@ def _interrupted_line(cfg, evaluating: bool) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    """``train.py``: known user errors end with their message and exit status 2, Ctrl-C with
-    one line saying where the last checkpoint is."""
+    """``train.py``: user errors end with their message and exit status 2, bugs with their
+    traceback and exit status 1, Ctrl-C with one line saying where the last checkpoint is."""
     try:
         code = run_user_command(lambda: _main(argv))
     except Interrupted as stop:

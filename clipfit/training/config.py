@@ -15,6 +15,7 @@ from yacs.config import CfgNode as CN
 
 from clipfit import REPO_ROOT
 from clipfit.fileio import FileContentError, read_text
+from clipfit.errors import ConfigValueError, UserError
 
 ALLOW_PY_ENV = "CLIPFIT_ALLOW_PY_CONFIG"  # "1" lets yacs execute a .py config file
 # Config folders named as in another repository -> where this one keeps them. The CLIPFit
@@ -159,7 +160,7 @@ def closest_key(key: str, known: Iterable[str]) -> str:
     return match[0] if match else ""
 
 
-class ConfigKeyError(KeyError):
+class ConfigKeyError(UserError, KeyError):
     """A config key that does not exist, with the closest known key."""
 
     def __init__(self, key: str, source: str, suggestion: str):
@@ -251,7 +252,7 @@ def merge_from_list(cfg: CN, opts: Sequence[str], notes: Optional[List[str]] = N
     """``cfg.merge_from_list`` with an error naming the unknown key and its closest match;
     booleans of :data:`BOOLEAN_PHRASES` become their phrase."""
     if len(opts) % 2:
-        raise ValueError(
+        raise ConfigValueError(
             f"Config opts must come in KEY VALUE pairs, got {len(opts)} items: {list(opts)}"
         )
     known = set(flat_keys(cfg))

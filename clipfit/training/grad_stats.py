@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional
 import torch
 
 from clipfit.fileio import atomic_path
+from clipfit.errors import MissingFileError
 
 FILE_NAME = "grad_stats.pt"
 FORMAT = "clipfit-grad-stats-1"
@@ -95,7 +96,7 @@ def load_grad_stats(path: str) -> Dict[str, Any]:
     if os.path.isdir(path):
         path = os.path.join(path, FILE_NAME)
     if not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"No gradient statistics at {path}. They are recorded only when training runs with "
             "TRAINER.CLIPFIT.LOG_GRAD_STATS True (add it to the trailing opts of train.py or the scripts)."
         )

@@ -23,6 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from tqdm import tqdm
 
 from clipfit.data.prepare.sources import CHECKSUMS, GDRIVE, DatasetSpec, Source
+from clipfit.errors import UserError
 
 MIRROR_ENV = "CLIPFIT_DATA_MIRROR"
 DOWNLOADS = ".download"  # inside each dataset folder
@@ -32,7 +33,7 @@ GDOWN_HINT = "pip install gdown (or pip install 'clipfit[prepare]')"
 FATAL_HTTP = (401, 403, 404, 410)  # retrying cannot help
 
 
-class PrepareError(Exception):
+class PrepareError(UserError):
     """A step failed; the message says what to do."""
 
 
