@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode
 
+from clipfit.methods.classifier import LossParts
 from clipfit.methods.coop import CoOpModel
 from clipfit.methods.losses import classification_loss, cosine_logits
 from clipfit.methods.prompt_learner import CFG_PREFIX as COOP_PREFIX, PromptLearner, PromptSettings
@@ -120,6 +121,12 @@ class ProGradModel(CoOpModel):
         with torch.no_grad():
             teacher = cosine_logits(features, self.teacher_features, self.clip.logit_scale)
         return classification_loss(student, labels), soft_cross_entropy(student, teacher, self.temperature), student
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, LossParts]:
+        """``xe`` as the loss; parts ``logits`` (detached) and ``kl_loss`` with its graph, since
+        the gradient of ``xe`` is projected against its gradient (:meth:`projected_gradients`)."""
+        xe, kl, logits = self.losses(images, labels)
+        return xe, {"logits": logits.detach(), "kl_loss": kl}
 
     def projected_gradients(self, xe: torch.Tensor, kl: torch.Tensor) -> List[torch.Tensor]:
         """Gradients of the learned tensors (in :meth:`learned_parameters` order): of ``xe``,
