@@ -15,6 +15,7 @@ import torch.nn as nn
 from yacs.config import CfgNode
 
 from clipfit.methods.addon import AddOnClassifier
+from clipfit.methods.options import CLIPAdapterSettings, from_node
 from clipfit.methods.templates import DEFAULT_TEMPLATE, check_template, resolve_template
 from clipfit.methods.text import class_text_features
 from clipfit.errors import ConfigValueError
@@ -25,7 +26,7 @@ CFG_PREFIX = "TRAINER.CLIP_ADAPTER."
 class ResidualAdapter(nn.Module):
     """Bottleneck MLP blended with its input (parameter names as in CLIP-Adapter: ``fc.0``, ``fc.2``)."""
 
-    def __init__(self, dim: int, reduction: int = 4, ratio: float = 0.2):
+    def __init__(self, dim: int, reduction: int = CLIPAdapterSettings.reduction, ratio: float = CLIPAdapterSettings.ratio):
         super().__init__()
         if not (isinstance(reduction, int) and 1 <= reduction <= dim):
             raise ConfigValueError(
@@ -49,7 +50,8 @@ class CLIPAdapterModel(AddOnClassifier):
     """Frozen CLIP with a :class:`ResidualAdapter` on its image features."""
 
     def __init__(self, clip_model: nn.Module, classnames: Sequence[str], template: str = DEFAULT_TEMPLATE,
-                 reduction: int = 4, ratio: float = 0.2, update_image_ln: bool = False):
+                 reduction: int = CLIPAdapterSettings.reduction, ratio: float = CLIPAdapterSettings.ratio,
+                 update_image_ln: bool = False):
         template = check_template(template, "DATASET.TEMPLATE")
         text_features = class_text_features(clip_model, template, classnames)
         super().__init__(clip_model, update_image_ln)
@@ -59,11 +61,9 @@ class CLIPAdapterModel(AddOnClassifier):
 
     @classmethod
     def from_cfg(cls, clip_model: nn.Module, classnames: Sequence[str], cfg: CfgNode) -> "CLIPAdapterModel":
-        c = cfg.TRAINER.CLIP_ADAPTER
-        return cls(
-            clip_model, classnames, resolve_template(cfg), int(c.REDUCTION), float(c.RATIO),
-            bool(cfg.TRAINER.UPDATE_IMAGE_LN),
-        )
+        return cls(clip_model, classnames, template=resolve_template(cfg),
+                   **from_node(CLIPAdapterSettings, cfg.TRAINER.CLIP_ADAPTER),
+                   update_image_ln=bool(cfg.TRAINER.UPDATE_IMAGE_LN))
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         return self.adapter(super().image_features(images))

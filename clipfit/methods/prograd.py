@@ -24,7 +24,8 @@ from yacs.config import CfgNode
 from clipfit.methods.classifier import LossParts
 from clipfit.methods.coop import CoOpModel
 from clipfit.methods.losses import classification_loss, cosine_logits
-from clipfit.methods.prompt_learner import CFG_PREFIX as COOP_PREFIX, PromptLearner, PromptSettings
+from clipfit.methods.options import ProGradSettings, PromptSettings, from_node
+from clipfit.methods.prompt_learner import CFG_PREFIX as COOP_PREFIX, PromptLearner
 from clipfit.methods.text import class_text_features, tokenize
 from clipfit.errors import ConfigValueError
 
@@ -93,7 +94,8 @@ class ProGradModel(CoOpModel):
     """CoOp student plus the zero-shot teacher's class features (computed once)."""
 
     def __init__(self, clip_model: nn.Module, classnames: Sequence[str], prompt: PromptSettings,
-                 dataset: str = "", lam: float = 1.0, temperature: float = 1.0, update_image_ln: bool = False):
+                 dataset: str = "", lam: float = ProGradSettings.lam, temperature: float = ProGradSettings.temperature,
+                 update_image_ln: bool = False):
         if update_image_ln:
             raise ConfigValueError("TRAINER.UPDATE_IMAGE_LN is True, but ProGrad's teacher shares the frozen image "
                              "encoder with the student: +UL is not available for ProGrad.")
@@ -110,9 +112,8 @@ class ProGradModel(CoOpModel):
 
     @classmethod
     def from_cfg(cls, clip_model: nn.Module, classnames: Sequence[str], cfg: CfgNode) -> "ProGradModel":
-        p = cfg.TRAINER.PROGRAD
-        return cls(clip_model, classnames, PromptSettings.from_cfg(cfg.TRAINER.COOP), cfg.DATASET.NAME,
-                   float(p.LAMBDA), float(p.T), bool(cfg.TRAINER.UPDATE_IMAGE_LN))
+        return cls(clip_model, classnames, prompt=PromptSettings.from_cfg(cfg.TRAINER.COOP), dataset=cfg.DATASET.NAME,
+                   **from_node(ProGradSettings, cfg.TRAINER.PROGRAD), update_image_ln=bool(cfg.TRAINER.UPDATE_IMAGE_LN))
 
     def losses(self, images: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(xe, kl, student logits)`` of a batch."""

@@ -11,13 +11,12 @@ last EOT like every other text path of the project.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-from yacs.config import CfgNode
 
+from clipfit.methods.options import PromptSettings
 from clipfit.methods.templates import class_prompts
 from clipfit.methods.text import TokenizedPrompts, tokenize
 from clipfit.errors import ConfigValueError
@@ -25,22 +24,6 @@ from clipfit.errors import ConfigValueError
 POSITIONS = ("end", "middle", "front")
 CFG_PREFIX = "TRAINER.COOP."
 INIT_STD = 0.02  # CoOp's random initialisation
-
-
-@dataclass
-class PromptSettings:
-    """CoOp's prompt options (``TRAINER.COOP.*``)."""
-
-    n_ctx: int = 16  # ignored when ctx_init is given: its tokens decide
-    ctx_init: str = ""
-    csc: bool = False
-    position: str = "end"
-    key_prefix: str = CFG_PREFIX  # config node the options came from (named in errors)
-
-    @classmethod
-    def from_cfg(cls, node: CfgNode) -> "PromptSettings":
-        """From the ``TRAINER.COOP`` config node."""
-        return cls(int(node.N_CTX), node.CTX_INIT, bool(node.CSC), node.CLASS_TOKEN_POSITION)
 
 
 def _class_order(position: str, n_ctx: int, name_lens: Sequence[int], length: int) -> Optional[torch.Tensor]:

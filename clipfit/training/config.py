@@ -15,6 +15,7 @@ from yacs.config import CfgNode as CN
 
 from clipfit import REPO_ROOT
 from clipfit.fileio import FileContentError, read_text
+from clipfit.methods.options import NODE_OPTIONS, defaults_node
 from clipfit.errors import ConfigValueError, UserError
 
 ALLOW_PY_ENV = "CLIPFIT_ALLOW_PY_CONFIG"  # "1" lets yacs execute a .py config file
@@ -27,6 +28,26 @@ FOREIGN_CONFIG_FOLDERS = {"configs/trainers/ClipFit": "configs/authors/ClipFit"}
 # True stands for. KgCoOp's train.py defaults TRAINER.COOP.CTX_INIT to False, its configs set
 # True, and its prompt learner starts from "a photo of a" whenever the value is true.
 BOOLEAN_PHRASES = {"TRAINER.COOP.CTX_INIT": ("a photo of a", "KgCoOp")}
+
+
+# The keys of a TRAINER.<NODE> that belong to its trainer, not to the method's options
+TRAINER_NODE_KEYS = {
+    "COOP": {
+        "PREC": "fp16",  # fp16, fp32, amp (CoOp, KgCoOp, ProGrad, zero-shot CLIP, the authors' ClipFit)
+        # The CLIPFit authors' train.py adds these and their scripts set them; nothing reads them
+        # (their trainer neither): accepted so their command lines run, logged as without effect.
+        "W1": 1.0,
+        "W2": 1.0,
+    },
+    "COCOOP": {"PREC": "fp16"},
+    "CLIP_ADAPTER": {"PREC": "fp16"},
+    "MAPLE": {"PREC": "fp16"},
+    "TIP_ADAPTER": {"PREC": "fp16"},
+    "CLIPFIT": {
+        "PREC": "fp16",  # fp16, amp, fp32
+        "LOG_GRAD_STATS": False,  # record per-layer gradient statistics
+    },
+}
 
 
 def project_keys() -> CN:
@@ -52,62 +73,9 @@ def project_keys() -> CN:
 
     cfg.TRAINER.UPDATE_IMAGE_LN = False  # "+UL": also tune the image LayerNorms
 
-    cfg.TRAINER.COOP = CN()
-    cfg.TRAINER.COOP.N_CTX = 16  # number of context vectors
-    cfg.TRAINER.COOP.CSC = False  # class-specific context
-    cfg.TRAINER.COOP.CTX_INIT = ""  # initialisation phrase, e.g. "a photo of a"
-    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, amp
-    cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end, middle, front
-    cfg.TRAINER.COOP.W = 8.0  # KgCoOp: weight of the knowledge-guided term
-    cfg.TRAINER.COOP.KG_DISTANCE = "cosine"  # KgCoOp: cosine (its code) or euclidean (its paper)
-    # The CLIPFit authors' train.py adds these and their scripts set them; nothing reads them
-    # (their trainer neither): accepted so their command lines run, logged as without effect.
-    cfg.TRAINER.COOP.W1 = 1.0
-    cfg.TRAINER.COOP.W2 = 1.0
-
-    cfg.TRAINER.COCOOP = CN()
-    cfg.TRAINER.COCOOP.N_CTX = 16
-    cfg.TRAINER.COCOOP.CTX_INIT = ""
-    cfg.TRAINER.COCOOP.PREC = "fp16"
-    cfg.TRAINER.COCOOP.TEXT_BATCH_SIZE = 1000  # most prompts per text-encoder pass (same result)
-
-    cfg.TRAINER.CLIP_ADAPTER = CN()
-    cfg.TRAINER.CLIP_ADAPTER.REDUCTION = 4  # bottleneck reduction factor
-    cfg.TRAINER.CLIP_ADAPTER.RATIO = 0.2  # residual ratio of adapted features
-    cfg.TRAINER.CLIP_ADAPTER.PREC = "fp16"
-
-    cfg.TRAINER.MAPLE = CN()
-    cfg.TRAINER.MAPLE.N_CTX = 2  # learned prompt tokens per layer
-    cfg.TRAINER.MAPLE.CTX_INIT = "a photo of a"  # its first N_CTX tokens start the context
-    cfg.TRAINER.MAPLE.PROMPT_DEPTH = 9  # layers with prompts (1: shallow)
-    cfg.TRAINER.MAPLE.PREC = "fp16"
-
-    cfg.TRAINER.PROGRAD = CN()  # ProGrad; its prompt uses TRAINER.COOP.*
-    cfg.TRAINER.PROGRAD.LAMBDA = 1.0  # share of the conflicting gradient part removed
-    cfg.TRAINER.PROGRAD.T = 1.0  # temperature of the zero-shot teacher's distillation term
-
-    cfg.TRAINER.TIP_ADAPTER = CN()  # TipAdapter and TipAdapterF
-    cfg.TRAINER.TIP_ADAPTER.INIT_ALPHA = 1.0  # residual weight of the cache logits
-    cfg.TRAINER.TIP_ADAPTER.INIT_BETA = 1.0  # sharpness of the cache affinities
-    cfg.TRAINER.TIP_ADAPTER.SEARCH = True  # search alpha and beta on the validation set
-    cfg.TRAINER.TIP_ADAPTER.SEARCH_SCALE = [7.0, 3.0]  # [beta, alpha] upper ends of the grid
-    cfg.TRAINER.TIP_ADAPTER.SEARCH_STEP = [200, 20]  # [beta, alpha] grid sizes
-    cfg.TRAINER.TIP_ADAPTER.AUGMENT_EPOCH = 10  # augmented views averaged per cache key
-    cfg.TRAINER.TIP_ADAPTER.CLIP_SCALE = 100.0  # scale of the zero-shot logits (its code: 100)
-    cfg.TRAINER.TIP_ADAPTER.ADAMW_EPS = 1e-4  # Tip-Adapter-F's AdamW epsilon
-    cfg.TRAINER.TIP_ADAPTER.PREC = "fp16"
-
-    cfg.TRAINER.CLIPFIT = CN()
-    cfg.TRAINER.CLIPFIT.BETA = 8.0  # weight of the regulariser
-    cfg.TRAINER.CLIPFIT.REG = "kd"  # kd, mse, none
-    cfg.TRAINER.CLIPFIT.TEXT_PARAMS = "proj_bias"  # proj_bias, ffn_bias, all_bias, none
-    cfg.TRAINER.CLIPFIT.IMAGE_PARAMS = "layernorm"  # layernorm, bias, none
-    cfg.TRAINER.CLIPFIT.TEXT_LAYERS = []  # block indices to tune; empty: all
-    cfg.TRAINER.CLIPFIT.IMAGE_LAYERS = []  # block indices to tune; empty: all
-    cfg.TRAINER.CLIPFIT.PARAMS_INCLUDE = []  # parameter-name patterns tuned as well, e.g. ["ln_final"]
-    cfg.TRAINER.CLIPFIT.PARAMS_EXCLUDE = []  # parameter-name patterns never tuned
-    cfg.TRAINER.CLIPFIT.PREC = "fp16"  # fp16, amp, fp32
-    cfg.TRAINER.CLIPFIT.LOG_GRAD_STATS = False  # record per-layer gradient statistics
+    for node, classes in NODE_OPTIONS.items():  # each method's keys and defaults (clipfit.methods.options)
+        cfg.TRAINER[node] = CN({k: v for cls in classes for k, v in defaults_node(cls).items()})
+        cfg.TRAINER[node].update(TRAINER_NODE_KEYS.get(node, {}))
     return cfg
 
 
