@@ -102,7 +102,15 @@ def test_user_error_in_process_and_its_traceback_with_clipfit_debug(tmp_path, ca
 
 
 def test_help_texts_agree_with_the_code():
+    from clipfit.training.cli import setup_cfg
+
     assert "fixed seed when 0 or more" in build_parser().format_help()
+
+    def seed(*flags: str) -> int:
+        return setup_cfg(build_parser().parse_args(list(flags))).SEED
+
+    assert seed("--seed", "0") == 0  # CoOp's `if args.seed:` would drop 0
+    assert seed("--seed", "3") == 3 and seed() == -1  # no --seed: no fixed seed
     doctor = subprocess.run([sys.executable, "-m", "clipfit.data", "doctor", "--help"], cwd=REPO,
                             capture_output=True, text=True)
     assert "under --root" in doctor.stdout and "under DATA" not in doctor.stdout
