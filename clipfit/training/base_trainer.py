@@ -41,10 +41,14 @@ from clipfit.methods.openai_clip import convert_weights
 from clipfit.engine import (TrainerX, build_lr_scheduler, build_optimizer, capture_rng_state,
                      compute_accuracy, restore_rng_state)
 from clipfit.engine.builtin.checkpoint import save_checkpoint  # atomic on either engine
-from clipfit.errors import ConfigValueError
+from clipfit.errors import ConfigValueError, UserError
 
 PREC_CHOICES = ("fp16", "amp", "fp32")
 METRICS_FILE = "metrics.json"
+
+
+class TrainingDivergedError(UserError, FloatingPointError):
+    """A non-finite training loss, with the setting to change."""
 
 
 class CLIPTrainer(TrainerX):
@@ -136,7 +140,7 @@ class CLIPTrainer(TrainerX):
                 "amp": f"set {self.prec_key} fp32",
                 "fp32": "lower OPTIM.LR",
             }[self.precision]
-            raise FloatingPointError(
+            raise TrainingDivergedError(
                 f"Training stopped: the loss is {loss.item()} at epoch {self.epoch + 1}/{self.max_epoch}, "
                 f"batch {self.batch_idx + 1}/{self.num_batches}, with {self.prec_key} {self.precision}. "
                 f"Try again with {advice}."
