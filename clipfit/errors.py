@@ -41,6 +41,10 @@ class MissingFileError(UserError, FileNotFoundError):
     """A file or folder the user named, or their data lists, does not exist."""
 
 
+class AlreadyExistsError(UserError, FileExistsError):
+    """A file or folder that exists and must not be overwritten."""
+
+
 class UnreadableFileError(UserError, OSError):
     """A file that exists but cannot be read (a broken image, say)."""
 

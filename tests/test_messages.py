@@ -160,3 +160,21 @@ def test_reading_a_jit_archive_does_not_warn(tmp_path):
         warnings.simplefilter("always")
         assert "visual.conv1.weight" in read_state_dict(path)
     assert not [w for w in caught if "jit" in str(w.message)], [str(w.message) for w in caught]
+
+
+def test_unknown_trainer_name_is_a_user_error_on_either_engine():
+    """Dassl's registry raises a bare KeyError: train.py checks the name itself before building."""
+    from clipfit.errors import ConfigValueError, UnknownNameError
+    from clipfit.training.cli import check_registered
+
+    class DasslLikeRegistry:
+        def registered_names(self):
+            return ["CLIPFit", "CoOp", "KgCoOp"]
+
+    with pytest.raises(UnknownNameError) as err:
+        check_registered(DasslLikeRegistry(), "ClipFitt", "TRAINER.NAME (--trainer)")
+    assert user_error_message(err.value) == ("TRAINER.NAME (--trainer) is 'ClipFitt', which is not registered. "
+                                             "Did you mean CLIPFit? Known names: CLIPFit, CoOp, KgCoOp.")
+    with pytest.raises(ConfigValueError, match="TRAINER.NAME .* is empty"):
+        check_registered(DasslLikeRegistry(), "", "TRAINER.NAME (--trainer)")
+    check_registered(DasslLikeRegistry(), "CoOp", "TRAINER.NAME (--trainer)")  # known: no error

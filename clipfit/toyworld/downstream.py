@@ -26,7 +26,7 @@ from PIL import Image
 from clipfit.fileio import write_json
 
 from .world import PATTERNS, SIZES, UNSEEN_PAIRS, Style, Thing, draw, seen_pairs
-from clipfit.errors import ConfigValueError
+from clipfit.errors import AlreadyExistsError, ConfigValueError
 
 PER_CLASS = {"train": 20, "val": 8, "test": 30}
 META_FILE = "toyworld.json"
@@ -129,7 +129,7 @@ def make_dataset(folder: str, root: str, seed: int = 1, per_class: Dict[str, int
         if same:
             print(f"{target} already holds {dataset.name} drawn with seed {seed}: kept")
             return target
-        raise FileExistsError(
+        raise AlreadyExistsError(
             f"{target} exists but was not drawn by this version with seed {seed} (see {meta_path}). "
             "Runs trained or tested on it measured other images: delete it and those runs, or "
             "choose another --root."

@@ -18,7 +18,7 @@ from clipfit.fileio import write_text
 from clipfit.training import run_folder
 from clipfit.training.config import closest_key, config_file_path, get_cfg, merge_from_file, merge_from_list
 from clipfit import REPO_ROOT
-from clipfit.errors import MissingFileError, UserError
+from clipfit.errors import ConfigValueError, MissingFileError, UnknownNameError, UserError
 
 DEBUG_ENV = "CLIPFIT_DEBUG"  # 1: show the traceback of user errors too
 WORKER_TRACEBACK = "Original Traceback (most recent call last)"  # torch's re-raise of a worker's error
@@ -186,6 +186,18 @@ def import_plugins(root: str = REPO_ROOT) -> None:
         for info in pkgutil.iter_modules(pkg.__path__):
             if not info.name.startswith("_"):
                 importlib.import_module(f"{package}.{info.name}")
+
+
+def check_registered(registry, name: str, key: str) -> None:
+    """A :class:`UnknownNameError` when ``name`` is not in ``registry``, on either engine (Dassl's
+    registry would raise a bare ``KeyError``: a traceback)."""
+    if not name:
+        raise ConfigValueError(f"{key} is empty: set it in a config file or on the command line.")
+    known = sorted(registry.registered_names())
+    if name not in known:
+        close = closest_key(name, known)
+        hint = f" Did you mean {close}?" if close else ""
+        raise UnknownNameError(f"{key} is {name!r}, which is not registered.{hint} Known names: {', '.join(known)}.")
 
 
 def set_deterministic() -> None:
@@ -356,6 +368,8 @@ def _train_or_test(engine, cfg, args: argparse.Namespace, notes: List[str]) -> N
     print("Collecting env info ...")
     print(f"** System info **\n{engine.collect_env_info()}\n")
 
+    check_registered(engine.TRAINER_REGISTRY, cfg.TRAINER.NAME, "TRAINER.NAME (--trainer)")
+    check_registered(engine.DATASET_REGISTRY, cfg.DATASET.NAME, "DATASET.NAME (--dataset-config-file)")
     trainer = engine.build_trainer(cfg)
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
