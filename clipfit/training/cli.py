@@ -12,13 +12,13 @@ import sys
 import traceback
 from typing import Callable, Dict, List, Optional, Tuple
 
-import torch
-
 from clipfit.fileio import write_text
 from clipfit.training import run_folder
-from clipfit.training.config import closest_key, config_file_path, get_cfg, merge_from_file, merge_from_list
+from clipfit.training.config import closest_key, get_cfg, merge_from_file, merge_from_list
+from clipfit.training.precheck import check_arguments, config_path as _config_path
+from clipfit.training.run_header import print_run_start, tuned_line
 from clipfit import REPO_ROOT
-from clipfit.errors import ConfigValueError, MissingFileError, UnknownNameError, UserError
+from clipfit.errors import ConfigValueError, UnknownNameError, UserError, check_runtime_imports
 
 DEBUG_ENV = "CLIPFIT_DEBUG"  # 1: show the traceback of user errors too
 WORKER_TRACEBACK = "Original Traceback (most recent call last)"  # torch's re-raise of a worker's error
@@ -89,25 +89,6 @@ def _reset_cfg(cfg, args: argparse.Namespace) -> None:
         cfg.DETERMINISTIC = True
 
 
-def _config_path(path: str, flag: str, notes: List[str]) -> str:
-    """``path`` as :func:`config_file_path` resolves it (said in ``notes`` when it moves), or an
-    error with the closest file names."""
-    given, path = path, config_file_path(path)
-    if path != given:
-        notes.append(f"{flag} {given}: read from {osp.relpath(path)} (this repository keeps that "
-                     "folder's configs there)")
-    if not osp.isfile(path):
-        folder = osp.dirname(path) or "."
-        names = sorted(n for n in os.listdir(folder) if n.endswith((".yaml", ".yml"))) \
-            if osp.isdir(folder) else []
-        close = closest_key(osp.basename(path), names)
-        hint = f" Did you mean {osp.join(osp.dirname(given), close)}?" if close else ""
-        listing = f" Files in {osp.dirname(given) or '.'}: {', '.join(names)}." if names else ""
-        raise MissingFileError(f"{flag} {given}: no such file (paths are relative to the current "
-                                f"folder).{hint}{listing}")
-    return path
-
-
 def _taken_over(cfg, model_dir: str, opts: List[str]) -> List[str]:
     """``KEY VALUE`` opts of the trained run's settings (its config.yaml in ``model_dir``) that
     differ from ``cfg``: weights, input size, template, TRAINER.* (precision, method keys);
@@ -139,10 +120,13 @@ def setup_cfg(args: argparse.Namespace, notes: Optional[List[str]] = None):
     notes = [] if notes is None else notes
     opts = list(args.opts or [])
     cfg = get_cfg()
-    if args.dataset_config_file:
-        merge_from_file(cfg, _config_path(args.dataset_config_file, "--dataset-config-file", notes), notes)
-    if args.config_file:
-        merge_from_file(cfg, _config_path(args.config_file, "--config-file", notes), notes)
+    for given, flag in ((args.dataset_config_file, "--dataset-config-file"), (args.config_file, "--config-file")):
+        if given:
+            path = _config_path(given, flag)
+            if path != given:
+                notes.append(f"{flag} {given}: read from {osp.relpath(path)} (this repository keeps that "
+                             "folder's configs there)")
+            merge_from_file(cfg, path, notes)
     _reset_cfg(cfg, args)
     if args.eval_only and args.model_dir:
         inherited = _taken_over(cfg, args.model_dir, opts)
@@ -202,6 +186,8 @@ def check_registered(registry, name: str, key: str) -> None:
 
 def set_deterministic() -> None:
     """Deterministic kernels everywhere; errors on ops that have no deterministic version."""
+    import torch
+
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
@@ -211,18 +197,6 @@ def set_deterministic() -> None:
 def save_config(cfg) -> str:
     """Write the full config of a run to ``<OUTPUT_DIR>/config.yaml`` (atomically)."""
     return write_text(osp.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
-
-
-def print_args(args: argparse.Namespace, cfg) -> None:
-    print("***************")
-    print("** Arguments **")
-    print("***************")
-    for key in sorted(args.__dict__):
-        print(f"{key}: {args.__dict__[key]}")
-    print("************")
-    print("** Config **")
-    print("************")
-    print(cfg)
 
 
 def user_error_message(err: BaseException) -> Optional[str]:
@@ -297,6 +271,8 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 def _main(argv: Optional[List[str]]) -> None:
     args = build_parser().parse_args(argv)
+    check_arguments(args)  # before torch is imported: a typo is answered at once
+    check_runtime_imports()  # a torch, torchvision or openai-clip that fails to import: an install problem
     import_plugins()
     lock = run_folder.acquire(args.output_dir, run_folder.process_line(os.getpid())) \
         if args.output_dir else None
@@ -357,16 +333,19 @@ def _train_or_test(engine, cfg, args: argparse.Namespace, notes: List[str]) -> N
     engine.setup_logger(cfg.OUTPUT_DIR)
     if cfg.DETERMINISTIC:
         set_deterministic()
-    elif torch.cuda.is_available() and cfg.USE_CUDA:
-        torch.backends.cudnn.benchmark = True
+    else:
+        import torch
 
-    print_args(args, cfg)
-    for note in notes:
-        print(note)
+        if torch.cuda.is_available() and cfg.USE_CUDA:
+            torch.backends.cudnn.benchmark = True
+
+    try:
+        trainer_class = engine.TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
+    except KeyError:  # check_registered below says so, with the known names
+        trainer_class = None
+    print_run_start(args, cfg, notes, engine.ENGINE, engine.collect_env_info,
+                    tuned_line(cfg, args, trainer_class))
     save_config(cfg)
-    print(f"Engine: {engine.ENGINE}")
-    print("Collecting env info ...")
-    print(f"** System info **\n{engine.collect_env_info()}\n")
 
     check_registered(engine.TRAINER_REGISTRY, cfg.TRAINER.NAME, "TRAINER.NAME (--trainer)")
     check_registered(engine.DATASET_REGISTRY, cfg.DATASET.NAME, "DATASET.NAME (--dataset-config-file)")
