@@ -67,6 +67,10 @@ def test_kgcoop_config_with_ctx_init_true_runs_unchanged(tmp_path):
     assert cfg.TRAINER.COOP.CTX_INIT == "" and "TRAINER.COOP.CTX_INIT False (in command-line opts) read as ''" in " ".join(notes)
     cfg = setup_cfg(build_parser().parse_args(["TRAINER.COOP.CTX_INIT", "a_photo_of"]))
     assert cfg.TRAINER.COOP.CTX_INIT == "a_photo_of"  # a phrase stays a phrase
+    notes = []  # ProGrad's code reads True as its dataset prompt: "template" here
+    cfg = setup_cfg(build_parser().parse_args(["--trainer", "ProGrad", "--config-file", str(theirs)]), notes)
+    assert cfg.TRAINER.COOP.CTX_INIT == "template"
+    assert f"TRAINER.COOP.CTX_INIT True (in {theirs}) read as 'template', as ProGrad's code reads it" in notes
 
 
 def test_every_trainer_key_is_an_option_field_with_its_default():

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Type
 from clipfit.errors import ConfigValueError
 
 REG_CHOICES = ("kd", "mse", "none")  # CLIPFit's regulariser (TRAINER.CLIPFIT.REG)
+PROGRAD_TEMPLATE_INIT = "template"  # TRAINER.COOP.CTX_INIT value: ProGrad's context from its dataset prompt
 
 
 class Options:

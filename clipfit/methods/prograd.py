@@ -24,13 +24,12 @@ from yacs.config import CfgNode
 from clipfit.methods.classifier import LossParts
 from clipfit.methods.coop import CoOpModel
 from clipfit.methods.losses import classification_loss, cosine_logits
-from clipfit.methods.options import ProGradSettings, PromptSettings, from_node
+from clipfit.methods.options import PROGRAD_TEMPLATE_INIT, ProGradSettings, PromptSettings, from_node
 from clipfit.methods.prompt_learner import CFG_PREFIX as COOP_PREFIX, PromptLearner
 from clipfit.methods.text import class_text_features, tokenize
 from clipfit.errors import ConfigValueError
 
 CFG_PREFIX = "TRAINER.PROGRAD."
-TEMPLATE_INIT = "template"  # TRAINER.COOP.CTX_INIT value: start from ProGrad's dataset prompt
 # ProGrad's hand-crafted prompts (its trainers/prograd.py), used by the teacher and for "template"
 PROGRAD_TEMPLATES: Dict[str, str] = {
     "OxfordPets": "a type of pet, a photo of a {}.",
@@ -76,13 +75,13 @@ class ProGradPromptLearner(PromptLearner):
 
     def make_context(self, embedding: nn.Embedding, s: PromptSettings, n_cls: int, context_length: int
                      ) -> Tuple[torch.Tensor, str]:
-        if s.ctx_init != TEMPLATE_INIT:
+        if s.ctx_init != PROGRAD_TEMPLATE_INIT:
             return PromptLearner.make_context(embedding, s, n_cls, context_length)
         phrase = self.template_phrase
         n_words = len(phrase.split(" "))
         if s.n_ctx < n_words:
             raise ConfigValueError(f"{COOP_PREFIX}N_CTX is {s.n_ctx}, fewer than the {n_words} words of ProGrad's "
-                             f"prompt {phrase!r} ({COOP_PREFIX}CTX_INIT {TEMPLATE_INIT!r}): use at least {n_words}.")
+                             f"prompt {phrase!r} ({COOP_PREFIX}CTX_INIT {PROGRAD_TEMPLATE_INIT!r}): use at least {n_words}.")
         ctx = torch.zeros(s.n_ctx, embedding.embedding_dim, dtype=embedding.weight.dtype, device=embedding.weight.device)
         with torch.no_grad():
             words = embedding(tokenize([phrase], context_length).tokens.to(embedding.weight.device))

@@ -126,7 +126,7 @@ def setup_cfg(args: argparse.Namespace, notes: Optional[List[str]] = None):
             if path != given:
                 notes.append(f"{flag} {given}: read from {osp.relpath(path)} (this repository keeps that "
                              "folder's configs there)")
-            merge_from_file(cfg, path, notes)
+            merge_from_file(cfg, path, notes, trainer=args.trainer)
     _reset_cfg(cfg, args)
     if args.eval_only and args.model_dir:
         inherited = _taken_over(cfg, args.model_dir, opts)

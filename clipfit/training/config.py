@@ -15,7 +15,7 @@ from yacs.config import CfgNode as CN
 
 from clipfit import REPO_ROOT
 from clipfit.fileio import FileContentError, read_text
-from clipfit.methods.options import NODE_OPTIONS, defaults_node
+from clipfit.methods.options import NODE_OPTIONS, PROGRAD_TEMPLATE_INIT, defaults_node
 from clipfit.errors import ConfigValueError, UserError
 
 ALLOW_PY_ENV = "CLIPFIT_ALLOW_PY_CONFIG"  # "1" lets yacs execute a .py config file
@@ -24,10 +24,13 @@ ALLOW_PY_ENV = "CLIPFIT_ALLOW_PY_CONFIG"  # "1" lets yacs execute a .py config f
 # and two names (vit_b16, vit_b16_ep10) are in both with other epochs: on a case-insensitive
 # file system (macOS, Windows) the two folders are one and one file of each pair would be lost.
 FOREIGN_CONFIG_FOLDERS = {"configs/trainers/ClipFit": "configs/authors/ClipFit"}
-# Keys that another repository's files set to a boolean where ours hold a phrase -> the phrase
-# True stands for. KgCoOp's train.py defaults TRAINER.COOP.CTX_INIT to False, its configs set
-# True, and its prompt learner starts from "a photo of a" whenever the value is true.
-BOOLEAN_PHRASES = {"TRAINER.COOP.CTX_INIT": ("a photo of a", "KgCoOp")}
+# Keys that another repository's files set to a boolean where ours hold a phrase -> per trainer
+# ("" for any other), the phrase True stands for and whose code reads it so. KgCoOp's train.py
+# defaults TRAINER.COOP.CTX_INIT to False, its configs set True, and its prompt learner then starts
+# from "a photo of a"; ProGrad's code reads True as its dataset prompt ("template" here).
+BOOLEAN_PHRASES = {
+    "TRAINER.COOP.CTX_INIT": {"": ("a photo of a", "KgCoOp"), "ProGrad": (PROGRAD_TEMPLATE_INIT, "ProGrad")},
+}
 
 
 # The keys of a TRAINER.<NODE> that belong to its trainer, not to the method's options
@@ -186,21 +189,23 @@ def load_cfg_file(cfg: CN, path: str) -> CN:
     return type(cfg)(data or {})
 
 
-def _boolean_phrase(key: str, value: Any, source: str, notes: Optional[List[str]]) -> Any:
-    """``value``, or for a key of :data:`BOOLEAN_PHRASES` given as a boolean, its phrase (True)
-    or "" (False), said in ``notes``."""
+def _boolean_phrase(key: str, value: Any, source: str, trainer: str, notes: Optional[List[str]]) -> Any:
+    """``value``, or for a key of :data:`BOOLEAN_PHRASES` given as a boolean, the phrase True
+    stands for with ``trainer`` (True) or "" (False), said in ``notes``."""
     if key not in BOOLEAN_PHRASES or not isinstance(value, bool):
         return value
-    phrase, owner = BOOLEAN_PHRASES[key]
+    meanings = BOOLEAN_PHRASES[key]
+    phrase, owner = meanings.get(trainer, meanings[""])
     meant = phrase if value else ""
     if notes is not None:
         notes.append(f"{key} {value} (in {source}) read as {meant!r}, as {owner}'s code reads it")
     return meant
 
 
-def merge_from_file(cfg: CN, path: str, notes: Optional[List[str]] = None) -> None:
+def merge_from_file(cfg: CN, path: str, notes: Optional[List[str]] = None, trainer: str = "") -> None:
     """``cfg.merge_from_file`` (of :func:`config_file_path`) with errors naming the file, the
-    unknown key and its closest match; booleans of :data:`BOOLEAN_PHRASES` become their phrase."""
+    unknown key and its closest match; booleans of :data:`BOOLEAN_PHRASES` become their phrase
+    for ``trainer`` (empty: the file's ``TRAINER.NAME``, else ``cfg``'s)."""
     path = config_file_path(path)
     other = load_cfg_file(cfg, path)
     missing = _unknown_keys(cfg, other)
@@ -212,13 +217,14 @@ def merge_from_file(cfg: CN, path: str, notes: Optional[List[str]] = None) -> No
         for part in parents:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict) and leaf in node:
-            node[leaf] = _boolean_phrase(key, node[leaf], path, notes)
+            named = trainer or (other.get("TRAINER") or {}).get("NAME") or cfg.TRAINER.NAME
+            node[leaf] = _boolean_phrase(key, node[leaf], path, named, notes)
     cfg.merge_from_other_cfg(other)
 
 
 def merge_from_list(cfg: CN, opts: Sequence[str], notes: Optional[List[str]] = None) -> None:
     """``cfg.merge_from_list`` with an error naming the unknown key and its closest match;
-    booleans of :data:`BOOLEAN_PHRASES` become their phrase."""
+    booleans of :data:`BOOLEAN_PHRASES` become their phrase for the trainer named."""
     if len(opts) % 2:
         raise ConfigValueError(
             f"Config opts must come in KEY VALUE pairs, got {len(opts)} items: {list(opts)}"
@@ -229,7 +235,8 @@ def merge_from_list(cfg: CN, opts: Sequence[str], notes: Optional[List[str]] = N
         if opts[i] not in known:
             raise ConfigKeyError(opts[i], "command-line opts", closest_key(opts[i], known))
         if opts[i] in BOOLEAN_PHRASES and opts[i + 1] in ("True", "False"):
-            opts[i + 1] = repr(_boolean_phrase(opts[i], opts[i + 1] == "True", "command-line opts", notes))
+            trainer = dict(zip(opts[0::2], opts[1::2])).get("TRAINER.NAME", cfg.TRAINER.NAME)
+            opts[i + 1] = repr(_boolean_phrase(opts[i], opts[i + 1] == "True", "command-line opts", trainer, notes))
     cfg.merge_from_list(opts)
 
 
