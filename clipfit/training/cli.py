@@ -295,14 +295,14 @@ def _run(args: argparse.Namespace, notes: List[str]) -> None:
         run = read_run(folder)
         decision = run_folder.decide(folder, run_folder.EVAL if evaluating else run_folder.TRAIN,
                                      settings, args.overwrite, run.accuracy if run.finished else None)
-        if args.announce:  # the scripts' one "==> [skip|resume|retry] WHAT" line
+        if decision.action == "skip" and args.announce:
             print(decision.line(args.announce, folder))
-            if decision.action == "skip":
-                return
-        elif decision.detail and decision.action != "skip":
-            notes.append(f"{folder}: {decision.detail}")
+            return
         if args.overwrite:
             run_folder.clear(folder)
+        # the scripts' lock step has announced how an unfinished run goes on ("==> resume ...")
+        if decision.detail and decision.action != "skip" and (args.overwrite or not args.announce):
+            notes.append(f"{folder}: {decision.detail}")
         run_folder.start_record(folder, run_folder.EVAL if evaluating else run_folder.TRAIN,
                                 settings, weights, " ".join(sys.argv))
     try:

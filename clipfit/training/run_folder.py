@@ -423,13 +423,13 @@ def set_aside_log(folder: str) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """``lock WHAT DIR``, run by the scripts with ``CLIPFIT_LOCK_FD`` naming their open lock
-    file: lock it for the script and set an unfinished run's old log aside. ``train.py
-    --announce WHAT`` then says, once, how the run goes on (skipped, resumed, retried, or refused
-    when its settings differ). Exit status 2 when another process holds the folder."""
+    file: lock it for the script, announce how an unfinished run goes on and set its old log
+    aside. A finished run is left to ``train.py --announce`` (skipped, or refused when its
+    settings differ). Exit status 2 when another process holds the folder."""
     parser = argparse.ArgumentParser(prog="python -m clipfit.training.run_folder")
     sub = parser.add_subparsers(dest="command", required=True)
     lock = sub.add_parser("lock", help="lock a run folder for the calling script")
-    lock.add_argument("what", help="the run's name (train.py --announce announces it)")
+    lock.add_argument("what", help="the run's name in the announcement")
     lock.add_argument("folder")
     args = parser.parse_args(argv)
     if not os.environ.get(LOCK_FD_ENV, "").isdigit():
@@ -443,7 +443,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     if held.note:
         print(held.note, file=sys.stderr)
-    if not read_run(args.folder).finished:  # train.py --announce says how it goes on
+    if not read_run(args.folder).finished:
+        print(state_decision(args.folder).line(args.what, args.folder))
         set_aside_log(args.folder)
     return 0
 
