@@ -17,6 +17,7 @@ import torch
 
 from clipfit.methods.openai_clip import CLIP, clip_api
 from clipfit.methods.templates import class_prompts
+from clipfit.errors import UserError
 
 
 @dataclass
@@ -33,7 +34,7 @@ class TokenizedPrompts:
         return self.tokens.shape[0]
 
 
-class PromptTooLongError(RuntimeError):
+class PromptTooLongError(UserError, RuntimeError):
     """A prompt with more tokens than the text encoder's context."""
 
     def __str__(self) -> str:

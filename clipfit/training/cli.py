@@ -14,12 +14,14 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from clipfit.fileio import write_text
 from clipfit.training import run_folder, run_spec
-from clipfit.training.config import get_cfg, merge_from_file, merge_from_list
+from clipfit.training.config import closest_key, get_cfg, merge_from_file, merge_from_list
 from clipfit.training.precheck import check_arguments, config_path as _config_path
 from clipfit.training.run_header import print_run_start, tuned_line
 from clipfit import REPO_ROOT
+from clipfit.errors import ConfigValueError, UnknownNameError, UserError, check_runtime_imports
 
 DEBUG_ENV = "CLIPFIT_DEBUG"  # 1: show the traceback of user errors too
+WORKER_TRACEBACK = "Original Traceback (most recent call last)"  # torch's re-raise of a worker's error
 # Settings a test run takes over from the config.yaml of the model it loads (--model-dir)
 TAKEN_OVER = ("MODEL.BACKBONE.NAME", "MODEL.BACKBONE.PATH", "INPUT.SIZE", "DATASET.TEMPLATE")
 
@@ -118,10 +120,13 @@ def setup_cfg(args: argparse.Namespace, notes: Optional[List[str]] = None):
     notes = [] if notes is None else notes
     opts = list(args.opts or [])
     cfg = get_cfg()
-    if args.dataset_config_file:
-        merge_from_file(cfg, _config_path(args.dataset_config_file, "--dataset-config-file"))
-    if args.config_file:
-        merge_from_file(cfg, _config_path(args.config_file, "--config-file"))
+    for given, flag in ((args.dataset_config_file, "--dataset-config-file"), (args.config_file, "--config-file")):
+        if given:
+            path = _config_path(given, flag)
+            if path != given:
+                notes.append(f"{flag} {given}: read from {osp.relpath(path)} (this repository keeps that "
+                             "folder's configs there)")
+            merge_from_file(cfg, path, notes, trainer=args.trainer)
     _reset_cfg(cfg, args)
     if args.eval_only and args.model_dir:
         inherited = _taken_over(cfg, args.model_dir, opts)
@@ -130,7 +135,7 @@ def setup_cfg(args: argparse.Namespace, notes: Optional[List[str]] = None):
             pairs = ", ".join(f"{k} {v}" for k, v in zip(inherited[0::2], inherited[1::2]))
             notes.append(f"Settings taken over from the trained run ({args.model_dir}/config.yaml;"
                          f" options on the command line override them): {pairs}")
-    merge_from_list(cfg, opts)
+    merge_from_list(cfg, opts, notes)
     cpus = cpu_count()
     if "DATALOADER.NUM_WORKERS" not in opts[0::2] and cfg.DATALOADER.NUM_WORKERS > cpus:
         notes.append(f"DATALOADER.NUM_WORKERS {cfg.DATALOADER.NUM_WORKERS} capped at {cpus}, the "
@@ -165,6 +170,18 @@ def import_plugins(root: str = REPO_ROOT) -> None:
                 importlib.import_module(f"{package}.{info.name}")
 
 
+def check_registered(registry, name: str, key: str) -> None:
+    """A :class:`UnknownNameError` when ``name`` is not in ``registry``, on either engine (Dassl's
+    registry would raise a bare ``KeyError``: a traceback)."""
+    if not name:
+        raise ConfigValueError(f"{key} is empty: set it in a config file or on the command line.")
+    known = sorted(registry.registered_names())
+    if name not in known:
+        close = closest_key(name, known)
+        hint = f" Did you mean {close}?" if close else ""
+        raise UnknownNameError(f"{key} is {name!r}, which is not registered.{hint} Known names: {', '.join(known)}.")
+
+
 def set_deterministic() -> None:
     """Deterministic kernels everywhere; errors on ops that have no deterministic version."""
     import torch
@@ -181,31 +198,17 @@ def save_config(cfg) -> str:
 
 
 def user_error_message(err: BaseException) -> Optional[str]:
-    """The message of a known user error (missing data or weights, unknown name or key, bad
-    value, unreadable image, a busy or different run folder), None for anything else.
-
-    Known user errors are the lookup, value and I/O errors this project (or Dassl) raises
-    itself with a message, also when a data-loader worker raised them.
-    """
-    if isinstance(err, run_folder.RunFolderError):
-        return str(err)
-    if not isinstance(err, (LookupError, ValueError, OSError, RuntimeError)):
+    """The message of a :class:`clipfit.errors.UserError` (also one a data-loader worker raised),
+    None for any other exception: that is a bug, shown with its traceback."""
+    if not isinstance(err, UserError):
         return None
-    text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-    if "Original Traceback (most recent call last)" in text:  # re-raised from a loader worker
+    text = str(err)
+    if WORKER_TRACEBACK in text:  # re-raised by the loader: the worker's message follows its last frame
         lines = text.rstrip().splitlines()
         frames = [i for i, line in enumerate(lines) if line.lstrip().startswith('File "')]
-        if not frames or frames[-1] + 2 >= len(lines):
-            return None
-        filename, source = lines[frames[-1]].split('"')[1], lines[frames[-1] + 1]
-        text = "\n".join(lines[frames[-1] + 2:]).split(": ", 1)[-1]
-    else:
-        frames = traceback.extract_tb(err.__traceback__)
-        if not frames:
-            return None
-        filename, source = frames[-1].filename, frames[-1].line or ""
-    ours = osp.abspath(filename).startswith(REPO_ROOT + os.sep) or f"{os.sep}dassl{os.sep}" in filename
-    return text if ours and source.lstrip().startswith("raise") and text else None
+        if frames and frames[-1] + 2 < len(lines):
+            text = "\n".join(lines[frames[-1] + 2:]).split(": ", 1)[-1]
+    return text
 
 
 def _debug() -> bool:
@@ -213,8 +216,9 @@ def _debug() -> bool:
 
 
 def run_user_command(command: Callable[[], Optional[int]]) -> int:
-    """Run ``command``; a known user error prints its message alone, last, on stderr and gives
-    exit status 2 (its traceback goes to the log file, or to stderr with CLIPFIT_DEBUG=1)."""
+    """Run ``command``; a :class:`UserError` prints its message alone, last, on stderr and gives
+    exit status 2 (its traceback goes to the log file, or to stderr with CLIPFIT_DEBUG=1). Any
+    other exception propagates with its traceback (exit status 1)."""
     try:
         return command() or 0
     except Exception as err:
@@ -249,9 +253,10 @@ def _interrupted_line(cfg, evaluating: bool) -> str:
 
 
 def main(argv: Optional[List[str]] = None, lock: Optional[run_folder.FolderLock] = None) -> None:
-    """``train.py``: known user errors end with their message and exit status 2, Ctrl-C with
-    one line saying where the last checkpoint is. ``lock``: the lock on ``--output-dir`` that
-    the caller (a script or sweep worker running the run in-process) holds already."""
+    """``train.py``: user errors end with their message and exit status 2, bugs with their
+    traceback and exit status 1, Ctrl-C with one line saying where the last checkpoint is.
+    ``lock``: the lock on ``--output-dir`` that the caller (a script or sweep worker running the
+    run in-process) holds already."""
     stdout = sys.stdout
     try:
         code = run_user_command(lambda: _main(argv, lock))
@@ -282,6 +287,7 @@ def _detach_log(stdout) -> None:
 def _main(argv: Optional[List[str]], held: Optional[run_folder.FolderLock]) -> None:
     args = build_parser().parse_args(argv)
     check_arguments(args)  # before torch is imported: a typo is answered at once
+    check_runtime_imports()  # a torch, torchvision or openai-clip that fails to import: an install problem
     import_plugins()
     lock = held
     if lock is None and args.output_dir:
@@ -310,7 +316,8 @@ def _run(args: argparse.Namespace, notes: List[str]) -> None:
             return
         if args.overwrite:
             run_folder.clear(folder)
-        if decision.detail and decision.action != "skip":
+        # the scripts' lock step has announced how an unfinished run goes on ("==> resume ...")
+        if decision.detail and decision.action != "skip" and (args.overwrite or not args.announce):
             notes.append(f"{folder}: {decision.detail}")
         run_folder.start_record(folder, run_folder.EVAL if evaluating else run_folder.TRAIN,
                                 settings, weights, " ".join(sys.argv))
@@ -349,12 +356,14 @@ def _train_or_test(engine, cfg, args: argparse.Namespace, notes: List[str]) -> N
 
     try:
         trainer_class = engine.TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
-    except KeyError:  # build_trainer says so, with the known names
+    except KeyError:  # check_registered below says so, with the known names
         trainer_class = None
     print_run_start(args, cfg, notes, engine.ENGINE, engine.collect_env_info,
                     tuned_line(cfg, args, trainer_class))
     save_config(cfg)
 
+    check_registered(engine.TRAINER_REGISTRY, cfg.TRAINER.NAME, "TRAINER.NAME (--trainer)")
+    check_registered(engine.DATASET_REGISTRY, cfg.DATASET.NAME, "DATASET.NAME (--dataset-config-file)")
     trainer = engine.build_trainer(cfg)
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)

@@ -17,22 +17,25 @@ import os.path as osp
 from typing import List
 
 from clipfit import REPO_ROOT
-from clipfit.training.config import closest_key
+from clipfit.errors import MissingFileError, UnknownNameError
+from clipfit.training.config import closest_key, config_file_path
 
 ENGINE_ENV = "CLIPFIT_ENGINE"  # clipfit/engine/__init__.py reads it
 
 
 def config_path(path: str, flag: str) -> str:
-    """``path`` when it is a file; else an error naming the closest config file beside it."""
+    """The file ``path`` names (:func:`config_file_path`: the authors' folder is read from where this
+    repository keeps it); else an error naming the closest config file beside it."""
+    given, path = path, config_file_path(path)
     if not osp.isfile(path):
         folder = osp.dirname(path) or "."
         names = sorted(n for n in os.listdir(folder) if n.endswith((".yaml", ".yml"))) \
             if osp.isdir(folder) else []
         close = closest_key(osp.basename(path), names)
-        hint = f" Did you mean {osp.join(osp.dirname(path), close)}?" if close else ""
-        listing = f" Files in {folder}: {', '.join(names)}." if names else ""
-        raise FileNotFoundError(f"{flag} {path}: no such file (paths are relative to the current "
-                                f"folder).{hint}{listing}")
+        hint = f" Did you mean {osp.join(osp.dirname(given), close)}?" if close else ""
+        listing = f" Files in {osp.dirname(given) or '.'}: {', '.join(names)}." if names else ""
+        raise MissingFileError(f"{flag} {given}: no such file (paths are relative to the current "
+                               f"folder).{hint}{listing}")
     return path
 
 
@@ -73,8 +76,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         if args.trainer not in known:
             close = closest_key(args.trainer, known)
             hint = f' Did you mean "{close}"?' if close else ""
-            raise LookupError(f'Unknown trainer name "{args.trainer}". Known names: '
+            raise UnknownNameError(f'Unknown trainer name "{args.trainer}". Known names: '
                               f'{", ".join(sorted(known))}.{hint}')
     if args.eval_only and args.model_dir and not osp.isdir(args.model_dir):
-        raise FileNotFoundError(f"--model-dir {args.model_dir}: no such folder (paths are relative "
+        raise MissingFileError(f"--model-dir {args.model_dir}: no such folder (paths are relative "
                                 "to the current folder); give the output folder of a training run.")

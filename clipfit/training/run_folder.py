@@ -28,6 +28,7 @@ from typing import Dict, List, Optional, Tuple
 
 from clipfit.checkpoint_files import saved_epochs
 from clipfit.fileio import FileContentError, read_json, write_json
+from clipfit.errors import UserError
 
 LOCK_FILE = ".clipfit.lock"
 RECORD_FILE = "run.json"
@@ -42,7 +43,7 @@ WAYS_OUT = ("Either write to another folder (train.py --output-dir DIR; scripts:
             "checkpoints and results.")
 
 
-class RunFolderError(Exception):
+class RunFolderError(UserError):
     """A run folder that cannot be used as asked (busy, other settings, wrong kind)."""
 
 

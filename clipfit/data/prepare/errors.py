@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 
+from clipfit.errors import UserError
 
-class PrepareError(Exception):
+
+class PrepareError(UserError):
     """A step failed; the message says what to do."""
 
 
