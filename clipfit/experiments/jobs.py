@@ -9,6 +9,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+from clipfit.errors import ConfigValueError
 from clipfit import REPO_ROOT
 from clipfit.experiments.protocol import FEWSHOT_SHOTS, SETTINGS, SOURCE_DATASET, setting_datasets
 from clipfit.experiments.results import last_progress
@@ -79,7 +80,7 @@ def plan(setting: str, seeds: Sequence[int], datasets: Optional[Sequence[str]] =
         elif setting == "dg":
             jobs.append(Job(f"{SOURCE_DATASET}-seed{seed}", [_script("dg_test.sh", seed, *opts)]))
         else:
-            raise ValueError(f"Unknown setting '{setting}'; choose one of {', '.join(SETTINGS)}")
+            raise ConfigValueError(f"Unknown setting '{setting}'; choose one of {', '.join(SETTINGS)}")
     base = sweep_dir(setting, environ)
     script_env = ScriptEnv.from_environ(environ)
     for job in jobs:

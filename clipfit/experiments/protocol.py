@@ -13,6 +13,8 @@ import fnmatch
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
+from clipfit.errors import ConfigValueError
+
 # The 11 datasets of CoOp and of the paper, in the order of the paper's tables.
 DATASETS: Tuple[str, ...] = (
     "imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
@@ -47,7 +49,7 @@ def setting_datasets(setting: str) -> Tuple[str, ...]:
     try:
         return _SETTING_DATASETS[setting]
     except KeyError:
-        raise ValueError(f"Unknown setting '{setting}'; choose one of {', '.join(SETTINGS)}")
+        raise ConfigValueError(f"Unknown setting '{setting}'; choose one of {', '.join(SETTINGS)}")
 
 
 def display_name(dataset: str) -> str:
@@ -149,7 +151,7 @@ def is_eval_only(trainer: str) -> bool:
 def default_rule(trainer: str, setting: str, dataset: str, shots: int) -> ConfigRule:
     """The first row of :data:`CONFIG_RULES` for this run (the last row matches everything)."""
     if setting not in SETTINGS:
-        raise ValueError(f"Unknown setting '{setting}'; choose one of {', '.join(SETTINGS)}")
+        raise ConfigValueError(f"Unknown setting '{setting}'; choose one of {', '.join(SETTINGS)}")
     trainer = config_trainer(trainer)
     return next(r for r in CONFIG_RULES if r.matches(trainer, setting, dataset, shots))
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, TypeVar
 
 from clipfit.fileio import read_json
+from clipfit.errors import MissingFileError
 from clipfit.training.run_folder import FINISHED, PROGRESS_LINE, unfinished_state
 from clipfit.training.run_spec import MODEL_DIR, recorded_identity
 
@@ -207,7 +208,7 @@ def find_all_runs(root: str) -> Dict[RunKey, List[RunResult]]:
     """Every run folder of a known layout under ``root`` (``root`` itself included), by key; a
     key found twice (``root`` one folder too high: two output roots) lists both."""
     if not osp.isdir(root):
-        raise FileNotFoundError(f"No folder {root}: pass the output root of the scripts "
+        raise MissingFileError(f"No folder {root}: pass the output root of the scripts "
                                 "(OUT, default ./output) or one of its setting folders.")
     runs: Dict[RunKey, List[RunResult]] = {}
     for current, dirs, _ in os.walk(root):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from clipfit import REPO_ROOT
+from clipfit.errors import ConfigValueError
 from clipfit.experiments.protocol import (DEFAULT_TRAINER, DG_TARGETS, SOURCE_DATASET, default_config,
                                           default_rule, is_eval_only, setting_datasets)
 from clipfit.experiments.results import RunResult, read_run
@@ -144,7 +145,7 @@ def setting_specs(setting: str, seed: int, dataset: Optional[str], env: ScriptEn
             s for t in targets for s in script_specs("xd_test", [t, seed, *opts], env)]
     if setting == "dg":
         return script_specs("dg_test", [seed, *opts], env)
-    raise ValueError(f"Unknown setting '{setting}'")
+    raise ConfigValueError(f"Unknown setting '{setting}'")
 
 
 # ---------------------------------------------------------------- checks and state

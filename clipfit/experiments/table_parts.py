@@ -14,6 +14,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from tabulate import tabulate
 
 from clipfit.experiments.protocol import display_name
+from clipfit.errors import ConfigValueError
 from clipfit.experiments.results import RunKey, RunResult, Stat, ci95, summarize
 
 FORMATS = ("table", "markdown", "csv", "json")
@@ -212,7 +213,7 @@ def render(tables: Sequence[Table], fmt: str) -> str:
                                  if values else ""})
         return out.getvalue()
     if fmt not in ("table", "markdown"):
-        raise ValueError(f"Unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
+        raise ConfigValueError(f"Unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
     blocks = []
     for t in tables:
         if fmt == "markdown":

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Tuple
 
+from clipfit.errors import ConfigValueError
 from clipfit import REPO_ROOT
 from clipfit.training import run_folder
 from clipfit.training.run_folder import Decision, RunFolderError
@@ -75,10 +76,10 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         if (self.setting, self.part) not in PARTS:
-            raise ValueError(f"No run layout for setting {self.setting!r}, part {self.part!r}: "
+            raise ConfigValueError(f"No run layout for setting {self.setting!r}, part {self.part!r}: "
                              f"one of {sorted(PARTS)}")
         if len(self.opts) % 2:
-            raise ValueError(f"Trailing opts come in KEY VALUE pairs; got {list(self.opts)}")
+            raise ConfigValueError(f"Trailing opts come in KEY VALUE pairs; got {list(self.opts)}")
 
     @property
     def evaluates(self) -> bool:
