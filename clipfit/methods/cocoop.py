@@ -60,6 +60,8 @@ class CoCoOpPromptLearner(PromptLearner):
 class CoCoOpModel(AddOnClassifier):
     """Frozen CLIP, image-conditional prompts; no class features shared by all images."""
 
+    encoder_methods = ("image_features", "conditional_text_features")
+
     def __init__(self, clip_model: nn.Module, classnames: Sequence[str], n_ctx: int = 4,
                  ctx_init: str = "a photo of a", text_batch: int = 1000, update_image_ln: bool = False):
         if not (isinstance(text_batch, int) and text_batch >= 1):

@@ -6,10 +6,8 @@ A subclass sets :attr:`CLIPTrainer.prec_key` and implements
 public behaviour on either engine:
 
 - loads CLIP (:func:`clipfit.methods.clip_loader.load_clip`), checks ``INPUT.SIZE``, moves it to
-  the device and sets the precision: ``fp16`` holds CLIP in half precision as
-  ``clip.model.build_model`` does; ``amp`` keeps fp32 weights (the master copies of
-  the tuned tensors) and runs the forward pass under autocast with loss scaling;
-  ``fp32``. Without a GPU, fp16 and amp fall back to fp32 with a one-line warning;
+  the device and sets the precision (fp16, amp, bf16 or fp32, see
+  :mod:`clipfit.training.precision`); with ``TRAIN.COMPILE`` it compiles the encoders;
 - builds the optimiser and scheduler over the learned tensors only (frozen ones get
   neither gradients nor optimiser state) and steps the scheduler once per epoch;
 - stops on a non-finite loss with a message naming epoch, batch and precision;
@@ -21,7 +19,6 @@ public behaviour on either engine:
 """
 from __future__ import annotations
 
-import contextlib
 import os.path as osp
 from typing import Any, Dict, Optional, Sequence
 
@@ -29,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from clipfit.checkpoint_files import checkpoint_file, has_checkpoint, load_newest
-from clipfit.training import foreign_checkpoint, tuned_checkpoint as ckpt_io
+from clipfit.training import foreign_checkpoint, precision as prec, tuned_checkpoint as ckpt_io
 from clipfit.training.config import cfg_value
 from clipfit.fileio import write_json
 from clipfit.methods.classifier import CLIPClassifier
@@ -39,7 +36,6 @@ from clipfit.engine import (TrainerX, build_lr_scheduler, build_optimizer, captu
                      compute_accuracy, restore_rng_state)
 from clipfit.engine.builtin.checkpoint import save_checkpoint  # atomic on either engine
 
-PREC_CHOICES = ("fp16", "amp", "fp32")
 METRICS_FILE = "metrics.json"
 
 
@@ -58,22 +54,14 @@ class CLIPTrainer(TrainerX):
 
     # Config and precision ---------------------------------------------------------------
     def check_cfg(self, cfg) -> None:
-        prec = cfg_value(cfg, self.prec_key)
-        if prec not in PREC_CHOICES:
-            raise ValueError(f"{self.prec_key} is {prec!r}; choose one of {', '.join(PREC_CHOICES)}.")
+        prec.check_choice(self.prec_key, cfg_value(cfg, self.prec_key))
 
     def _resolve_precision(self) -> str:
-        requested = cfg_value(self.cfg, self.prec_key)
-        if requested != "fp32" and self.device.type != "cuda":
-            print(f"WARNING: {self.prec_key} {requested} needs a CUDA GPU; running in fp32 on {self.device.type}")
-            return "fp32"
-        return requested
+        return prec.resolve(self.prec_key, cfg_value(self.cfg, self.prec_key), self.device)
 
     def autocast(self):
-        """The forward-pass context of the precision (autocast for amp, else nothing)."""
-        if self.precision == "amp":
-            return torch.autocast(device_type=self.device.type, dtype=torch.float16)
-        return contextlib.nullcontext()
+        """The forward-pass context of the precision (autocast for amp and bf16, else nothing)."""
+        return prec.autocast(self.precision, self.device)
 
     # Model ----------------------------------------------------------------------------
     def build_model(self) -> None:
@@ -97,6 +85,9 @@ class CLIPTrainer(TrainerX):
         with self.autocast():
             self.model = self.build_classifier(clip_model, self.dm.dataset.classnames)
         self.model.to(self.device)
+        train = cfg.TRAIN
+        self.compiler = prec.EncoderCompiler(train.COMPILE, train.COMPILE_BACKEND, train.COMPILE_MODE)
+        self.compiler.apply(self.model)
         for line in self.model.describe():
             print(line)
         if cfg.MODEL.INIT_WEIGHTS:  # as CoOp: learned tensors start from a checkpoint
@@ -113,7 +104,7 @@ class CLIPTrainer(TrainerX):
             self.optim = build_optimizer(list(learned.values()), cfg.OPTIM)
             self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
             self.register_model(self.model_name, self.model, self.optim, self.sched)
-            if self.precision == "amp":
+            if prec.needs_loss_scaling(self.precision):
                 self.scaler = torch.amp.GradScaler(self.device.type)
 
     # Training -------------------------------------------------------------------------
@@ -122,11 +113,7 @@ class CLIPTrainer(TrainerX):
 
     def detect_anomaly(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss).all():
-            advice = {
-                "fp16": f"set {self.prec_key} amp (fp32 weights, loss scaling) or fp32",
-                "amp": f"set {self.prec_key} fp32",
-                "fp32": "lower OPTIM.LR",
-            }[self.precision]
+            advice = prec.anomaly_advice(self.prec_key, self.precision)
             raise FloatingPointError(
                 f"Training stopped: the loss is {loss.item()} at epoch {self.epoch + 1}/{self.max_epoch}, "
                 f"batch {self.batch_idx + 1}/{self.num_batches}, with {self.prec_key} {self.precision}. "
@@ -138,16 +125,20 @@ class CLIPTrainer(TrainerX):
 
     def forward_backward(self, batch) -> Dict[str, float]:
         image, label = self.parse_batch_train(batch)
-        with self.autocast():
-            loss, parts = self.model.loss(image, label)
+
+        def step():  # repeatable up to the optimiser step: run again eagerly if compiling fails
+            with self.autocast():
+                loss, parts = self.model.loss(image, label)
+            self.model_zero_grad()
+            (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+            return loss, parts
+
+        loss, parts = self.compiler.run_step(step)
         self.detect_anomaly(loss)
-        self.model_zero_grad()
         if self.scaler is None:
-            loss.backward()
             self.after_backward()
             self.model_update()
         else:
-            self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optim)
             self.after_backward()
             self.scaler.step(self.optim)
@@ -179,6 +170,7 @@ class CLIPTrainer(TrainerX):
         else:
             split, data_loader = "test", self.test_loader
         print(f"Evaluate on the *{split}* set")
+        self.compiler.start_first()
         with self.autocast():
             self._test_text_features = self.model.class_text_features()
         correct = total = 0
@@ -186,6 +178,7 @@ class CLIPTrainer(TrainerX):
             for batch in tqdm(data_loader):
                 input, label = self.parse_batch_test(batch)
                 output = self.model_inference(input)
+                self.compiler.end_first("test batch (class features included)")
                 self.evaluator.process(output, label)
                 correct += int((output.argmax(dim=1) == label).sum())
                 total += label.numel()
@@ -260,6 +253,9 @@ class CLIPTrainer(TrainerX):
             ckpt_io.check_compatible(checkpoint, self.checkpoint_meta(), path)
             if self.cfg.MODEL.CHECK_WEIGHTS_FINGERPRINT:
                 ckpt_io.check_weights(checkpoint, self.weights_record["fingerprint"], self.weights_record["source"], path)
+            trained_in = checkpoint["meta"].get("info", {}).get("precision")
+            if trained_in and trained_in != self.precision:
+                print(f"Note: {path} was trained in {trained_in}; its learned tensors are used in {self.precision}")
         ckpt_io.restore(learned, checkpoint["state_dict"])
         self.weights_epoch = int(checkpoint["epoch"])
         return checkpoint

@@ -38,13 +38,19 @@ def project_keys() -> CN:
 
     cfg.DETERMINISTIC = False  # deterministic algorithms, fixed worker seeds
 
+    # torch.compile of the encoders, for every trainer (clipfit.training.precision)
+    cfg.TRAIN = CN()
+    cfg.TRAIN.COMPILE = False
+    cfg.TRAIN.COMPILE_BACKEND = "inductor"  # torch.compile backend
+    cfg.TRAIN.COMPILE_MODE = ""  # torch.compile mode ("", "reduce-overhead", "max-autotune", ...)
+
     cfg.TRAINER.UPDATE_IMAGE_LN = False  # "+UL": also tune the image LayerNorms
 
     cfg.TRAINER.COOP = CN()
     cfg.TRAINER.COOP.N_CTX = 16  # number of context vectors
     cfg.TRAINER.COOP.CSC = False  # class-specific context
     cfg.TRAINER.COOP.CTX_INIT = ""  # initialisation phrase, e.g. "a photo of a"
-    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, amp
+    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, amp, bf16, fp32
     cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end, middle, front
     cfg.TRAINER.COOP.W = 8.0  # KgCoOp: weight of the knowledge-guided term
     cfg.TRAINER.COOP.KG_DISTANCE = "cosine"  # KgCoOp: cosine (its code) or euclidean (its paper)
@@ -94,7 +100,7 @@ def project_keys() -> CN:
     cfg.TRAINER.CLIPFIT.IMAGE_LAYERS = []  # block indices to tune; empty: all
     cfg.TRAINER.CLIPFIT.PARAMS_INCLUDE = []  # parameter-name patterns tuned as well, e.g. ["ln_final"]
     cfg.TRAINER.CLIPFIT.PARAMS_EXCLUDE = []  # parameter-name patterns never tuned
-    cfg.TRAINER.CLIPFIT.PREC = "fp16"  # fp16, amp, fp32
+    cfg.TRAINER.CLIPFIT.PREC = "fp16"  # fp16, amp, bf16, fp32
     cfg.TRAINER.CLIPFIT.LOG_GRAD_STATS = False  # record per-layer gradient statistics
     return cfg
 
