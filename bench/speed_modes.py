@@ -13,7 +13,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -67,14 +67,14 @@ class Runner:
     """A classifier in ``mode`` with an SGD optimiser over its learned tensors, as the trainer sets it up."""
 
     def __init__(self, build: Callable[[torch.nn.Module], torch.nn.Module], clip_model: torch.nn.Module,
-                 mode: Mode, device: torch.device, lr: float = 0.002):
+                 mode: Mode, device: torch.device, lr: float = 0.002, backend: str = "inductor"):
         self.mode, self.device = mode, device
         clip_model = clip_model.to(device)
         if mode.prec == "fp16":
             convert_weights(clip_model)
         with self.autocast():
             self.model = build(clip_model).to(device)
-        self.compiler = prec.EncoderCompiler(mode.compiled, key="--compile")
+        self.compiler = prec.EncoderCompiler(mode.compiled, backend, key="--compile")
         self.compiler.apply(self.model)
         params = list(self.model.learned_parameters().values())
         self.optim = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
@@ -169,7 +169,3 @@ def rewrite_block(path: str, name: str, body: str, title: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         f.write(text)
-
-
-def stats_row(first: float, steps: List[float]) -> Dict[str, float]:
-    return {"first_s": first, "step_s": median(steps)}
