@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
+from clipfit.docs_blocks import measured_line, write_block  # noqa: E402
 from clipfit.testing.tiny_clip import build_tiny_clip, build_vit_b16, class_names  # noqa: E402
 from clipfit.training.config import get_cfg, merge_from_file  # noqa: E402
 from methods_table import METHODS  # noqa: E402
@@ -94,12 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=10, help="timed training steps after the first (median)")
     p.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the +compile modes")
     p.add_argument("--tiny", action="store_true", help="tiny CLIP and small batches: a dry run of the path")
+    p.add_argument("--page", help="Markdown page whose '<!-- begin: gpu-speed -->' block gets the table "
+                                  "(refused with --tiny or without a GPU)")
     return p
 
 
 def main(argv: List[str] = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
     device = torch.device(args.device)
+    if args.page and (args.tiny or device.type != "cuda"):
+        raise SystemExit("--page writes GPU figures into the docs: run it on a CUDA device without --tiny")
     if args.tiny:
         for key, value in TINY.items():
             setattr(args, key, min(getattr(args, key), value))
@@ -118,10 +124,14 @@ def main(argv: List[str] = None) -> int:
             results[str(mode)] = measure(method, mode, args)
             print(f"  measured {method} {mode}", flush=True)
         table += rows(method, results)
-    print(tabulate(table, tablefmt="github", headers=[
+    text = tabulate(table, tablefmt="github", headers=[
         "method", "mode", "train ms/img", "paper ms/img (A100)", "vs paper", "test ms/img", "first step s",
-        "peak MiB"]))
-    print("Paper: Table 7, training time per image on an A100 (mode not stated; the authors train in fp16).")
+        "peak MiB"])
+    note = "Paper: Table 7, training time per image on an A100 (mode not stated; the authors train in fp16)."
+    print(f"{text}\n{note}")
+    if args.page:
+        command = "python bench/gpu_speed.py " + " ".join(argv)
+        write_block(args.page, "gpu-speed", f"{text}\n\n{note}\n\n{measured_line(command.strip(), machine(device))}")
     return 0
 
 

@@ -135,7 +135,7 @@ def median(values: Sequence[float]) -> float:
 
 
 def machine(device: torch.device) -> str:
-    """One line naming the hardware and software a measurement ran on."""
+    """The device a measurement ran on in a few words (GPU name, or CPU model and bf16 flags), and torch."""
     if device.type == "cuda":
         hw = torch.cuda.get_device_name(device)
     else:
@@ -143,8 +143,8 @@ def machine(device: torch.device) -> str:
                      platform.processor() or platform.machine())
         flags = prec.cpu_flags() or set()
         bf16 = ", ".join(sorted(flags & set(prec.CPU_BF16_FLAGS))) or "no bf16 instructions"
-        hw = f"{model}, {os.cpu_count()} cores ({bf16}), {torch.get_num_threads()} threads"
-    return f"{hw}; torch {torch.__version__}, Python {platform.python_version()}"
+        hw = f"{model} ({bf16}), {torch.get_num_threads()} threads"
+    return f"{hw}, torch {torch.__version__}"
 
 
 def _cpuinfo_lines() -> List[str]:
@@ -153,19 +153,3 @@ def _cpuinfo_lines() -> List[str]:
             return f.read().splitlines()
     except OSError:
         return []
-
-
-def rewrite_block(path: str, name: str, body: str, title: str) -> None:
-    """Replace the block between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` in ``path``
-    (appended, or a new file with ``title``, when absent)."""
-    begin, end = f"<!-- BEGIN {name} (written by the command below; do not edit) -->", f"<!-- END {name} -->"
-    block = f"{begin}\n{body.rstrip()}\n{end}"
-    text = open(path).read() if os.path.exists(path) else f"# {title}\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)

@@ -19,7 +19,7 @@ With ``--prec`` other than fp32 or with ``--compile`` it measures CLIPFit's trai
 its own process, at batch 8 and K = 50 by default: the first step (compilation included) and
 the median of ``--iters`` later steps, and peak memory, all as ratios to fp32 eager measured in
 the same run. It checks the targets (bf16 <= 0.6x, bf16 compiled <= 0.5x of fp32 eager) and
-rewrites its block of ``docs/benchmarks.md`` with the table, the date, the machine and the command.
+rewrites its block (``train-speed-precision``) of ``docs/benchmarks.md`` with the table, the date, the machine and the command.
 
     python bench/train_speed.py [--classes 50 500] [--device cuda]
     python bench/train_speed.py --prec bf16 --compile [--device cuda --prec fp16 amp bf16]
@@ -27,7 +27,6 @@ rewrites its block of ``docs/benchmarks.md`` with the table, the date, the machi
 from __future__ import annotations
 
 import argparse
-import datetime
 import io
 import json
 import os
@@ -48,13 +47,14 @@ from clipfit.methods.openai_clip import clip_api  # noqa: E402
 from clipfit.methods.clipfit import CLIPFitModel  # noqa: E402
 from clipfit.testing.tiny_clip import build_vit_b16, class_names  # noqa: E402
 from clipfit.methods.text import normalize  # noqa: E402
-from speed_modes import Mode, Runner, check_device, machine, median, peak_bytes, rewrite_block, sync  # noqa: E402
+from clipfit.docs_blocks import measured_line, write_block  # noqa: E402
+from speed_modes import Mode, Runner, check_device, machine, median, peak_bytes, sync  # noqa: E402
 
 VARIANTS = ("clipfit", "straightforward")
 TARGETS = {"train": 0.5, "test": 0.3, "checkpoint_bytes": 1 << 20}
 MODE_TARGETS = {"bf16": 0.6, "bf16+compile": 0.5}  # step time as a fraction of fp32 eager
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "benchmarks.md")
-DOCS_BLOCK = "train_speed precision"
+DOCS_BLOCK = "train-speed-precision"
 
 
 class StraightforwardCLIPFit(CLIPFitModel):
@@ -230,12 +230,11 @@ def run_modes(args: argparse.Namespace, argv: List[str]) -> int:
           f"eager, where measured): {'met' if ok else 'NOT met'}")
     if args.docs:
         command = "python bench/train_speed.py " + " ".join(shlex.quote(a) for a in argv)
-        when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        rewrite_block(args.docs, DOCS_BLOCK, "\n".join([
+        write_block(args.docs, DOCS_BLOCK, "\n".join([
             f"CLIPFit training step (`CLIPFitModel.loss`, backward, SGD), ViT-B/16 with random weights, K={k}, "
-            f"batch {args.batch_size}, {args.device}; median of {args.iters} step(s) after the first.",
-            "", f"Measured {when} on {machine(device)}.", "", f"Command: `{command}`", "", table,
-        ]), "Benchmarks")
+            f"batch {args.batch_size}, {args.device}; median of {args.iters} step(s) after the first:", "", table,
+            "", measured_line(command, machine(device)),
+        ]))
         print(f"Wrote the table to {args.docs}")
     return 0 if ok else 1
 
