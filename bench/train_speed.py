@@ -1,4 +1,5 @@
-"""Benchmark (not a test): CLIPFit as built vs the straightforward implementation.
+"""Benchmark (not a test): CLIPFit as built vs the straightforward implementation, and CLIPFit's
+training step in other precisions and compiled, as ratios to fp32 eager.
 
 The real ViT-B/16 architecture with random weights, on the current device, for K class
 prompts. "straightforward" is what the authors' code does: the text encoder runs all 77
@@ -13,7 +14,15 @@ its own process, so peak memory is per variant. Defaults keep it to a few minute
 two CPU cores; ``--batch-size 32 --iters 5 --test-images 500 --test-batch-size 100``
 scales it to the paper's settings.
 
-    python bench/train_speed.py [--classes 50 500] [--device cuda] [--prec fp16]
+With ``--prec`` other than fp32 or with ``--compile`` it measures CLIPFit's training step
+(``CLIPFitModel.loss``, backward, SGD) in fp32 eager and in each requested mode instead, each in
+its own process, at batch 8 and K = 50 by default: the first step (compilation included) and
+the median of ``--iters`` later steps, and peak memory, all as ratios to fp32 eager measured in
+the same run. It checks the targets (bf16 <= 0.6x, bf16 compiled <= 0.5x of fp32 eager) and
+rewrites its block (``train-speed-precision``) of ``docs/benchmarks.md`` with the table, the date, the machine and the command.
+
+    python bench/train_speed.py [--classes 50 500] [--device cuda]
+    python bench/train_speed.py --prec bf16 --compile [--device cuda --prec fp16 amp bf16]
 """
 from __future__ import annotations
 
@@ -21,25 +30,31 @@ import argparse
 import io
 import json
 import os
-import resource
+import shlex
 import subprocess
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
 from clipfit.training import tuned_checkpoint as ck  # noqa: E402
+from clipfit.training.precision import PREC_CHOICES  # noqa: E402
 from clipfit.methods.clip_loader import architecture  # noqa: E402
-from clipfit.methods.openai_clip import clip_api, convert_weights  # noqa: E402
+from clipfit.methods.openai_clip import clip_api  # noqa: E402
 from clipfit.methods.clipfit import CLIPFitModel  # noqa: E402
 from clipfit.testing.tiny_clip import build_vit_b16, class_names  # noqa: E402
 from clipfit.methods.text import normalize  # noqa: E402
+from clipfit.docs_blocks import measured_line, write_block  # noqa: E402
+from speed_modes import Mode, Runner, check_device, machine, median, peak_bytes, sync  # noqa: E402
 
 VARIANTS = ("clipfit", "straightforward")
 TARGETS = {"train": 0.5, "test": 0.3, "checkpoint_bytes": 1 << 20}
+MODE_TARGETS = {"bf16": 0.6, "bf16+compile": 0.5}  # step time as a fraction of fp32 eager
+DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "benchmarks.md")
+DOCS_BLOCK = "train-speed-precision"
 
 
 class StraightforwardCLIPFit(CLIPFitModel):
@@ -52,17 +67,6 @@ class StraightforwardCLIPFit(CLIPFitModel):
 
     def class_text_features(self) -> torch.Tensor:
         return normalize(self.clip.encode_text(self.full_tokens))
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _peak_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
 def _checkpoint_bytes(model: CLIPFitModel, optim: torch.optim.Optimizer, full: bool) -> int:
@@ -90,8 +94,6 @@ def measure(variant: str, classes: int, args: argparse.Namespace) -> Dict[str, f
     device = torch.device(args.device)
     torch.manual_seed(0)
     clip_model = build_vit_b16("cpu").to(device)
-    if args.prec == "fp16":
-        convert_weights(clip_model)
     cls = StraightforwardCLIPFit if variant == "straightforward" else CLIPFitModel
     model = cls(clip_model, class_names(classes), args.template).to(device)
     params = list(model.learned_parameters().values())
@@ -104,13 +106,13 @@ def measure(variant: str, classes: int, args: argparse.Namespace) -> Dict[str, f
     model.train()
     step_times = []
     for i in range(args.warmup + args.iters):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         loss, _ = model.loss(images, labels)
         optim.zero_grad()
         loss.backward()
         optim.step()
-        _sync(device)
+        sync(device)
         if i >= args.warmup:
             step_times.append(time.perf_counter() - start)
     train_ms = 1000.0 * sum(step_times) / len(step_times) / args.batch_size
@@ -120,21 +122,37 @@ def measure(variant: str, classes: int, args: argparse.Namespace) -> Dict[str, f
         torch.randn(min(args.test_batch_size, args.test_images - s), 3, res, res, generator=gen).to(device)
         for s in range(0, args.test_images, args.test_batch_size)
     ]
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     with torch.no_grad():
         cached = model.class_text_features() if variant == "clipfit" else None  # once per test() call
         for batch in test_batches:
             model.logits(batch, cached).argmax(dim=1)
-    _sync(device)
+    sync(device)
     test_ms = 1000.0 * (time.perf_counter() - start) / args.test_images
     return {
         "train_ms": train_ms,
         "test_ms": test_ms,
-        "peak_mb": _peak_bytes(device) / 2**20,
+        "peak_mb": peak_bytes(device) / 2**20,
         "checkpoint_bytes": _checkpoint_bytes(model, optim, full=variant == "straightforward"),
         "text_positions": int(model.prompt_tokens.shape[1]) if variant == "clipfit" else 77,
     }
+
+
+def measure_mode(mode: Mode, classes: int, args: argparse.Namespace) -> Dict[str, float]:
+    """CLIPFit's training step in ``mode`` (runs in a worker process): first and later steps, peak memory."""
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    runner = Runner(lambda clip: CLIPFitModel(clip, class_names(classes), args.template),
+                    build_vit_b16("cpu"), mode, device)
+    res = runner.model.clip.visual.input_resolution
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randn(args.batch_size, 3, res, res, generator=gen).to(device)
+    labels = torch.randint(0, classes, (args.batch_size,), generator=gen).to(device)
+    first, steps = runner.time_training(images, labels, args.warmup + args.iters)
+    if runner.compiler.failure:
+        raise RuntimeError(f"{mode}: compiling failed ({runner.compiler.failure})")
+    return {"first_s": first, "step_s": median(steps[args.warmup:]), "peak_mb": peak_bytes(device) / 2**20}
 
 
 def _run_worker(variant: str, classes: int, argv: List[str]) -> Dict[str, float]:
@@ -174,17 +192,68 @@ def report(results: Dict[int, Dict[str, Dict[str, float]]]) -> bool:
     return ok
 
 
+def mode_table(results: Dict[str, Dict[str, float]]) -> Tuple[str, bool]:
+    """The Markdown table of the modes with ratios to fp32 eager, and whether the targets are met."""
+    base = results["fp32"]
+    lines = ["| mode | step | vs fp32 eager | first step | vs fp32 eager | peak memory | vs fp32 eager |",
+             "|---|---|---|---|---|---|---|"]
+    ok = True
+    for mode, r in results.items():
+        ratio = {k: r[k] / base[k] for k in ("step_s", "first_s", "peak_mb")}
+        target = MODE_TARGETS.get(mode)
+        met = "" if target is None else (" (target <= %.1fx: %s)" % (target, "met" if ratio["step_s"] <= target else "NOT met"))
+        ok &= target is None or ratio["step_s"] <= target
+        lines.append(f"| {mode} | {r['step_s']:.2f} s | {ratio['step_s']:.2f}x{met} | {r['first_s']:.1f} s | "
+                     f"{ratio['first_s']:.2f}x | {r['peak_mb']:.0f} MiB | {ratio['peak_mb']:.2f}x |")
+    return "\n".join(lines), ok
+
+
+def run_modes(args: argparse.Namespace, argv: List[str]) -> int:
+    """Measure fp32 eager and every requested mode in this run; print and write the table."""
+    device = torch.device(args.device)
+    modes = [Mode("fp32")] + [Mode(p) for p in args.prec if p != "fp32"]
+    modes += [Mode(m.prec, True) for m in list(modes)] if args.compile else []
+    check_device(modes, device)
+    k = args.classes[0]
+    shared = ["--device", args.device, "--batch-size", str(args.batch_size), "--iters", str(args.iters),
+              "--warmup", str(args.warmup), "--template", args.template]
+    print(f"CLIPFit training step, ViT-B/16 with random weights, K={k}, batch {args.batch_size}, device "
+          f"{args.device}: first step, then the median of {args.iters} step(s) after {args.warmup} more", flush=True)
+    results: Dict[str, Dict[str, float]] = {}
+    for mode in modes:
+        start = time.time()
+        results[str(mode)] = _run_worker(f"mode:{mode}", k, shared)
+        print(f"  measured {mode} ({time.time() - start:.0f} s)", flush=True)
+    table, ok = mode_table(results)
+    print(table)
+    print(f"Targets (bf16 <= {MODE_TARGETS['bf16']}x, bf16 compiled <= {MODE_TARGETS['bf16+compile']}x of fp32 "
+          f"eager, where measured): {'met' if ok else 'NOT met'}")
+    if args.docs:
+        command = "python bench/train_speed.py " + " ".join(shlex.quote(a) for a in argv)
+        write_block(args.docs, DOCS_BLOCK, "\n".join([
+            f"CLIPFit training step (`CLIPFitModel.loss`, backward, SGD), ViT-B/16 with random weights, K={k}, "
+            f"batch {args.batch_size}, {args.device}; median of {args.iters} step(s) after the first:", "", table,
+            "", measured_line(command, machine(device)),
+        ]))
+        print(f"Wrote the table to {args.docs}")
+    return 0 if ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--classes", type=int, nargs="+", default=[50, 500], help="numbers of classes K")
-    p.add_argument("--batch-size", type=int, default=4, help="training images per step (paper: 32)")
-    p.add_argument("--iters", type=int, default=1, help="timed training steps")
-    p.add_argument("--warmup", type=int, default=0, help="untimed training steps first")
+    p.add_argument("--classes", type=int, nargs="+", help="numbers of classes K (default 50 500; modes: 50)")
+    p.add_argument("--batch-size", type=int, help="training images per step (default 4; modes: 8; paper: 32)")
+    p.add_argument("--iters", type=int, help="timed training steps (default 1; modes: 4, median)")
+    p.add_argument("--warmup", type=int, default=0, help="untimed training steps first (modes: after the first)")
     p.add_argument("--test-images", type=int, default=4, help="images in the test pass")
     p.add_argument("--test-batch-size", type=int, default=2, help="test batch size (configs: 100)")
     p.add_argument("--template", default="a photo of a {}.", help="prompt template")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--prec", choices=["fp32", "fp16"], default="fp32", help="fp16 needs --device cuda")
+    p.add_argument("--prec", nargs="+", choices=PREC_CHOICES, default=["fp32"],
+                   help="precisions to compare with fp32 eager (fp16 and amp need --device cuda)")
+    p.add_argument("--compile", action="store_true", help="also each precision with TRAIN.COMPILE's torch.compile")
+    p.add_argument("--docs", default=DOCS, help="Markdown file whose block the mode table rewrites")
+    p.add_argument("--no-docs", dest="docs", action="store_const", const="", help="do not write the table")
     p.add_argument("--worker", nargs=2, metavar=("VARIANT", "K"), help=argparse.SUPPRESS)
     return p
 
@@ -192,14 +261,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: List[str] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    if args.prec == "fp16" and args.device == "cpu":
-        raise SystemExit("--prec fp16 needs --device cuda")
+    modes = args.compile or args.prec != ["fp32"]
+    for key, variants_default, modes_default in (("classes", [50, 500], [50]), ("batch_size", 4, 8), ("iters", 1, 4)):
+        if getattr(args, key) is None:
+            setattr(args, key, modes_default if modes else variants_default)
     if args.worker:
         variant, k = args.worker[0], int(args.worker[1])
-        print("RESULT " + json.dumps(measure(variant, k, args)), flush=True)
+        if variant.startswith("mode:"):
+            result = measure_mode(Mode.parse(variant[len("mode:"):]), k, args)
+        else:
+            result = measure(variant, k, args)
+        print("RESULT " + json.dumps(result), flush=True)
         return 0
+    if modes:
+        return run_modes(args, argv)
     shared = _strip_classes(argv)
-    print(f"ViT-B/16, random weights, device {args.device}, {args.prec}, {torch.get_num_threads()} threads; "
+    print(f"ViT-B/16, random weights, device {args.device}, fp32, {torch.get_num_threads()} threads; "
           f"train batch {args.batch_size} x {args.iters} timed step(s), test {args.test_images} images "
           f"in batches of {args.test_batch_size}", flush=True)
     results: Dict[int, Dict[str, Dict[str, float]]] = {}

@@ -21,9 +21,12 @@ LossParts = Dict[str, torch.Tensor]
 class CLIPClassifier(nn.Module):
     """Wraps a plain ``clip.model.CLIP`` (``self.clip``), which always stays in eval mode.
 
+    ``encoder_methods`` names the methods that run the encoders, which ``TRAIN.COMPILE`` compiles.
     CLIP has no dropout, and keeping it in eval mode keeps BatchNorm running statistics
     (ResNet encoders) frozen while their affine parameters may be tuned.
     """
+
+    encoder_methods = ("image_features", "class_text_features")
 
     def __init__(self, clip_model: nn.Module):
         super().__init__()
@@ -92,6 +95,8 @@ class CLIPClassifier(nn.Module):
 
 class ZeroShotClassifier(CLIPClassifier):
     """Zero-shot CLIP: class features of a hand-crafted template, computed once."""
+
+    encoder_methods = ("image_features",)  # the class features are computed once, eagerly
 
     def __init__(self, clip_model: nn.Module, classnames: Sequence[str], template: str):
         super().__init__(clip_model)

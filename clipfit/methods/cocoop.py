@@ -62,6 +62,8 @@ class CoCoOpPromptLearner(PromptLearner):
 class CoCoOpModel(AddOnClassifier):
     """Frozen CLIP, image-conditional prompts; no class features shared by all images."""
 
+    encoder_methods = ("image_features", "conditional_text_features")
+
     def __init__(self, clip_model: nn.Module, classnames: Sequence[str], n_ctx: int = CoCoOpSettings.n_ctx,
                  ctx_init: str = CoCoOpSettings.ctx_init, text_batch: int = CoCoOpSettings.text_batch,
                  update_image_ln: bool = False):

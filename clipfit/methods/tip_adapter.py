@@ -84,6 +84,8 @@ def accuracy_count(logits: torch.Tensor, labels: torch.Tensor) -> int:
 class TipAdapterModel(CLIPClassifier):
     """Frozen CLIP, the hand-crafted classifier ``W`` and the cache; keys learned with ``learn_keys``."""
 
+    encoder_methods = ("image_features",)  # the classifier W and the cache are fixed tensors
+
     def __init__(self, clip_model: nn.Module, classnames: Sequence[str], templates: Sequence[str],
                  keys: torch.Tensor, labels: torch.Tensor, settings: Optional[TipSettings] = None,
                  learn_keys: bool = False):

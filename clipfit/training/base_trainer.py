@@ -6,10 +6,8 @@ A subclass sets :attr:`CLIPTrainer.prec_key` and implements
 public behaviour on either engine:
 
 - loads CLIP (:func:`clipfit.methods.clip_loader.load_clip`), checks ``INPUT.SIZE``, moves it to
-  the device and sets the precision: ``fp16`` holds CLIP in half precision as
-  ``clip.model.build_model`` does; ``amp`` keeps fp32 weights (the master copies of
-  the tuned tensors) and runs the forward pass under autocast with loss scaling;
-  ``fp32``. Without a GPU, fp16 and amp fall back to fp32 with a one-line warning;
+  the device and sets the precision (fp16, amp, bf16 or fp32, see
+  :mod:`clipfit.training.precision`); with ``TRAIN.COMPILE`` it compiles the encoders;
 - builds the optimiser and scheduler over the learned tensors only (frozen ones get
   neither gradients nor optimiser state) and steps the scheduler once per epoch (per batch
   with ``lr_per_batch``). Hooks: :meth:`CLIPTrainer.build_optimizer` (another optimiser or
@@ -24,7 +22,6 @@ public behaviour on either engine:
 """
 from __future__ import annotations
 
-import contextlib
 import os.path as osp
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -32,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from clipfit.checkpoint_files import checkpoint_file, has_checkpoint, load_newest
-from clipfit.training import foreign_checkpoint, tuned_checkpoint as ckpt_io
+from clipfit.training import foreign_checkpoint, precision as prec, tuned_checkpoint as ckpt_io
 from clipfit.training.config import cfg_value
 from clipfit.fileio import write_json
 from clipfit.methods.classifier import CLIPClassifier, LossParts
@@ -43,7 +40,6 @@ from clipfit.engine import (TrainerX, build_lr_scheduler, build_optimizer, captu
 from clipfit.engine.builtin.checkpoint import save_checkpoint  # atomic on either engine
 from clipfit.errors import ConfigValueError, UserError
 
-PREC_CHOICES = ("fp16", "amp", "fp32")
 METRICS_FILE = "metrics.json"
 
 
@@ -66,22 +62,14 @@ class CLIPTrainer(TrainerX):
 
     # Config and precision ---------------------------------------------------------------
     def check_cfg(self, cfg) -> None:
-        prec = cfg_value(cfg, self.prec_key)
-        if prec not in PREC_CHOICES:
-            raise ConfigValueError(f"{self.prec_key} is {prec!r}; choose one of {', '.join(PREC_CHOICES)}.")
+        prec.check_choice(self.prec_key, cfg_value(cfg, self.prec_key))
 
     def _resolve_precision(self) -> str:
-        requested = cfg_value(self.cfg, self.prec_key)
-        if requested != "fp32" and self.device.type != "cuda":
-            print(f"WARNING: {self.prec_key} {requested} needs a CUDA GPU; running in fp32 on {self.device.type}")
-            return "fp32"
-        return requested
+        return prec.resolve(self.prec_key, cfg_value(self.cfg, self.prec_key), self.device)
 
     def autocast(self):
-        """The forward-pass context of the precision (autocast for amp, else nothing)."""
-        if self.precision == "amp":
-            return torch.autocast(device_type=self.device.type, dtype=torch.float16)
-        return contextlib.nullcontext()
+        """The forward-pass context of the precision (autocast for amp and bf16, else nothing)."""
+        return prec.autocast(self.precision, self.device)
 
     # Model ----------------------------------------------------------------------------
     def build_model(self) -> None:
@@ -105,6 +93,9 @@ class CLIPTrainer(TrainerX):
         with self.autocast():
             self.model = self.build_classifier(clip_model, self.dm.dataset.classnames)
         self.model.to(self.device)
+        train = cfg.TRAIN
+        self.compiler = prec.EncoderCompiler(train.COMPILE, train.COMPILE_BACKEND, train.COMPILE_MODE)
+        self.compiler.apply(self.model)
         for line in self.model.describe():
             print(line)
         if cfg.MODEL.INIT_WEIGHTS:  # as CoOp: learned tensors start from a checkpoint
@@ -120,7 +111,7 @@ class CLIPTrainer(TrainerX):
         if learned:
             self.optim, self.sched = self.build_optimizer()
             self.register_model(self.model_name, self.model, self.optim, self.sched)
-            if self.precision == "amp":
+            if prec.needs_loss_scaling(self.precision):
                 self.scaler = torch.amp.GradScaler(self.device.type)
 
     def build_optimizer(self) -> Tuple[torch.optim.Optimizer, Any]:
@@ -135,11 +126,7 @@ class CLIPTrainer(TrainerX):
 
     def detect_anomaly(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss).all():
-            advice = {
-                "fp16": f"set {self.prec_key} amp (fp32 weights, loss scaling) or fp32",
-                "amp": f"set {self.prec_key} fp32",
-                "fp32": "lower OPTIM.LR",
-            }[self.precision]
+            advice = prec.anomaly_advice(self.prec_key, self.precision)
             raise TrainingDivergedError(
                 f"Training stopped: the loss is {loss.item()} at epoch {self.epoch + 1}/{self.max_epoch}, "
                 f"batch {self.batch_idx + 1}/{self.num_batches}, with {self.prec_key} {self.precision}. "
@@ -158,11 +145,9 @@ class CLIPTrainer(TrainerX):
         (:meth:`CLIPClassifier.loss`), scaled alike through :meth:`scaled`; default: backward."""
         self.scaled(loss).backward()
 
-    def gradient_step(self, loss: torch.Tensor, parts: LossParts) -> None:
-        """Zero the gradients, :meth:`compute_gradients`, :meth:`after_backward` (on unscaled
-        gradients), then the optimiser step (through the loss scaler under amp)."""
-        self.model_zero_grad()
-        self.compute_gradients(loss, parts)
+    def gradient_step(self) -> None:
+        """After :meth:`compute_gradients`: :meth:`after_backward` (on unscaled gradients), then the
+        optimiser step (through the loss scaler under amp)."""
         if self.scaler is None:
             self.after_backward()
             self.model_update()
@@ -174,10 +159,17 @@ class CLIPTrainer(TrainerX):
 
     def forward_backward(self, batch) -> Dict[str, float]:
         image, label = self.parse_batch_train(batch)
-        with self.autocast():
-            loss, parts = self.model.loss(image, label)
+
+        def step():  # repeatable up to the optimiser step: run again eagerly if compiling fails
+            with self.autocast():
+                loss, parts = self.model.loss(image, label)
+            self.model_zero_grad()
+            self.compute_gradients(loss, parts)
+            return loss, parts
+
+        loss, parts = self.compiler.run_step(step)
         self.detect_anomaly(loss)
-        self.gradient_step(loss, parts)
+        self.gradient_step()
         summary = {"loss": loss.item(), "acc": compute_accuracy(parts["logits"], label)[0].item()}
         summary.update({k: v.item() for k, v in parts.items() if k != "logits"})
         if self.lr_per_batch or (self.batch_idx + 1) == self.num_batches:
@@ -205,6 +197,7 @@ class CLIPTrainer(TrainerX):
         else:
             split, data_loader = "test", self.test_loader
         print(f"Evaluate on the *{split}* set")
+        self.compiler.start_first()
         with self.autocast():
             self._test_text_features = self.model.class_text_features()
         correct = total = 0
@@ -212,6 +205,7 @@ class CLIPTrainer(TrainerX):
             for batch in tqdm(data_loader):
                 input, label = self.parse_batch_test(batch)
                 output = self.model_inference(input)
+                self.compiler.end_first("test batch (class features included)")
                 self.evaluator.process(output, label)
                 correct += int((output.argmax(dim=1) == label).sum())
                 total += label.numel()
@@ -286,6 +280,9 @@ class CLIPTrainer(TrainerX):
             ckpt_io.check_compatible(checkpoint, self.checkpoint_meta(), path)
             if self.cfg.MODEL.CHECK_WEIGHTS_FINGERPRINT:
                 ckpt_io.check_weights(checkpoint, self.weights_record["fingerprint"], self.weights_record["source"], path)
+            trained_in = checkpoint["meta"].get("info", {}).get("precision")
+            if trained_in and trained_in != self.precision:
+                print(f"Note: {path} was trained in {trained_in}; its learned tensors are used in {self.precision}")
         ckpt_io.restore(learned, checkpoint["state_dict"])
         self.weights_epoch = int(checkpoint["epoch"])
         return checkpoint

@@ -74,6 +74,12 @@ def project_keys() -> CN:
 
     cfg.DETERMINISTIC = False  # deterministic algorithms, fixed worker seeds
 
+    # torch.compile of the encoders, for every trainer (clipfit.training.precision)
+    cfg.TRAIN = CN()
+    cfg.TRAIN.COMPILE = False
+    cfg.TRAIN.COMPILE_BACKEND = "inductor"  # torch.compile backend
+    cfg.TRAIN.COMPILE_MODE = ""  # torch.compile mode ("", "reduce-overhead", "max-autotune", ...)
+
     cfg.TRAINER.UPDATE_IMAGE_LN = False  # "+UL": also tune the image LayerNorms
 
     for node, classes in NODE_OPTIONS.items():  # each method's keys and defaults (clipfit.methods.options)
