@@ -36,7 +36,7 @@ BOOLEAN_PHRASES = {
 # The keys of a TRAINER.<NODE> that belong to its trainer, not to the method's options
 TRAINER_NODE_KEYS = {
     "COOP": {
-        "PREC": "fp16",  # fp16, fp32, amp (CoOp, KgCoOp, ProGrad, zero-shot CLIP, the authors' ClipFit)
+        "PREC": "fp16",  # fp16, amp, bf16, fp32 (CoOp, KgCoOp, ProGrad, zero-shot CLIP, the authors' ClipFit)
         # The CLIPFit authors' train.py adds these and their scripts set them; nothing reads them
         # (their trainer neither): accepted so their command lines run, logged as without effect.
         "W1": 1.0,
@@ -47,7 +47,7 @@ TRAINER_NODE_KEYS = {
     "MAPLE": {"PREC": "fp16"},
     "TIP_ADAPTER": {"PREC": "fp16"},
     "CLIPFIT": {
-        "PREC": "fp16",  # fp16, amp, fp32
+        "PREC": "fp16",  # fp16, amp, bf16, fp32
         "LOG_GRAD_STATS": False,  # record per-layer gradient statistics
     },
 }
