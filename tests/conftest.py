@@ -1,11 +1,18 @@
 """Fixtures shared by the test modules."""
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
 
 from clipfit.training.cli import main
+
+SLURM_MARK = "slurm: needs a real one-node SLURM cluster (tests/slurm_cluster.py); skip with -m 'not slurm'"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", SLURM_MARK)
 
 
 @pytest.fixture
@@ -22,3 +29,26 @@ def run_main(monkeypatch):
     for tee in tees:
         if tee is not sys.__stdout__ and hasattr(tee, "close"):
             tee.close()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A one-node SLURM cluster for the session (skipped where none can start); the client tools
+    reach it through ``SLURM_CONF``, set for the session."""
+    from slurm_cluster import SlurmCluster, why_not
+
+    reason = why_not()
+    if reason:
+        pytest.skip(reason)
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    cluster.start()
+    before = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(cluster.conf)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        if before is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = before
