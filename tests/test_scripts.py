@@ -64,17 +64,18 @@ def test(self, split=None):  # keep the learned tensors the real train.py tests 
     torch.save(learned, os.path.join(self.cfg.OUTPUT_DIR, "%s"))
     return original(self, split)
 CLIPTrainer.test = test
-sys.argv = ["train.py"] + sys.argv[1:]
-runpy.run_path("train.py", run_name="__main__")
+sys.argv = ["run"] + sys.argv[1:]
+runpy.run_module("clipfit.experiments.run", run_name="__main__", alter_sys=True)
 """ % TESTED_WEIGHTS
 
 
 def spy_on_tested_weights(env, folder: Path):
-    """``env`` with ``PYTHON`` running the real ``train.py`` and saving the tensors it tests with."""
+    """``env`` with ``PYTHON`` running the real script runner (and train.py in it), saving the
+    tensors each test evaluates with."""
     (folder / "spy.py").write_text(SPY)
     wrapper = folder / "python"
-    wrapper.write_text(f'#!/bin/bash\nif [ "$1" = train.py ]; then shift; exec {sys.executable} '
-                       f'{folder / "spy.py"} "$@"; fi\nexec {sys.executable} "$@"\n')
+    wrapper.write_text(f'#!/bin/bash\nif [ "$1 $2" = "-m clipfit.experiments.run" ]; then shift 2; exec '
+                       f'{sys.executable} {folder / "spy.py"} "$@"; fi\nexec {sys.executable} "$@"\n')
     wrapper.chmod(0o755)
     return {**env, "PYTHON": str(wrapper)}
 
@@ -181,11 +182,12 @@ def test_a_killed_training_restarts_from_its_checkpoint(fixtures, tmp_path):
 
 
 def dry_run(name, *args, **env):
+    """The run folders a script's DRY_RUN lists (each followed by indented details)."""
     proc = subprocess.run(["bash", str(SCRIPTS / name), *map(str, args)],
                           env={**script_env("d", "o"), "DRY_RUN": "1", **env}, cwd="/",
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    return proc.stdout.split()
+    return [line for line in proc.stdout.splitlines() if line and not line.startswith(" ")]
 
 
 def test_paper_defaults_and_output_layout():

@@ -5,13 +5,11 @@ A run folder is one ``--output-dir`` of ``train.py``. Its final metrics come fro
 (``log.txt``, one decimal), so folders made by CoOp's or KgCoOp's own code read too.
 A run is *finished* when it has final metrics. A folder without them is *running* (another
 process holds its lock), *crashed* (with the last error line), *interrupted* (with its last
-checkpoint) or *not-started* (training never began): see :mod:`clipfit.training.run_folder`.
-
-``python -m clipfit.experiments.results status DIR`` and ``... last-epoch DIR`` serve the shell scripts.
+checkpoint) or *not-started* (training never began): see :mod:`clipfit.training.run_folder`,
+the low-level module of run-folder facts this one reads above.
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import math
 import os
@@ -22,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 from clipfit.fileio import read_json
-from clipfit.training.run_folder import last_checkpoint_epoch, unfinished_state
+from clipfit.training.run_folder import FINISHED, PROGRESS_LINE, unfinished_state
 
 METRICS_FILE = "metrics.json"
 LOG_FILE = "log.txt"
@@ -35,10 +33,9 @@ JSON_KEYS: Dict[str, str] = {
     "total": "total", "correct": "correct",
 }
 _METRIC_LINE = re.compile(r"^\* (\w+): ([\d,.eE+-]+)%?$")
-_PROGRESS_LINE = re.compile(r"^epoch \[(\d+)/(\d+)\]")
 _SEED_DIR = re.compile(r"^seed(\d+)$")
 
-FINISHED, MISSING = "finished", "missing"  # else one of run_folder's unfinished states
+MISSING = "missing"  # else FINISHED or one of run_folder's unfinished states
 
 
 @dataclass
@@ -89,7 +86,7 @@ def parse_log(path: str, end_signal: Optional[str] = None) -> Optional[Dict[str,
     if end_signal is None:
         if TRAIN_END_SIGNAL in lines:
             end_signal = TRAIN_END_SIGNAL
-        elif any(_PROGRESS_LINE.match(line) for line in lines):
+        elif any(PROGRESS_LINE.match(line) for line in lines):
             return None
         else:
             end_signal = TEST_END_SIGNAL
@@ -147,7 +144,7 @@ def last_progress(log_path: str) -> str:
     except OSError:
         return ""
     for line in reversed(tail):
-        match = _PROGRESS_LINE.match(line.strip())
+        match = PROGRESS_LINE.match(line.strip())
         if match:
             eta = re.search(r"eta (\S+)", line)
             return f"epoch {match.group(1)}/{match.group(2)}" + (f", eta {eta.group(1)}" if eta else "")
@@ -246,23 +243,3 @@ def ci95(values: Sequence[float]) -> float:
 def harmonic_mean(base: float, new: float) -> float:
     """HM = 2 * Base * New / (Base + New), 0 when both are 0."""
     return 2 * base * new / (base + new) if base + new else 0.0
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Query one run folder (used by scripts/*.sh).")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("status", help="print finished ACCURACY, missing, or running, crashed, "
-                   "interrupted or not-started with what happened").add_argument("dir")
-    sub.add_parser("last-epoch", help="print the last saved checkpoint epoch (empty: none)"
-                   ).add_argument("dir")
-    args = parser.parse_args(argv)
-    if args.command == "status":
-        run = read_run(args.dir)
-        print(run.status + (f" {run.accuracy:.2f}" if run.finished else f" {run.reason}"))
-    else:
-        epoch = last_checkpoint_epoch(args.dir)
-        print("" if epoch is None else epoch)
-
-
-if __name__ == "__main__":
-    main()

@@ -12,10 +12,9 @@ import sys
 import traceback
 from typing import Callable, Dict, List, Optional, Tuple
 
-import torch
 
 from clipfit.fileio import write_text
-from clipfit.training import run_folder
+from clipfit.training import run_folder, run_spec
 from clipfit.training.config import closest_key, get_cfg, merge_from_file, merge_from_list
 from clipfit import REPO_ROOT
 
@@ -108,8 +107,8 @@ def _taken_over(cfg, model_dir: str, opts: List[str]) -> List[str]:
     if not osp.isfile(path):
         return []
     with open(path) as f:
-        trained = run_folder.flat_settings(cfg.load_cfg(f))
-    now, given = run_folder.flat_settings(cfg), set(opts[0::2])
+        trained = run_spec.flat_settings(cfg.load_cfg(f))
+    now, given = run_spec.flat_settings(cfg), set(opts[0::2])
     keys = [k for k in trained if (k in TAKEN_OVER or (k.startswith("TRAINER.") and k != "TRAINER.NAME"))
             and k in now and k not in given and trained[k] != now[k]]
     return [x for k in keys for x in (k, repr(trained[k]))]
@@ -157,16 +156,14 @@ def setup_cfg(args: argparse.Namespace, notes: Optional[List[str]] = None):
     return cfg
 
 
-def settings_of(cfg, args: argparse.Namespace) -> Tuple[Dict[str, object], Optional[dict]]:
-    """The settings that define this run (:func:`run_folder.run_settings`, with the SHA256 of
-    the weights file), and the weights file's fingerprint."""
+def identity_of(cfg, args: argparse.Namespace) -> Tuple[Dict[str, object], Optional[dict]]:
+    """This run's identity (:func:`run_spec.identity`) and the base weights' fingerprint (its
+    SHA256 reused from the folder's record when the file's size and mtime match)."""
     evaluates = args.eval_only or args.no_train
-    settings = run_folder.run_settings(
-        cfg, (args.model_dir, args.load_epoch) if evaluates else None)
     previous = (run_folder.read_record(cfg.OUTPUT_DIR) or {}).get("weights") if cfg.OUTPUT_DIR else None
-    weights = run_folder.weights_fingerprint(run_folder.weights_file(cfg), previous)
-    settings[run_folder.WEIGHTS] = weights["sha256"] if weights else None
-    return settings, weights
+    weights = run_spec.weights_fingerprint(run_spec.weights_file(cfg), previous)
+    ident = run_spec.identity(cfg, (args.model_dir, args.load_epoch) if evaluates else None, weights)
+    return ident, weights
 
 
 def import_plugins(root: str = REPO_ROOT) -> None:
@@ -182,6 +179,8 @@ def import_plugins(root: str = REPO_ROOT) -> None:
 
 def set_deterministic() -> None:
     """Deterministic kernels everywhere; errors on ops that have no deterministic version."""
+    import torch
+
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
@@ -273,30 +272,47 @@ def _interrupted_line(cfg, evaluating: bool) -> str:
             "to resume from it.")
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: Optional[List[str]] = None, lock: Optional[run_folder.FolderLock] = None) -> None:
     """``train.py``: known user errors end with their message and exit status 2, Ctrl-C with
-    one line saying where the last checkpoint is."""
+    one line saying where the last checkpoint is. ``lock``: the lock on ``--output-dir`` that
+    the caller (a script or sweep worker running the run in-process) holds already."""
+    stdout = sys.stdout
     try:
-        code = run_user_command(lambda: _main(argv))
+        code = run_user_command(lambda: _main(argv, lock))
     except Interrupted as stop:
         sys.stdout.flush()
         print(stop.args[0], file=sys.stderr)
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # the caller (a script) sees Ctrl-C too
         os.kill(os.getpid(), signal.SIGINT)
         raise
+    finally:
+        _detach_log(stdout)
     if code:
         sys.exit(code)
 
 
-def _main(argv: Optional[List[str]]) -> None:
+def _detach_log(stdout) -> None:
+    """Stop teeing stdout to the run's ``log.txt`` (a run in-process: what follows is not its)."""
+    tee = sys.stdout
+    if tee is stdout:
+        return
+    tee.flush()
+    if getattr(tee, "file", None) is not None:
+        tee.file.close()
+    tee.console = open(os.devnull, "w")  # Dassl's Logger closes its console when collected
+    sys.stdout = stdout
+
+
+def _main(argv: Optional[List[str]], held: Optional[run_folder.FolderLock]) -> None:
     args = build_parser().parse_args(argv)
     import_plugins()
-    lock = run_folder.acquire(args.output_dir, run_folder.process_line(os.getpid())) \
-        if args.output_dir else None
+    lock = held
+    if lock is None and args.output_dir:
+        lock = run_folder.acquire(args.output_dir, run_folder.process_line(os.getpid()))
     try:
         _run(args, [lock.note] if lock is not None and lock.note else [])
     finally:
-        if lock is not None:
+        if lock is not None and held is None:
             lock.release()
 
 
@@ -308,9 +324,9 @@ def _run(args: argparse.Namespace, notes: List[str]) -> None:
     evaluating = args.eval_only or args.no_train
     folder = cfg.OUTPUT_DIR
     if folder:
-        settings, weights = settings_of(cfg, args)
+        settings, weights = identity_of(cfg, args)
         run = read_run(folder)
-        decision = run_folder.decide(folder, run_folder.EVAL if evaluating else run_folder.TRAIN,
+        decision = run_spec.decide(folder, run_folder.EVAL if evaluating else run_folder.TRAIN,
                                      settings, args.overwrite, run.accuracy if run.finished else None)
         if decision.action == "skip" and args.announce:
             print(decision.line(args.announce, folder))
@@ -343,6 +359,8 @@ def _run(args: argparse.Namespace, notes: List[str]) -> None:
 
 
 def _train_or_test(engine, cfg, args: argparse.Namespace, notes: List[str]) -> None:
+    import torch  # here, so that the identity of a run (run_spec) is read without torch
+
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         engine.set_random_seed(cfg.SEED)
