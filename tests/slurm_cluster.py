@@ -106,16 +106,22 @@ class SlurmCluster:
         self.stop()
         raise RuntimeError(f"the test SLURM cluster did not come up in {timeout:.0f} s; see {self.folder / 'log'}")
 
-    def jobs(self) -> List[str]:
-        """``JOBID STATE`` of every job the controller knows, pending or running."""
-        return self.run("squeue", "-h", "-o", "%i %T", check=False).stdout.splitlines()
+    def jobs(self, tries: int = 10) -> List[str]:
+        """``JOBID STATE`` of every job the controller knows, pending or running (``squeue``
+        asked again while the controller does not answer)."""
+        for _ in range(tries - 1):
+            proc = self.run("squeue", "-h", "-o", "%i %T", check=False)
+            if proc.returncode == 0:
+                return proc.stdout.splitlines()
+            time.sleep(1)
+        return self.run("squeue", "-h", "-o", "%i %T").stdout.splitlines()
 
     def stop(self) -> None:
         """Cancel every job, then stop slurmd, slurmctld and munged (in that order)."""
         if self.run("squeue", "-h", "-o", "%i", check=False).stdout.strip():
             self.run("scancel", "--full", "--user", "root", check=False)
             deadline = time.time() + 20
-            while self.jobs() and time.time() < deadline:
+            while self.jobs(tries=2) and time.time() < deadline:
                 time.sleep(0.5)
         for pid_file in ("slurmd.pid", "slurmctld.pid", "munge/munged.pid"):
             _stop_pid(self.folder / pid_file)
