@@ -108,14 +108,14 @@ def _paper_average(setting: str, datasets: Sequence[str]) -> bool:
 
 def build(tasks: Sequence[Task], settings: Sequence[str], seeds: Sequence[int]) -> List[PaperTable]:
     """The tables of the runs of ``tasks`` (the selection's settings and seeds)."""
-    from clipfit.experiments.paper.status import table_label
+    from clipfit.experiments.paper.status import source_of, table_label
 
     tables: Dict[Tuple[str, int], PaperTable] = {}
     for task in tasks:
         for spec in task.specs:
             run = run_state(spec)
             setting, metric = _role(spec)
-            targets = [s for s in ("xd", "dg") if s in settings] if spec.part == "train" else [setting]
+            targets = source_of(spec, settings) if spec.part == "train" else [setting]
             for setting in targets:
                 key = (setting, spec.shots)
                 if key not in tables:
@@ -196,13 +196,15 @@ def _seeds(t: PaperTable) -> List[int]:
 
 
 def incomplete(t: PaperTable) -> List[str]:
+    """One line per cell with seeds left out, saying which and why."""
     lines = []
     for c in t.cells.values():
+        where = f"{c.trainer} {display_name(c.dataset)} {METRIC_NAMES[c.metric] or c.metric}"
         if c.missing:
-            lines.append(f"{c.trainer} {display_name(c.dataset)} {c.metric}: seed "
+            lines.append(f"{where}: seed "
                          f"{', '.join(map(str, sorted(c.missing)))} not finished")
         if c.mixed:
-            lines.append(f"{c.trainer} {display_name(c.dataset)} {c.metric}: seed "
+            lines.append(f"{where}: seed "
                          f"{', '.join(map(str, sorted(c.mixed)))} holds a run with other settings")
     return lines
 

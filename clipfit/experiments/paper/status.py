@@ -23,6 +23,7 @@ from clipfit.experiments import paper
 from clipfit.experiments.jobs import display_path
 from clipfit.experiments.paper import records
 from clipfit.experiments.paper.plan import Task, absolute, read_tasks, run_state
+from clipfit.experiments.protocol import SOURCE_DATASET, default_config
 from clipfit.experiments.results import last_progress
 from clipfit.experiments.run import OTHER_SETTINGS
 from clipfit.fileio import FileContentError
@@ -58,10 +59,17 @@ def table_label(setting: str, shots: int) -> str:
 
 def cells_of(spec: RunSpec, settings: Sequence[str]) -> List[Tuple[str, str, str]]:
     """The (table, trainer, dataset) cells a run fills: an ImageNet source model fills the
-    ImageNet cell of each transfer table selected."""
+    ImageNet cell of the selected transfer tables it is the source of."""
     if spec.setting == "xd" and spec.part == "train":
-        return [(table_label(s, spec.shots), spec.trainer, spec.dataset) for s in ("xd", "dg") if s in settings]
+        return [(table_label(s, spec.shots), spec.trainer, spec.dataset) for s in source_of(spec, settings)]
     return [(table_label(spec.setting, spec.shots), spec.trainer, spec.dataset)]
+
+
+def source_of(spec: RunSpec, settings: Sequence[str]) -> List[str]:
+    """The selected transfer settings (xd, dg) whose protocol config trains ``spec`` (an ImageNet
+    source run): CLIPFit's differ (beta 8 and 2), most baselines share one."""
+    return [s for s in ("xd", "dg") if s in settings
+            and default_config(spec.trainer, s, SOURCE_DATASET, spec.shots) == spec.cfg]
 
 
 # ---------------------------------------------------------------- SLURM
