@@ -213,3 +213,15 @@ def test_a_task_failing_from_a_bad_option_is_shown_and_held_back(tmp_path):
     assert "held back (a user error)" in again.stdout and "0 to start" in again.stdout
     (state,) = json.loads(paper_cli("status", *sel, "--json", *bad).stdout).values()
     assert state["attempts"] == 1  # not started again
+
+
+def test_the_estimate_counts_the_images_of_each_training_at_table_7s_time_per_image():
+    from clipfit.experiments.paper import cost
+
+    sel = Selection(settings=("base2new",), trainers=("CLIPFit", "CLIP_Adapter"), datasets=("dtd",))
+    rows = {(label, trainer): (n, images, hours) for label, trainer, n, images, hours in
+            cost.estimate(plan(sel), sel.settings)}
+    images = 16 * 24 * 100 * 3  # shots x base classes (ceil 47/2) x epochs x seeds
+    assert rows[("Table 1", "CLIPFit")] == (3, pytest.approx(images / 1e6), pytest.approx(images * 0.96e-3 / 3600))
+    assert rows[("Table 1", "CLIP_Adapter")][2] != rows[("Table 1", "CLIP_Adapter")][2]  # not in Table 7: nan
+    assert "| Table 1 | all timed" in cost.render(list(cost.estimate(plan(sel), sel.settings))).replace("  ", "")

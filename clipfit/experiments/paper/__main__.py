@@ -3,6 +3,7 @@
     python -m clipfit.experiments.paper run [SELECTION] [--slurm ... | --jobs N] [-- KEY VALUE ...]
     python -m clipfit.experiments.paper status [SELECTION] [--resubmit BACKEND ...] [--json]
     python -m clipfit.experiments.paper report [SELECTION] [--format markdown|csv|json]
+    python -m clipfit.experiments.paper estimate [SELECTION]
 
 SELECTION: --settings, --trainers, --datasets, --seeds, --shots (each defaults to the paper's full
 set), --data, --out, and trailing yacs opts after ``--``, the same for the three commands.
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     _selection_args(report)
     report.add_argument("--format", choices=("markdown", "csv", "json"), default="markdown")
     report.add_argument("--output", default="", help="write to this file instead of the terminal")
+    estimate = sub.add_parser("estimate", help="GPU-hours of the selection's trainings, estimated from Table 7")
+    _selection_args(estimate)
     task = sub.add_parser("task", help="(SLURM array tasks) run entry INDEX of a tasks file")
     task.add_argument("tasks_file")
     task.add_argument("index", type=int)
@@ -134,6 +137,11 @@ def _command(args: argparse.Namespace, opts: Sequence[str]) -> int:
     tasks = plan(selection)
     if not tasks:
         raise ValueError("the selection has no runs (check --settings, --trainers, --datasets, --shots)")
+    if args.command == "estimate":
+        from clipfit.experiments.paper import cost
+
+        print(cost.render(cost.estimate(tasks, selection.settings)), end="")
+        return 0
     if args.command == "report":
         text = report.render(report.build(tasks, selection.settings, selection.seeds), args.format)
         if args.output:
