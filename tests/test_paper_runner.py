@@ -225,3 +225,19 @@ def test_the_estimate_counts_the_images_of_each_training_at_table_7s_time_per_im
     assert rows[("Table 1", "CLIPFit")] == (3, pytest.approx(images / 1e6), pytest.approx(images * 0.96e-3 / 3600))
     assert rows[("Table 1", "CLIP_Adapter")][2] != rows[("Table 1", "CLIP_Adapter")][2]  # not in Table 7: nan
     assert "| Table 1 | all timed" in cost.render(list(cost.estimate(plan(sel), sel.settings))).replace("  ", "")
+
+
+def test_compare_paper_of_parse_test_res_prints_no_difference_on_data_the_paper_lacks():
+    from clipfit.experiments.results import RunKey, RunResult
+    from clipfit.experiments.table_parts import render
+    from clipfit.experiments.tables import PaperReference, base2new_table
+
+    def runs(dataset):
+        return {RunKey("base2new", role, dataset, 16, "CLIPFit", "vit_b16", seed):
+                RunResult(f"/o/{role}/{seed}", "finished", {"accuracy": 80.0 + seed}) for role in ("base", "new")
+                for seed in (1, 2, 3)}
+
+    toy = render([base2new_table(runs("toy_shapes"), 16, paper=PaperReference())], "table")
+    assert "(paper)" not in toy and "83.72" not in toy  # the paper's CLIPFit Average
+    dtd = render([base2new_table(runs("dtd"), 16, paper=PaperReference())], "table")
+    assert "CLIPFit (paper) Base" in dtd
