@@ -8,11 +8,22 @@ import pytest
 
 from clipfit.training.cli import main
 
-SLURM_MARK = "slurm: needs a real one-node SLURM cluster (tests/slurm_cluster.py); skip with -m 'not slurm'"
+SLURM_MARK = ("slurm: runs on a real one-node SLURM cluster (tests/slurm_cluster.py), minutes; only when "
+              "selected with -m slurm (CI runs them so)")
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", SLURM_MARK)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The cluster tests run only when asked for (``-m slurm``): they take minutes."""
+    if "slurm" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="a test on a real SLURM cluster: run it with -m slurm (CI does)")
+    for item in items:
+        if "slurm" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture

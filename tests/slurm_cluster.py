@@ -7,8 +7,9 @@ accounting (``sacct`` does not work, as on many small clusters). Nothing outside
 written: the client tools find the cluster through ``SLURM_CONF``, which :meth:`SlurmCluster.env`
 gives and the ``slurm_cluster`` fixture sets for the session.
 
-CI installs the packages (``.ci/run``); elsewhere the tests that need the cluster are skipped
-with the command that installs them. ``pytest -m "not slurm"`` leaves them out.
+The tests that need it are marked ``slurm`` and run only when selected (``pytest -m slurm``, as
+CI does after installing the packages); without root or the packages they are skipped with the
+command that installs them.
 """
 from __future__ import annotations
 

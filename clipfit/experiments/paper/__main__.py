@@ -154,8 +154,7 @@ def _command(args: argparse.Namespace, opts: Sequence[str]) -> int:
         return 0
     states = status.task_states(tasks, paper_dir(selection))
     if args.command == "status":
-        print(status.as_json(states) if args.json else status.render(tasks, states, selection.settings), end="\n"
-              if args.json else "")
+        print(status.as_json(states) if args.json else status.render(tasks, states, selection.settings).rstrip("\n"))
         return _start(args, tasks, states, paper_dir(selection)) if args.resubmit else 0
     return _start(args, tasks, states, paper_dir(selection))
 
