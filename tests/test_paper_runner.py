@@ -241,3 +241,28 @@ def test_compare_paper_of_parse_test_res_prints_no_difference_on_data_the_paper_
     assert "(paper)" not in toy and "83.72" not in toy  # the paper's CLIPFit Average
     dtd = render([base2new_table(runs("dtd"), 16, paper=PaperReference())], "table")
     assert "CLIPFit (paper) Base" in dtd
+
+
+def test_status_shows_a_running_run_with_its_epoch_and_an_interrupted_one_as_left(tmp_path):
+    from clipfit.experiments.paper import status
+
+    sel = Selection(settings=("fewshot",), trainers=("CoOp",), datasets=("dtd",), seeds=(1, 2), shots=(4,),
+                    out=str(tmp_path / "out"))
+    running, interrupted = plan(sel)
+    folder = Path(running.specs[0].folder)
+    folder.mkdir(parents=True)
+    (folder / "log.txt").write_text("epoch [3/50] batch [1/1] time 0.1 (0.1) loss 1.0 (1.0) eta 0:00:47\n")
+    stopped = Path(interrupted.specs[0].folder)
+    (stopped / "model").mkdir(parents=True)
+    (stopped / "model" / "model.pth.tar-7").write_bytes(b"")
+    lock = run_folder.acquire(str(folder), "pid 1: a test")
+    try:
+        states = status.task_states([running, interrupted], str(tmp_path / "out" / "paper"))
+    finally:
+        lock.release()
+    assert states[running.name].state == "running" and "epoch 3/50" in states[running.name].detail
+    assert (states[interrupted.name].state, states[interrupted.name].detail) == ("left", "resumes from epoch 7")
+    text = status.render([running, interrupted], states, sel.settings)
+    assert text.startswith("Table 10 (fewshot, 4 shots): 2 runs: 0 finished, 1 running, 0 queued, 0 failed, 1 left")
+    start, held = status.todo([running, interrupted], states, max_attempts=3)
+    assert [t.name for t in start] == [interrupted.name] and not held
