@@ -266,3 +266,14 @@ def test_status_shows_a_running_run_with_its_epoch_and_an_interrupted_one_as_lef
     assert text.startswith("Table 10 (fewshot, 4 shots): 2 runs: 0 finished, 1 running, 0 queued, 0 failed, 1 left")
     start, held = status.todo([running, interrupted], states, max_attempts=3)
     assert [t.name for t in start] == [interrupted.name] and not held
+
+
+def test_nothing_starts_while_a_dataset_is_missing(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "clipfit.experiments.paper", "run", "--settings", "base2new",
+                           "--trainers", "CoOp", "--datasets", "dtd", "--seeds", "1", "--data", str(tmp_path / "data"),
+                           "--out", str(tmp_path / "out"), "--slurm", "--gres", "none"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Nothing started" in proc.stderr
+    assert f"{tmp_path / 'data'}/dtd not found" in proc.stdout and "DATASETS.md" in proc.stdout
+    assert not (tmp_path / "out" / "paper" / "slurm").exists()

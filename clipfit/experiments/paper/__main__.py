@@ -84,7 +84,8 @@ def _selection(args: argparse.Namespace, opts: Sequence[str]):
                      opts=tuple(opts))
 
 
-def _start(args: argparse.Namespace, tasks, states, paper_dir: str) -> int:
+def _start(args: argparse.Namespace, tasks, states, paper_dir: str, selection) -> int:
+    from clipfit.experiments.jobs import Job, missing_inputs
     from clipfit.experiments.paper import runner, status
 
     start, held = status.todo(tasks, states, args.max_attempts)
@@ -97,6 +98,15 @@ def _start(args: argparse.Namespace, tasks, states, paper_dir: str) -> int:
         print(f"  held back ({why}): {st.task}: {st.detail}")
     if not start:
         return 1 if held else 0
+    missing = missing_inputs([Job(t.name, [], t.specs, t.log) for t in start], {"DATA": selection.data},
+                             selection.opts)
+    if missing:
+        print(f"Missing ({len(missing)}): the tasks that need these cannot run")
+        for what in missing.values():
+            print(f"  {what}")
+        print("Nothing started: prepare what is missing above, or leave those datasets out (--datasets).",
+              file=sys.stderr)
+        return 2
     if args.dry_run and not args.slurm:
         for task in start:
             print(f"  would start {task.name}")
@@ -155,8 +165,8 @@ def _command(args: argparse.Namespace, opts: Sequence[str]) -> int:
     states = status.task_states(tasks, paper_dir(selection))
     if args.command == "status":
         print(status.as_json(states) if args.json else status.render(tasks, states, selection.settings).rstrip("\n"))
-        return _start(args, tasks, states, paper_dir(selection)) if args.resubmit else 0
-    return _start(args, tasks, states, paper_dir(selection))
+        return _start(args, tasks, states, paper_dir(selection), selection) if args.resubmit else 0
+    return _start(args, tasks, states, paper_dir(selection), selection)
 
 
 if __name__ == "__main__":
