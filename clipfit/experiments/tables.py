@@ -35,6 +35,10 @@ class PaperReference:
         table = self._ref.load_table(self._ref.settings()[setting]["tables"][0])
         return sorted(table["average"]["of"])
 
+    def has_any(self, datasets: Sequence[str]) -> bool:
+        """Whether one of ``datasets`` is one of the paper's."""
+        return any(self._ref.canonical_dataset(d) for d in datasets)
+
     def same_average(self, setting: str, datasets: Sequence[str]) -> bool:
         """Whether an average over ``datasets`` is the paper's Average of ``setting``."""
         ours = sorted(self._ref.canonical_dataset(d) or d for d in datasets)
@@ -45,8 +49,8 @@ def _paper_note(paper: Optional[PaperReference], setting: str, averaged: Sequenc
                 ) -> List[str]:
     """What the (paper) cells show, and a warning when the paper's average covers other
     datasets than yours."""
-    if paper is None:
-        return []
+    if paper is None or not paper.has_any(averaged):
+        return []  # data the paper does not have: no (paper) columns to explain
     lines = ["(paper) columns: the paper's number and, in brackets, yours minus the paper's."]
     if paper.same_average(setting, averaged):
         return lines
@@ -61,8 +65,10 @@ def _paper_value(paper: Optional[PaperReference], trainer: str, setting: str, da
 
 def _has_paper(paper: Optional[PaperReference], trainer: str, setting: str, metric: str,
                shots: int, datasets: Sequence[str]) -> bool:
+    """Whether the paper reports ``trainer`` on one of ``datasets`` (its Average alone does not
+    count: on data the paper does not have, nothing is compared)."""
     return paper is not None and any(paper.value(trainer, setting, d, metric, shots) is not None
-                                     for d in list(datasets) + ["Average"])
+                                     for d in datasets)
 
 
 def base2new_table(runs: Dict[RunKey, RunResult], shots: int, use_ci95: bool = False,

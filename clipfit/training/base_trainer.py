@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from clipfit.checkpoint_files import checkpoint_file, has_checkpoint, load_newest
-from clipfit.training import foreign_checkpoint, precision as prec, tuned_checkpoint as ckpt_io
+from clipfit.training import foreign_checkpoint, precision as prec, preemption, tuned_checkpoint as ckpt_io
 from clipfit.training.config import cfg_value
 from clipfit.fileio import write_json
 from clipfit.methods.classifier import CLIPClassifier, LossParts
@@ -179,6 +179,7 @@ class CLIPTrainer(TrainerX):
     def after_epoch(self) -> None:
         self.weights_epoch = self.epoch + 1
         super().after_epoch()
+        preemption.after_epoch(self)  # under SLURM: a checkpoint per epoch
 
     # Evaluation -----------------------------------------------------------------------
     def model_inference(self, input: torch.Tensor) -> torch.Tensor:
