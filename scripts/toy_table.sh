@@ -27,5 +27,6 @@ for method in "${METHODS[@]}"; do
 done
 echo
 "$PYTHON" parse_test_res.py --base2new "$OUT/base2new" --format markdown
+for d in "${datasets[@]}"; do echo; "$PYTHON" -m clipfit.toyworld findings "$OUT/base2new" --dataset "$d"; done
 echo
 echo "Wall time of the table: $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s ($JOBS jobs at a time, $(nproc) CPUs)"

@@ -4,8 +4,8 @@ The learning tests fine-tune CLIPFit with its toy config (learning rate, epochs,
 ``configs/trainers/CLIPFit/toy.yaml``) on the base classes of ``toy_shapes`` (draw 1, run seed 1,
 16 shots) in memory, without a trainer:
 
-- Base accuracy rises at least BASE_MARGIN points over zero-shot; a broken method (nothing
-  tuned, the loss's sign flipped, the image LayerNorms frozen) stays below that margin.
+- Base accuracy rises at least BASE_MARGIN points over zero-shot; a broken method (the loss's
+  sign flipped, the image LayerNorms frozen) stays below that margin.
 - Without the KD term (``REG none``) the tuned text biases move the class features away from
   the frozen ones; KD keeps them close. A disabled KD term, or a text path that ignores the
   tuned biases (nothing moves), fails. Finding 4 itself (KD raises New) does not hold on this
@@ -32,8 +32,8 @@ from clipfit.training.config import get_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHOTS, TEST_PER_CLASS = 16, 20
-# Measured (16 base classes, 320 test images, zero-shot 22.5): CLIPFit 36.2; broken: nothing tuned
-# 22.5, wrong sign 6.2, frozen image LayerNorms 28.4.
+# Measured (16 base classes, 320 test images, zero-shot 22.5): CLIPFit 36.2; broken: wrong sign 6.2,
+# frozen image LayerNorms 28.4.
 BASE_MARGIN = 8.0  # points of base accuracy over zero-shot (finding 1)
 # 1 - mean cos(class features, frozen ones) after training. Measured: KD 0.001, REG none 0.034,
 # REG none with the text path ignoring the tuned biases 0.
@@ -98,8 +98,7 @@ def _finetune(task, reg: str = "kd", breakage: str = "") -> dict:
             loss, _ = model.loss(x[idx], y[idx])
             optim.zero_grad()
             (sign * loss).backward()
-            if breakage != "nothing_tuned":
-                optim.step()
+            optim.step()
     out["drift"] = _drift(model)
     out["base"] = _accuracy(model, *task["test_base"])
     return out
@@ -116,7 +115,7 @@ def test_clipfit_raises_base_accuracy_well_above_zero_shot(clipfit_runs):
     assert r["base"] >= r["zs_base"] + BASE_MARGIN, f"CLIPFit: {r}, less than {BASE_MARGIN} points"
 
 
-@pytest.mark.parametrize("breakage", ["nothing_tuned", "wrong_sign", "frozen_layernorms"])
+@pytest.mark.parametrize("breakage", ["wrong_sign", "frozen_layernorms"])
 def test_a_broken_method_misses_the_base_margin(task, breakage):
     r = _finetune(task, breakage=breakage)
     assert r["base"] < r["zs_base"] + BASE_MARGIN, f"{breakage}: {r} reached the margin"
