@@ -37,6 +37,7 @@ echo
 "$PYTHON" parse_test_res.py --base2new "$OUT/base2new"
 echo
 "$PYTHON" -m clipfit.toyworld explain "$OUT/base2new" --dataset "$DATASET"
+"$PYTHON" -m clipfit.toyworld findings "$OUT/base2new" --dataset "$DATASET"
 cat <<EOF
 
 Logs of each run: $OUT/base2new/*/$DATASET/shots_16/*/*/seed*/log.txt

@@ -23,5 +23,6 @@ echo "== bash scripts/sweep.sh base2new --datasets ${datasets[*]} --seeds 1 2 3 
     --methods "${METHODS[@]}" --status-every 60 | grep --line-buffered -v '^  run  ' || exit 1
 echo
 "$PYTHON" parse_test_res.py --base2new "$OUT/base2new" --format markdown
+for d in "${datasets[@]}"; do echo; "$PYTHON" -m clipfit.toyworld findings "$OUT/base2new" --dataset "$d"; done
 echo
 echo "Wall time of the table: $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s ($JOBS jobs at a time, $(nproc) CPUs)"

@@ -1,5 +1,5 @@
-"""``python -m clipfit.toyworld pretrain|make-data|explain``: remake the toy CLIP, draw the toy
-datasets, say what a toy base-to-new table shows."""
+"""``python -m clipfit.toyworld pretrain|make-data|explain|findings``: remake the toy CLIP, draw
+the toy datasets, say what a toy base-to-new table shows and which of the paper's findings hold."""
 from __future__ import annotations
 
 import argparse
@@ -40,6 +40,15 @@ def _explain(args: argparse.Namespace) -> None:
     print("\n".join(explain(base2new_means(args.root, args.dataset))))
 
 
+def _findings(args: argparse.Namespace) -> None:
+    from .downstream import base_new_counts
+    from .explain import base2new_means
+    from .findings import finding_lines
+
+    print(f"The paper's base-to-new findings on {args.dataset} (means over the finished seeds):")
+    print("\n".join(finding_lines(base2new_means(args.root, args.dataset), *base_new_counts(args.dataset))))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from .pretrain import PretrainConfig
 
@@ -62,6 +71,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     e.add_argument("root", help="the base2new output folder ($OUT/base2new)")
     e.add_argument("--dataset", default="toy_shapes", help="which dataset's runs")
     e.set_defaults(func=_explain)
+    f = sub.add_parser("findings", help="check the paper's five base-to-new findings on a toy table")
+    f.add_argument("root", help="the base2new output folder ($OUT/base2new)")
+    f.add_argument("--dataset", default="toy_shapes", help="which dataset's runs")
+    f.set_defaults(func=_findings)
     args = parser.parse_args(argv)
     from clipfit.training.cli import run_user_command
 

@@ -5,8 +5,9 @@
 The loaders in ``datasets/toy.py`` read them like any CoOp dataset.
 
 - ``toy_shapes`` (``ToyShapes``): 32 colour-shape classes, the 16 pairs pretraining never
-  saw plus 16 seen pairs picked by the seed, under a warm colour cast (as if lit by another
-  lamp), with grey clutter and stronger noise.
+  saw plus 16 seen pairs picked by the seed, washed out (low contrast on a bright veil, as
+  through fog or a hazy lens), with grey clutter and stronger noise. The paper's base-to-new
+  findings are checked on it (``python -m clipfit.toyworld findings``, docs/toy-world.md).
 - ``toy_cold`` (``ToyCold``): 40 colour-shape classes (the 16 never seen plus 24 seen)
   under a cold colour cast, with clutter and noise.
 
@@ -15,6 +16,7 @@ Class names sort into base (first half) and new classes as in CoOp.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -30,7 +32,7 @@ from clipfit.errors import AlreadyExistsError, ConfigValueError
 
 PER_CLASS = {"train": 20, "val": 8, "test": 30}
 META_FILE = "toyworld.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: toy_shapes washed out instead of a warm cast
 
 
 @dataclass
@@ -65,8 +67,8 @@ DATASETS: Dict[str, ToyDataset] = {
     for d in (
         ToyDataset(
             "toy_shapes", "ToyShapes",
-            Style("dark", noise=10.0, clutter=1, gain=(1.0, 0.78, 0.55), offset=(35, 18, 0)),
-            _colour_shape_classes(16), "32 colour-shape classes under a warm light, 16 never seen in pretraining",
+            Style("dark", noise=10.0, clutter=1, gain=(0.55, 0.55, 0.55), offset=(80, 80, 80)),
+            _colour_shape_classes(16), "32 colour-shape classes, washed out, 16 never seen in pretraining",
         ),
         ToyDataset(
             "toy_cold", "ToyCold",
@@ -92,6 +94,12 @@ def class_makers(folder: str, seed: int) -> Dict[str, Callable[[random.Random], 
     """The classes of dataset ``folder`` drawn with ``seed`` (sorted by name, as labels are), and
     how to draw an object of each."""
     return dict(sorted(_spec(folder).classes(random.Random(f"{folder}-{seed}")).items()))
+
+
+def base_new_counts(folder: str) -> Tuple[int, int]:
+    """How many base and new classes dataset ``folder`` has (the first half, rounded up, is base)."""
+    n = len(class_makers(folder, seed=1))
+    return math.ceil(n / 2), n // 2
 
 
 def sample(folder: str, per_class: int, image_seed: int, seed: int = 1, classes: Sequence[str] = ()

@@ -10,15 +10,21 @@ from typing import Dict, List, Tuple
 
 from clipfit.experiments.results import find_runs, harmonic_mean
 
-Means = Dict[str, Dict[str, float]]  # trainer -> {"base": mean, "new": mean}
+Means = Dict[str, Dict[str, float]]  # method label -> {"base": mean, "new": mean}
+TOY_CFG = "toy"  # the config a trainer's label stands for alone; others are "<trainer> (<cfg>)"
+
+
+def method_label(trainer: str, cfg: str) -> str:
+    """``CLIPFit`` for ``CLIPFit/toy``, ``CLIPFit (toy_reg_none)`` for another config."""
+    return trainer if cfg == TOY_CFG else f"{trainer} ({cfg})"
 
 
 def base2new_means(root: str, dataset: str) -> Means:
-    """Mean Base and New accuracy per trainer over the finished seeds on ``dataset``."""
+    """Mean Base and New accuracy per method (trainer and config) over the finished seeds on ``dataset``."""
     values: Dict[Tuple[str, str], List[float]] = defaultdict(list)
     for key, run in find_runs(root).items():
         if key.setting == "base2new" and key.dataset == dataset and run.finished:
-            values[(key.trainer, key.role)].append(run.accuracy)
+            values[(method_label(key.trainer, key.cfg), key.role)].append(run.accuracy)
     means: Means = defaultdict(dict)
     for (trainer, role), accs in values.items():
         means[trainer][role] = sum(accs) / len(accs)
