@@ -18,7 +18,7 @@ DATASET=toy_shapes
 cat <<EOF
 CLIPFit demo: base-to-new generalisation on the toy world, zero-shot CLIP vs CLIPFit vs CoOp,
 seeds 1 2 3, 16 shots. The CLIP is the toy CLIP shipped with this package, pretrained here on
-drawn shapes; the dataset is drawn under another light (a colour cast), with clutter and noise.
+drawn shapes; the dataset is drawn washed out (faded colours), with clutter and noise.
 Working folder: $DEMO
 EOF
 
