@@ -27,13 +27,11 @@ EOF
 of this project, delete it and run the demo again."
 
 # JOBS jobs at a time: the sweep runner users run for the paper's 33 runs per trainer, here on
-# one dataset and three seeds.
-for trainer in ZeroshotCLIP CLIPFit CoOp; do
-    echo
-    echo "== TRAINER=$trainer bash scripts/sweep.sh base2new --datasets $DATASET --seeds 1 2 3 --jobs $JOBS"
-    TRAINER="$trainer" "$PYTHON" -m clipfit.experiments.sweep base2new --datasets "$DATASET" \
-        --seeds 1 2 3 --jobs "$JOBS" --status-every 15 | grep --line-buffered -v '^  run  ' || exit 1
-done
+# one dataset and three seeds, for the three trainers in one sweep (their jobs share the workers).
+echo
+echo "== bash scripts/sweep.sh base2new --datasets $DATASET --seeds 1 2 3 --jobs $JOBS --methods ZeroshotCLIP CLIPFit CoOp"
+"$PYTHON" -m clipfit.experiments.sweep base2new --datasets "$DATASET" --seeds 1 2 3 --jobs "$JOBS" \
+    --methods ZeroshotCLIP CLIPFit CoOp --status-every 15 | grep --line-buffered -v '^  run  ' || exit 1
 
 echo
 "$PYTHON" parse_test_res.py --base2new "$OUT/base2new"

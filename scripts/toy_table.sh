@@ -18,12 +18,9 @@ read -r -a datasets <<<"$TOY_DATASETS"
 
 "$PYTHON" -m clipfit.toyworld make-data --root "$DATA" --datasets "${datasets[@]}"
 start=$SECONDS
-for method in "${METHODS[@]}"; do
-    echo "== TRAINER=${method%%:*} CFG=${method##*:} bash scripts/sweep.sh base2new --datasets ${datasets[*]} --seeds 1 2 3 --jobs $JOBS"
-    TRAINER="${method%%:*}" CFG="${method##*:}" "$PYTHON" -m clipfit.experiments.sweep base2new \
-        --datasets "${datasets[@]}" --seeds 1 2 3 --jobs "$JOBS" --status-every 60 \
-        | grep --line-buffered -v '^  run  ' || exit 1
-done
+echo "== bash scripts/sweep.sh base2new --datasets ${datasets[*]} --seeds 1 2 3 --jobs $JOBS --methods ${METHODS[*]}"
+"$PYTHON" -m clipfit.experiments.sweep base2new --datasets "${datasets[@]}" --seeds 1 2 3 --jobs "$JOBS" \
+    --methods "${METHODS[@]}" --status-every 60 | grep --line-buffered -v '^  run  ' || exit 1
 echo
 "$PYTHON" parse_test_res.py --base2new "$OUT/base2new" --format markdown
 echo

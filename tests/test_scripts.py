@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from clipfit.experiments.results import harmonic_mean, read_run
+from clipfit.experiments.run import ScriptEnv, script_specs, spec_state
 from clipfit.testing.fake_datasets import make_dataset
 from clipfit.testing.tiny_clip import TINY_IMAGE_SIZE, save_tiny_clip
 
@@ -111,6 +112,12 @@ def test_base2new_train_test_parse_and_skip(fixtures, tmp_path):
     assert json.loads((test / "metrics.json").read_text())["epoch"] == 2
     assert "SUBSAMPLE_CLASSES: new" in (test / "config.yaml").read_text()
     assert read_run(str(train)).finished and read_run(str(test)).finished
+    # what the sweep sees: both runs finished with the identity their specs give now
+    where = ScriptEnv(data=str(data), out=str(out))
+    assert spec_state(script_specs("base2new_train", ["dtd", "1", *opts], where)[0]).finished
+    assert spec_state(script_specs("base2new_test", ["dtd", "1"], where)[0]).finished
+    assert spec_state(script_specs("base2new_test", ["dtd", "1", "TRAINER.CLIPFIT.BETA", "1.0"], where)[0]
+                      ).status == "other-settings"
 
     before = (train / "log.txt").stat().st_mtime
     proc = script("base2new_train.sh", "dtd", 1, *opts, env=env, cwd=tmp_path)
@@ -142,7 +149,8 @@ def test_base2new_train_test_parse_and_skip(fixtures, tmp_path):
 def test_a_killed_training_restarts_from_its_checkpoint(fixtures, tmp_path):
     data, tiny_clip = fixtures
     env = script_env(data, tmp_path / "out", CKPT_FREQ="1")
-    opts = tiny_opts(tiny_clip, epochs=6) + ["DATALOADER.TRAIN_X.BATCH_SIZE", "2"]
+    # 12 epochs: still training when interrupted, on a busy machine too
+    opts = tiny_opts(tiny_clip, epochs=12) + ["DATALOADER.TRAIN_X.BATCH_SIZE", "2"]
     train = run_dir(tmp_path / "out", "train_base")
     proc = subprocess.Popen(["bash", str(SCRIPTS / "base2new_train.sh"), "dtd", "1", *opts],
                             env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
@@ -174,8 +182,8 @@ def test_a_killed_training_restarts_from_its_checkpoint(fixtures, tmp_path):
     assert "==> resume base2new train" in result.stdout
     log = (train / "log.txt").read_text()
     start = int(re.search(r"Previous epoch: (\d+)", log).group(1))
-    assert 2 <= start < 6
-    assert f"epoch [{start + 1}/6]" in log and "epoch [1/6]" not in log
+    assert 2 <= start < 12
+    assert f"epoch [{start + 1}/12]" in log and "epoch [1/12]" not in log
     assert len(list(train.glob("log.txt-*"))) == 1  # the interrupted attempt's log, kept
     run = read_run(str(train))
     assert run.finished and run.source.endswith("metrics.json")

@@ -22,7 +22,7 @@ from clipfit.experiments.run import ScriptEnv, script_specs
 from clipfit.testing.fake_datasets import make_dataset
 from clipfit.testing.tiny_clip import TINY_IMAGE_SIZE, save_tiny_clip
 from clipfit.experiments.jobs import plan
-from clipfit.experiments.runners import failure_excerpt, threads_per_job
+from clipfit.experiments.runners import failure_excerpt, slots_from_env, threads_per_job
 from clipfit.training.run_folder import LOCK_FILE, is_locked
 
 REPO = Path(__file__).resolve().parents[1]
@@ -186,6 +186,10 @@ def test_missing_datasets_and_weights_are_listed_before_anything_runs(env, tmp_p
     out = sweep(env, "base2new", "--datasets", "dtd", "eurosat", "--seeds", "1", "--dry-run",
                 check=0).stdout
     assert "Missing (1)" in out and "To run only what is there: --datasets dtd" in out
+    proc = sweep({**env, "TRAINER": "KgCop"}, "base2new", "--datasets", "dtd", "dtdd", check=2)
+    assert "no trainer configs for TRAINER=KgCop (configs/trainers/KgCop). Did you mean KgCoOp?" in proc.stderr
+    proc = sweep(env, "base2new", "--datasets", "dtd", "dtdd", check=2)
+    assert "no dataset config configs/datasets/dtdd.yaml. Did you mean dtd?" in proc.stderr
 
 
 def _wait_for(path: Path, timeout: float = 240) -> None:
@@ -323,6 +327,10 @@ def test_workers_are_pinned_to_one_gpu_each_or_share_the_cpus(env, tmp_path, mon
     records = [json.loads(line) for line in calls.read_text().splitlines()]
     assert len(records) == 4 and {r["gpus"] for r in records} == {"3", "5"}  # one device each
     assert not any(r["cuda_initialised"] for r in records) and len({r["pid"] for r in records}) == 4
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # every GPU torch sees, when not set
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert slots_from_env({}, 4) == ["0", "1"] and slots_from_env({"CUDA_VISIBLE_DEVICES": "3"}, 4) == ["3"]
+    assert slots_from_env({"CUDA_VISIBLE_DEVICES": ""}, 3) == [None] * 3  # none visible: CPU workers
     monkeypatch.setattr("clipfit.training.cli.cpu_count", lambda: 8)
     assert threads_per_job([None] * 2, 10, {}) == 4
     assert threads_per_job([None] * 3, 2, {}) == 4  # two jobs to run: two workers
@@ -387,3 +395,17 @@ def test_the_real_trainer_in_a_forked_worker_gives_train_pys_numbers(tmp_path):
     b = torch.load(fresh / "clipfit" / "model.pth.tar-2", weights_only=True)["state_dict"]
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     assert "    python train.py --root " in (Path(env["OUT"]) / "sweeps/fewshot/CLIPFit/logs/dtd-2shot-seed1.log").read_text()
+
+
+def test_several_methods_share_one_sweep(env, tmp_path):
+    args = ("base2new", "--datasets", "dtd", "--seeds", "1", "--methods", "CLIPFit", "CoOp:vit_b16_ep50")
+    out = sweep(env, *args, "--slurm", "--dry-run", check=0).stdout
+    assert "TRAINER=CLIPFit, TRAINER=CoOp CFG=vit_b16_ep50" in out and "SLURM array of 2 jobs" in out
+    lines = next((Path(env["OUT"]) / "sweeps/base2new/CLIPFit/slurm").glob("jobs-*.txt")).read_text()
+    assert "TRAINER=CoOp CFG=vit_b16_ep50 bash scripts/base2new_train.sh dtd 1 && TRAINER=CoOp " \
+           "CFG=vit_b16_ep50 bash scripts/base2new_test.sh dtd 1" in lines  # each task runs its method
+    out = sweep(env, *args, "--jobs", "2", check=0).stdout
+    assert "2 ran ok" in out and "[done]  CoOp/vit_b16_ep50:dtd-seed1" in out
+    for trainer, cfg in (("CLIPFit", "vit_b16"), ("CoOp", "vit_b16_ep50")):
+        assert read_run(str(Path(env["OUT"]) / f"base2new/test_new/dtd/shots_16/{trainer}/{cfg}/seed1")).finished
+    assert (Path(env["OUT"]) / "sweeps/base2new/CoOp_vit_b16_ep50/logs/dtd-seed1.log").exists()  # its own

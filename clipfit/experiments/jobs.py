@@ -29,10 +29,12 @@ class Job:
     commands: List[List[str]]
     specs: List[RunSpec] = field(default_factory=list)
     log: str = ""
+    env: Dict[str, str] = field(default_factory=dict)  # assignments before each command (--methods)
 
     @property
     def shell(self) -> str:
-        return " && ".join(shlex.join(c) for c in self.commands)
+        prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in self.env.items())
+        return " && ".join(prefix + shlex.join(c) for c in self.commands)
 
     @property
     def run_dirs(self) -> List[str]:

@@ -192,8 +192,15 @@ def failure_excerpt(path: str, n: int = 5) -> List[str]:
 
 
 def slots_from_env(env: Dict[str, str], jobs: int) -> List[Optional[str]]:
-    """One slot per GPU in CUDA_VISIBLE_DEVICES, else ``jobs`` unpinned slots."""
-    visible = [g.strip() for g in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    """One slot per visible GPU (those in CUDA_VISIBLE_DEVICES, else every GPU torch sees;
+    CUDA in this process does not reach the workers, which come from the forkserver), else
+    ``jobs`` unpinned slots."""
+    if "CUDA_VISIBLE_DEVICES" in env:
+        visible = [g.strip() for g in env["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+    else:
+        import torch
+
+        visible = [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     return visible if visible else [None] * max(1, jobs)
 
 

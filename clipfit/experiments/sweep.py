@@ -23,26 +23,26 @@ import os
 import os.path as osp
 import signal
 import sys
+from multiprocessing import forkserver
 from typing import Callable, Dict, List, Optional, Sequence
 
 from clipfit.experiments.jobs import Job, display_path, job_datasets, missing_inputs, plan
 from clipfit.experiments.protocol import FEWSHOT_SHOTS, SEEDS, SETTINGS
-from clipfit.experiments.run import ScriptError
-from clipfit.experiments.runners import LocalRunner, slots_from_env, submit_slurm, threads_per_job
+from clipfit.experiments.run import ScriptError, check_names
+from clipfit.experiments.runners import LocalRunner, slots_from_env, submit_slurm, threads_per_job, worker_context
 
 
 def summarize(setting: str, env: Dict[str, str], skipped: Sequence[Job],
-              runner: Optional[LocalRunner], interrupted: bool) -> None:
+              runner: Optional[LocalRunner], interrupted: bool, who: str) -> None:
     """What ran, what was skipped, what failed and where its log is; what to run next."""
     print("=" * 60)
-    trainer = env.get("TRAINER") or "CLIPFit"
     counts = [f"{len(skipped)} skipped (already finished)"]
     if runner is not None:
         counts += [f"{len(runner.ok)} ran ok", f"{len(runner.failed)} failed"]
         not_run = len(runner.pending) + len(runner.running)
         counts += [f"{len(runner.busy)} busy in another process"] if runner.busy else []
         counts += [f"{not_run} not run"] if not_run else []
-    print(f"Sweep {setting} (TRAINER={trainer}): {', '.join(counts)}")
+    print(f"Sweep {setting} ({who}): {', '.join(counts)}")
     if runner is not None:
         for job, reason in runner.failed:
             print(f"  FAILED {job.name} ({reason}): {display_path(job.log)}")
@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "--sbatch-args='--partition=gpu --time=12:00:00'")
     parser.add_argument("--max-parallel", type=int, default=0,
                         help="SLURM: at most this many array tasks at once (0: no limit)")
+    parser.add_argument("--methods", nargs="+", metavar="TRAINER[:CFG]",
+                        help="several trainers (and configs) in one sweep, their jobs sharing the "
+                             "workers (default: $TRAINER and $CFG)")
     parser.add_argument("--status-every", type=float, default=30.0,
                         help="seconds between progress summaries")
     return parser
@@ -96,8 +99,23 @@ def main(argv: Optional[Sequence[str]] = None, train: Optional[Callable[..., Non
         argv = argv[:argv.index("--")]
     args = build_parser().parse_args(argv)
     env = dict(os.environ)
+    if not (args.dry_run or args.slurm):
+        worker_context()  # the forkserver imports torch while this process plans
+        forkserver.ensure_running()
+    methods = [tuple(m.split(":", 1)) if ":" in m else (m, "") for m in args.methods or []]
+    who = ", ".join(f"TRAINER={t}" + (f" CFG={c}" if c else "") for t, c in methods) or \
+        f"TRAINER={env.get('TRAINER') or 'CLIPFit'}"
     try:
-        jobs = plan(args.setting, args.seeds, args.datasets, args.shots, opts, env)
+        jobs = []
+        for trainer, cfg in methods or [(None, None)]:
+            method_env = env if trainer is None else {**env, "TRAINER": trainer, "CFG": cfg}
+            planned = plan(args.setting, args.seeds, args.datasets, args.shots, opts, method_env)
+            for job in planned if trainer is not None else []:
+                job.name = f"{trainer}{'/' + cfg if cfg else ''}:{job.name}"
+                job.env = {"TRAINER": trainer, "CFG": cfg}
+            jobs += planned
+        for spec in {(s.config_file, s.dataset): s for j in jobs for s in j.specs}.values():
+            check_names(spec)  # before anything runs: TRAINER, CFG, dataset names (did you mean)
     except (ScriptError, ValueError) as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 2
@@ -105,7 +123,7 @@ def main(argv: Optional[Sequence[str]] = None, train: Optional[Callable[..., Non
     states = {job.name: job.status() for job in jobs}
     skipped = [j for j in jobs if states[j.name] == "done"]
     todo = [j for j in jobs if states[j.name] != "done"]
-    print(f"Sweep {args.setting} (TRAINER={env.get('TRAINER') or 'CLIPFit'}): {len(jobs)} jobs, "
+    print(f"Sweep {args.setting} ({who}): {len(jobs)} jobs, "
           f"{len(skipped)} already finished (skipped), {len(todo)} to run")
     for job in skipped:
         print(f"  skip {job.name}: finished")
@@ -131,7 +149,7 @@ def main(argv: Optional[Sequence[str]] = None, train: Optional[Callable[..., Non
         return submit_slurm(todo, args.setting, env, args.sbatch_args, args.max_parallel,
                             args.dry_run) if todo else 0
     if args.dry_run or not todo:
-        summarize(args.setting, env, skipped, None, False)
+        summarize(args.setting, env, skipped, None, False, who)
         return 0
 
     slots = slots_from_env(env, args.jobs)
@@ -154,7 +172,7 @@ def main(argv: Optional[Sequence[str]] = None, train: Optional[Callable[..., Non
         interrupted = True
         print("\nStopping the running jobs ...", flush=True)
         runner.stop()
-    summarize(args.setting, env, skipped, runner, interrupted)
+    summarize(args.setting, env, skipped, runner, interrupted, who)
     if interrupted:
         return 130
     return 1 if runner.failed else 0

@@ -18,7 +18,7 @@ import hashlib
 import os
 import os.path as osp
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Tuple
 
 from clipfit import REPO_ROOT
@@ -152,10 +152,13 @@ class RunSpec:
         unchanged). Needs the config files and, for a test run, the model folder."""
         from clipfit.training.cli import build_parser, setup_cfg
 
-        args = build_parser().parse_args(self.argv())
         cwd = os.getcwd()
         os.chdir(REPO_ROOT)  # config paths are relative to the repository, as train.py runs there
         try:
+            spec = self
+            if self.model is not None and self.load_epoch is None:  # the epoch a run would load now
+                spec = replace(self, load_epoch=run_folder.last_checkpoint_epoch(self.model.folder))
+            args = build_parser().parse_args(spec.argv())
             cfg = setup_cfg(args)
         finally:
             os.chdir(cwd)
