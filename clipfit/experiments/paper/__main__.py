@@ -8,7 +8,7 @@
 SELECTION: --settings, --trainers, --datasets, --seeds, --shots (each defaults to the paper's full
 set), --data, --out, and trailing yacs opts after ``--``, the same for the three commands.
 ``run`` starts every task not finished, running or queued (rerunning does only what is missing);
-without --slurm, one task per GPU in CUDA_VISIBLE_DEVICES, else --jobs N at a time on CPUs.
+without --slurm, one task per visible GPU, else --jobs N at a time on CPUs.
 See docs/paper-on-a-cluster.md.
 """
 from __future__ import annotations

@@ -95,18 +95,6 @@ class Task:
         return [absolute(s.folder) for s in self.specs]
 
 
-def run_state(spec: RunSpec):
-    """:func:`clipfit.experiments.run.spec_state` of ``spec``, a test run taken with the epoch it
-    loads once its model is trained (as :func:`clipfit.experiments.run.execute` runs it)."""
-    from clipfit.experiments.run import ScriptError, resolve_model, spec_state
-
-    try:
-        spec = resolve_model(spec)
-    except ScriptError:  # its model is not trained yet: the test run cannot have finished
-        pass
-    return spec_state(spec)
-
-
 def absolute(path: str) -> str:
     """A run-model path as the runs see it (relative ones are the repository's)."""
     return path if osp.isabs(path) else osp.join(REPO_ROOT, path)

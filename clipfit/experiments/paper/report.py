@@ -26,10 +26,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from tabulate import tabulate
 
 from clipfit.experiments import paper
-from clipfit.experiments.paper.plan import Task, run_state
+from clipfit.experiments.paper.plan import Task
 from clipfit.experiments.protocol import SOURCE_DATASET, dataset_order, display_name
 from clipfit.experiments.results import harmonic_mean, summarize
-from clipfit.experiments.run import OTHER_SETTINGS
+from clipfit.experiments.run import OTHER_SETTINGS, spec_state
 from clipfit.training.run_spec import RunSpec
 
 FORMATS = ("markdown", "csv", "json")
@@ -113,7 +113,7 @@ def build(tasks: Sequence[Task], settings: Sequence[str], seeds: Sequence[int]) 
     tables: Dict[Tuple[str, int], PaperTable] = {}
     for task in tasks:
         for spec in task.specs:
-            run = run_state(spec)
+            run = spec_state(spec)
             setting, metric = _role(spec)
             targets = source_of(spec, settings) if spec.part == "train" else [setting]
             for setting in targets:

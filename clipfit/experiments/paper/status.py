@@ -22,10 +22,10 @@ from tabulate import tabulate
 from clipfit.experiments import paper
 from clipfit.experiments.jobs import display_path
 from clipfit.experiments.paper import records
-from clipfit.experiments.paper.plan import Task, absolute, read_tasks, run_state
+from clipfit.experiments.paper.plan import Task, absolute, read_tasks
 from clipfit.experiments.protocol import SOURCE_DATASET, default_config
 from clipfit.experiments.results import last_progress
-from clipfit.experiments.run import OTHER_SETTINGS
+from clipfit.experiments.run import OTHER_SETTINGS, spec_state
 from clipfit.fileio import FileContentError
 from clipfit.training.run_folder import FINISHED, INTERRUPTED, RUNNING, last_checkpoint_epoch
 from clipfit.training.run_spec import RunSpec
@@ -128,7 +128,7 @@ def task_state(task: Task, paper_dir: str, queued: Dict[str, Tuple[str, str]], a
     """The state of one task (see the module docstring)."""
     record = records.read_record(paper_dir, task) or {}
     attempts = int(record.get("attempts", 0))
-    runs = [(spec, run_state(spec)) for spec in task.specs]
+    runs = [(spec, spec_state(spec)) for spec in task.specs]
     done = tuple(spec.folder for spec, run in runs if run.finished)
 
     def state(kind: str, detail: str = "", user_error: bool = False) -> TaskState:
