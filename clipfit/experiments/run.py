@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from clipfit import REPO_ROOT
-from clipfit.errors import ConfigValueError
+from clipfit.errors import ConfigValueError, UserError
 from clipfit.experiments.protocol import (DEFAULT_TRAINER, DG_TARGETS, SOURCE_DATASET, default_config,
                                           default_rule, is_eval_only, setting_datasets)
 from clipfit.experiments.results import RunResult, read_run
@@ -35,7 +35,7 @@ SCRIPTS: Dict[str, Tuple[str, int]] = {
 OTHER_SETTINGS = "other-settings"  # a spec's state: its folder holds a run with another identity
 
 
-class ScriptError(Exception):
+class ScriptError(UserError):
     """A script called with something that does not exist or is not ready (exit status 2)."""
 
 

@@ -28,7 +28,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from clipfit.experiments.jobs import Job, display_path, job_datasets, missing_inputs, plan
 from clipfit.experiments.protocol import FEWSHOT_SHOTS, SEEDS, SETTINGS
-from clipfit.experiments.run import ScriptError, check_names
+from clipfit.errors import UserError
+from clipfit.experiments.run import check_names
 from clipfit.experiments.runners import LocalRunner, slots_from_env, submit_slurm, threads_per_job, worker_context
 
 
@@ -116,7 +117,7 @@ def main(argv: Optional[Sequence[str]] = None, train: Optional[Callable[..., Non
             jobs += planned
         for spec in {(s.config_file, s.dataset): s for j in jobs for s in j.specs}.values():
             check_names(spec)  # before anything runs: TRAINER, CFG, dataset names (did you mean)
-    except (ScriptError, ValueError) as err:
+    except UserError as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 2
 
