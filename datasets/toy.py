@@ -15,10 +15,7 @@ class ToyDataset(CoOpDataset):
     doc_section = "The toy world"
 
     def create_split(self) -> Split:
-        raise self.layout_error(
-            f"{self.split_path} is missing: the toy datasets come with their split. Draw them with "
-            f"`{MAKE_DATA} <DATASET.ROOT>`"
-        )
+        raise self.layout_error(f"{self.split_path} is missing: the toy datasets come with their split.")
 
 
 def _register(folder: str) -> type:
@@ -29,7 +26,8 @@ def _register(folder: str) -> type:
 ├── toyworld.json      what was drawn, with which seed
 └── {spec.split_file}
 """
-    attrs = dict(dataset_dir=folder, split_file=spec.split_file, layout=layout, __doc__=f"{spec.name}: {spec.summary}")
+    attrs = dict(dataset_dir=folder, split_file=spec.split_file, layout=layout, __doc__=f"{spec.name}: {spec.summary}",
+                 prepare_command=f"{MAKE_DATA} {{root}} --datasets {folder}")
     return DATASET_REGISTRY.register()(type(spec.name, (ToyDataset,), attrs))
 
 

@@ -179,6 +179,22 @@ def test_make_data_layout_loads_through_the_loaders(tmp_path, folder):
     assert new.classnames == names[n_base:]
 
 
+def test_a_missing_toy_dataset_names_the_one_command_that_draws_it(tmp_path, capsys):
+    from clipfit.data.folders import DatasetLayoutError
+    from clipfit.toyworld.__main__ import main
+
+    cfg = get_cfg()
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg.merge_from_file(os.path.join(repo, "configs", "datasets", "toy_shapes.yaml"))
+    cfg.DATASET.ROOT = str(tmp_path)
+    with pytest.raises(DatasetLayoutError) as err:
+        build_from_cfg(cfg, shots=2, seed=1, subsample="base")
+    command = str(err.value).splitlines()[-1].split("one command: ")[1]
+    assert command == f"python -m clipfit.toyworld make-data --root {tmp_path} --datasets toy_shapes"
+    assert main(command.split()[3:]) == 0  # the printed command draws exactly what was missing
+    assert os.listdir(tmp_path) == ["toy_shapes"]
+
+
 def test_make_data_command_refuses_a_folder_drawn_otherwise_with_a_clear_error(tmp_path, capsys):
     from clipfit.toyworld.__main__ import main
 

@@ -20,10 +20,12 @@ class FolderDataset(DatasetBase):
     image_folder = ""  # image folder inside it; "" for the dataset folder itself
     doc_section = ""  # the DATASETS.md section that explains the layout
     layout = ""  # the expected tree, shown when something is missing
+    prepare_command = ""  # the one command that makes the dataset ({root}: DATASET.ROOT), if any
+    root = "DATA"  # DATASET.ROOT, once located
 
     def locate(self, cfg) -> None:
         """Set ``dataset_dir`` and ``image_dir`` under DATASET.ROOT; fail with the tree if missing."""
-        root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
+        self.root = root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
         self.dataset_dir = os.path.join(root, type(self).dataset_dir)
         self.image_dir = (
             os.path.join(self.dataset_dir, self.image_folder) if self.image_folder else self.dataset_dir
@@ -36,10 +38,9 @@ class FolderDataset(DatasetBase):
     def layout_error(self, problem: str) -> DatasetLayoutError:
         """An error stating ``problem``, the expected tree and where DATASETS.md explains it."""
         tree = textwrap.indent(self.layout.strip("\n"), "  ")
-        return DatasetLayoutError(
-            f"{type(self).__name__}: {problem}\nExpected layout under DATASET.ROOT:\n{tree}\n"
-            f'See {DOCS}, section "{self.doc_section}", for how to prepare it.'
-        )
+        fix = (f"Make it with one command: {self.prepare_command.format(root=self.root)}" if self.prepare_command
+               else f'See {DOCS}, section "{self.doc_section}", for how to prepare it.')
+        return DatasetLayoutError(f"{type(self).__name__}: {problem}\nExpected layout under DATASET.ROOT:\n{tree}\n{fix}")
 
     def require(self, *relpaths: str, purpose: str = "") -> None:
         """Fail, naming every missing file of ``relpaths`` (relative to the dataset folder)."""
