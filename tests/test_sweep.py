@@ -22,6 +22,7 @@ from clipfit.experiments.run import ScriptEnv, script_specs
 from clipfit.testing.fake_datasets import make_dataset
 from clipfit.testing.tiny_clip import TINY_IMAGE_SIZE, save_tiny_clip
 from clipfit.experiments.jobs import plan
+from clipfit.experiments.paper.plan import read_tasks
 from clipfit.experiments.runners import failure_excerpt, slots_from_env, threads_per_job
 from clipfit.training.run_folder import LOCK_FILE, is_locked
 
@@ -343,26 +344,32 @@ def test_workers_are_pinned_to_one_gpu_each_or_share_the_cpus(env, tmp_path, mon
     assert {r["threads"] for r in records} == {max(1, cpus // 2)} and {r["gpus"] for r in records} == {None}
 
 
-def test_slurm_array_script_runs_one_job_per_task(env):
-    out = sweep(env, "base2new", "--datasets", "dtd", "eurosat", "--seeds", "1", "--slurm",
-                "--dry-run", "--sbatch-args=--partition=gpu", check=0).stdout
+def test_slurm_array_runs_each_job_from_a_checked_tasks_file_without_eval(env):
+    out = sweep(env, "base2new", "--datasets", "dtd", "eurosat", "--seeds", "1", "--slurm", "--dry-run",
+                "--gres", "none", "--partition", "cpu", "--sbatch-args=--mem=8G", check=0).stdout
     assert "SLURM array of 2 jobs" in out and "task 1: eurosat-seed1" in out
-    assert "Submit with: sbatch --partition=gpu" in out
-    slurm = Path(env["OUT"]) / "sweeps/base2new/CLIPFit/slurm"
-    script = next(slurm.glob("array-*.sbatch"))
+    assert "submit with: sbatch --parsable --mem=8G" in out
+    base = Path(env["OUT"]) / "sweeps/base2new/CLIPFit"
+    script, = (base / "slurm").glob("*.sbatch")
     text = script.read_text()
-    assert "#SBATCH --array=0-1\n" in text and "#SBATCH --gres=gpu:1" in text
-    assert f"export OUT={env['OUT']}" in text
-    jobs = next(slurm.glob("jobs-*.txt")).read_text().splitlines()
-    assert jobs == ["bash scripts/base2new_train.sh dtd 1 && bash scripts/base2new_test.sh dtd 1",
-                    "bash scripts/base2new_train.sh eurosat 1 && bash scripts/base2new_test.sh eurosat 1"]
-    task_env = {k: v for k, v in env.items() if k not in ("OUT", "DATA")}
-    proc = subprocess.run(["bash", str(script)], env={**task_env, "SLURM_ARRAY_TASK_ID": "1", "DRY_RUN": "1"},
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    folders = [ln for ln in proc.stdout.splitlines() if ln.startswith("/")]  # the task's runs, via the scripts
-    assert folders == [f"{env['OUT']}/base2new/{part}/eurosat/shots_16/CLIPFit/vit_b16/seed1"
-                       for part in ("train_base", "test_new")]
+    assert "#SBATCH --array=0-1\n" in text and "#SBATCH --partition=cpu\n" in text
+    assert "--gres" not in text and "eval" not in text and "#SBATCH --requeue" in text  # CPU partition: no GPU
+    assert "#SBATCH --signal=B:USR1@300" in text and "#SBATCH --job-name=clipfit-sweep-base2new" in text
+    tasks_file = script.with_suffix(".json")
+    assert f"-m clipfit.experiments.paper task {tasks_file} \"$SLURM_ARRAY_TASK_ID\"" in text
+    tasks = read_tasks(str(tasks_file))  # the format the array tasks check before they run
+    assert [t.name for t in tasks] == ["dtd-seed1", "eurosat-seed1"]
+    assert [s.folder for s in tasks[1].specs] == [f"{env['OUT']}/base2new/{part}/eurosat/shots_16/CLIPFit/vit_b16/seed1"
+                                                  for part in ("train_base", "test_new")]
+    assert tasks[1].log == str(base / "logs/eurosat-seed1.log")
+    assert not list((base / "slurm").glob("*.job"))  # a dry run submits nothing
+    sweep(env, "base2new", "--datasets", "dtd", "--seeds", "1", "--slurm", "--dry-run", "--max-parallel", "4",
+          check=0)
+    gpu, = [p for p in (base / "slurm").glob("*.sbatch") if p != script]
+    assert "#SBATCH --gres=gpu:1\n" in gpu.read_text() and "#SBATCH --array=0-0%4\n" in gpu.read_text()
+    out = subprocess.run([sys.executable, "-m", "clipfit.experiments.paper", "task", str(tasks_file), "2"], env=env,
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "has 2 tasks; there is no task 2" in out.stderr
 
 
 def test_the_real_trainer_in_a_forked_worker_gives_train_pys_numbers(tmp_path):
@@ -401,9 +408,9 @@ def test_several_methods_share_one_sweep(env, tmp_path):
     args = ("base2new", "--datasets", "dtd", "--seeds", "1", "--methods", "CLIPFit", "CoOp:vit_b16_ep50")
     out = sweep(env, *args, "--slurm", "--dry-run", check=0).stdout
     assert "TRAINER=CLIPFit, TRAINER=CoOp CFG=vit_b16_ep50" in out and "SLURM array of 2 jobs" in out
-    lines = next((Path(env["OUT"]) / "sweeps/base2new/CLIPFit/slurm").glob("jobs-*.txt")).read_text()
-    assert "TRAINER=CoOp CFG=vit_b16_ep50 bash scripts/base2new_train.sh dtd 1 && TRAINER=CoOp " \
-           "CFG=vit_b16_ep50 bash scripts/base2new_test.sh dtd 1" in lines  # each task runs its method
+    tasks = read_tasks(str(next((Path(env["OUT"]) / "sweeps/base2new/CLIPFit/slurm").glob("*.json"))))
+    assert [t.name for t in tasks] == ["dtd-seed1", "CoOp-vit_b16_ep50-dtd-seed1"]  # names fit a file name
+    assert {(s.trainer, s.cfg) for s in tasks[1].specs} == {("CoOp", "vit_b16_ep50")}  # each task runs its method
     out = sweep(env, *args, "--jobs", "2", check=0).stdout
     assert "2 ran ok" in out and "[done]  CoOp/vit_b16_ep50:dtd-seed1" in out
     for trainer, cfg in (("CLIPFit", "vit_b16"), ("CoOp", "vit_b16_ep50")):

@@ -12,7 +12,9 @@ interrupted runs again, and its runs resume from their last checkpoint.
 Jobs run in worker processes forked from a forkserver that imported torch once
 (:mod:`clipfit.experiments.runners`): one per GPU listed in ``CUDA_VISIBLE_DEVICES``, pinned
 to it, else ``--jobs N`` at a time (on CPUs with torch threads = CPUs // N each), or as a
-SLURM job array (``--slurm``, each task one script line). The run folders' lock keeps two
+SLURM job array (``--slurm``) through the paper runner's backend
+(:mod:`clipfit.experiments.paper.runner`): each array task runs one job's runs from a checked
+JSON tasks file, checkpoints on SLURM's warning signal and requeues itself. The run folders' lock keeps two
 sweeps (or a sweep and a leftover job of a killed one) from running the same run at once. The
 environment contract of the scripts (TRAINER, CFG, SHOTS, DATA, OUT, ...) passes through.
 """
@@ -21,16 +23,19 @@ from __future__ import annotations
 import argparse
 import os
 import os.path as osp
+import re
 import signal
 import sys
 from multiprocessing import forkserver
 from typing import Callable, Dict, List, Optional, Sequence
 
-from clipfit.experiments.jobs import Job, display_path, job_datasets, missing_inputs, plan
+from clipfit.experiments.jobs import Job, display_path, job_datasets, missing_inputs, plan, sweep_dir
+from clipfit.experiments.paper.plan import Task
+from clipfit.experiments.paper.runner import SlurmOptions, submit_slurm
 from clipfit.experiments.protocol import FEWSHOT_SHOTS, SEEDS, SETTINGS
 from clipfit.errors import UserError
 from clipfit.experiments.run import check_names
-from clipfit.experiments.runners import LocalRunner, slots_from_env, submit_slurm, threads_per_job, worker_context
+from clipfit.experiments.runners import LocalRunner, slots_from_env, threads_per_job, worker_context
 
 
 def summarize(setting: str, env: Dict[str, str], skipped: Sequence[Job],
@@ -58,6 +63,18 @@ def summarize(setting: str, env: Dict[str, str], skipped: Sequence[Job],
     print(f"Results: python parse_test_res.py --{setting} {root}")
 
 
+def submit_array(jobs: Sequence[Job], args: argparse.Namespace, env: Dict[str, str]) -> int:
+    """The jobs as a SLURM array of the paper runner's backend, one job per array task; its tasks
+    file, script and records under the sweep's folder (``--dry-run``: written, not submitted)."""
+    print(f"SLURM array of {len(jobs)} jobs:")
+    for i, job in enumerate(jobs):
+        print(f"  task {i}: {job.name} (log: {display_path(job.log)})")
+    tasks = [Task(re.sub(r"[^\w.+-]+", "-", job.name), list(job.specs), job.log) for job in jobs]
+    options = SlurmOptions(args.partition, args.time, args.gres, args.cpus_per_task, args.max_parallel,
+                           args.signal_before, args.sbatch_args, job_name=f"clipfit-sweep-{args.setting}")
+    return submit_slurm(tasks, sweep_dir(args.setting, env), options, args.dry_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scripts/sweep.sh", description=__doc__.split("\n\n")[0],
@@ -76,12 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=1,
                         help="parallel jobs when CUDA_VISIBLE_DEVICES is not set")
     parser.add_argument("--dry-run", action="store_true", help="list the jobs, run nothing")
-    parser.add_argument("--slurm", action="store_true", help="submit a SLURM job array")
-    parser.add_argument("--sbatch-args", default="",
-                        help="extra sbatch options, given with '=': "
-                             "--sbatch-args='--partition=gpu --time=12:00:00'")
-    parser.add_argument("--max-parallel", type=int, default=0,
-                        help="SLURM: at most this many array tasks at once (0: no limit)")
+    slurm = parser.add_argument_group("SLURM (the paper runner's backend: docs/paper-on-a-cluster.md)")
+    slurm.add_argument("--slurm", action="store_true", help="submit a SLURM job array, one job per array task")
+    slurm.add_argument("--partition", default="")
+    slurm.add_argument("--time", default="", help="time limit of each array task (sbatch --time)")
+    slurm.add_argument("--gres", default="gpu:1", help="per task (default gpu:1; 'none' for CPU partitions)")
+    slurm.add_argument("--cpus-per-task", type=int, default=0)
+    slurm.add_argument("--max-parallel", type=int, default=0,
+                       help="at most this many array tasks at once (0: no limit)")
+    slurm.add_argument("--signal-before", type=int, default=300,
+                       help="seconds before the time limit that SLURM sends SIGUSR1 (checkpoint, requeue)")
+    slurm.add_argument("--sbatch-args", default="",
+                       help="more sbatch options, given with '=': --sbatch-args='--mem=32G --qos=long'")
     parser.add_argument("--methods", nargs="+", metavar="TRAINER[:CFG]",
                         help="several trainers (and configs) in one sweep, their jobs sharing the "
                              "workers (default: $TRAINER and $CFG)")
@@ -147,8 +170,7 @@ def main(argv: Optional[Sequence[str]] = None, train: Optional[Callable[..., Non
               file=sys.stderr)
         return 2
     if args.slurm:
-        return submit_slurm(todo, args.setting, env, args.sbatch_args, args.max_parallel,
-                            args.dry_run) if todo else 0
+        return submit_array(todo, args, env) if todo else 0
     if args.dry_run or not todo:
         summarize(args.setting, env, skipped, None, False, who)
         return 0

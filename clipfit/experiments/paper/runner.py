@@ -16,18 +16,16 @@ import os
 import os.path as osp
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 from clipfit import REPO_ROOT
 from clipfit.experiments.jobs import Job, display_path
 from clipfit.experiments.paper import records
 from clipfit.experiments.paper.plan import Task, read_tasks, write_tasks
-from clipfit.experiments.runners import BUSY_EXIT, LocalRunner, slots_from_env, threads_per_job
+from clipfit.experiments.runners import BUSY_EXIT, LocalRunner, slots_from_env, threads_per_job, worker_setup
 from clipfit.fileio import write_text
 
 USER_ERROR_EXIT = 2  # train.py's and the scripts' exit status for a user error
@@ -94,17 +92,9 @@ def task_main(tasks_file: str, index: int) -> int:
 
 # ---------------------------------------------------------------- local workers
 
-def _worker(task: Task, paper_dir: str, gpu: Optional[str], threads: int) -> None:
+def _task_worker(task: Task, paper_dir: str, gpu: Optional[str], threads: int) -> None:
     """A local worker's body (forked from the forkserver): pin the GPU or the threads, run."""
-    os.setsid()  # Ctrl-C reaches the runner, which stops the workers itself
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as Ctrl-C does (resumable)
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    if threads:
-        import torch
-
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-        torch.set_num_threads(threads)
+    worker_setup(gpu, threads)
     sys.exit(run_task(task, paper_dir))
 
 
@@ -117,14 +107,8 @@ class TaskRunner(LocalRunner):
         self.paper_dir = paper_dir
         super().__init__([Job(t.name, [], t.specs, t.log) for t in tasks], slots, threads, status_every)
 
-    def _start(self, slot: int, job: Job) -> None:
-        gpu = self.slots[slot]
-        proc = self.ctx.Process(target=_worker, name=job.name,
-                                args=(self.tasks[job.name], self.paper_dir, gpu, self.threads))
-        proc.start()
-        self.running[slot] = (job, proc, time.time())
-        print(f"[start] {job.name}{f' on GPU {gpu}' if gpu is not None else ''} (log: {display_path(job.log)})",
-              flush=True)
+    def _worker(self, job: Job, gpu: Optional[str]) -> Tuple[Callable[..., None], tuple]:
+        return _task_worker, (self.tasks[job.name], self.paper_dir, gpu, self.threads)
 
 
 def run_local(tasks: Sequence[Task], paper_dir: str, jobs: int, status_every: float) -> int:
@@ -157,20 +141,21 @@ class SlurmOptions:
     max_parallel: int = 0
     signal_before: int = 300  # seconds before the time limit that SIGUSR1 comes
     sbatch_args: str = ""
+    job_name: str = JOB_NAME
 
 
 def sbatch_script(tasks_file: str, n: int, paper_dir: str, options: SlurmOptions) -> str:
     """The array script: task ``i`` execs the paper's ``task`` command on entry ``i``."""
     limit = f"%{options.max_parallel}" if options.max_parallel else ""
-    lines = ["#!/bin/bash", f"#SBATCH --job-name={JOB_NAME}", f"#SBATCH --array=0-{n - 1}{limit}",
+    lines = ["#!/bin/bash", f"#SBATCH --job-name={options.job_name}", f"#SBATCH --array=0-{n - 1}{limit}",
              f"#SBATCH --output={osp.join(paper_dir, 'logs', 'slurm-%A_%a.out')}", "#SBATCH --open-mode=append",
              "#SBATCH --requeue", f"#SBATCH --signal=B:USR1@{options.signal_before}"]
     lines += [f"#SBATCH --partition={options.partition}"] if options.partition else []
     lines += [f"#SBATCH --time={options.time}"] if options.time else []
     lines += [f"#SBATCH --gres={options.gres}"] if options.gres and options.gres != "none" else []
     lines += [f"#SBATCH --cpus-per-task={options.cpus_per_task}"] if options.cpus_per_task else []
-    lines += ["# Written by python -m clipfit.experiments.paper run --slurm; each array task runs entry",
-              "# $SLURM_ARRAY_TASK_ID of the tasks file.",
+    lines += ["# Written by clipfit.experiments (paper run --slurm, sweep --slurm); each array task runs",
+              "# entry $SLURM_ARRAY_TASK_ID of the tasks file.",
               f"cd {shlex.quote(REPO_ROOT)}",
               f"exec {shlex.quote(sys.executable)} -m clipfit.experiments.paper task {shlex.quote(tasks_file)} "
               '"$SLURM_ARRAY_TASK_ID"']
