@@ -1,0 +1,106 @@
+"""Small random open_clip models of each supported family, for tests and benchmarks.
+
+Each family is open_clip's own model class and tower, built from a custom model config
+(open_clip's ``add_model_config``) with tiny widths and depths at 32 px. The timm trunks are
+timm's own builders (``vit_base_patch16_siglip_224``, ``eva02_base_patch16_clip_224``,
+``convnext_base``) registered under new names with small dimensions: the same code paths as
+the real models (MAP head, rotary positions and sub-LNs, LayerNorm2d stem), fewer parameters.
+
+SigLIP's tokenizer comes from the Hugging Face hub and cannot be loaded offline: the tiny
+SigLIP keeps SigLIP's text tower (bidirectional, read at the last position, projection with a
+bias, logit bias) and stands in CLIP's BPE tokenizer for it (its name avoids "siglip", which
+makes open_clip pick SigLIP's tokenizer).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Dict
+
+import torch
+
+from clipfit.methods import open_clip_lib
+from clipfit.methods.open_clip_loader import build_open_clip
+
+TINY_TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}
+# family -> (architecture name, open_clip model config)
+TINY_CONFIGS: Dict[str, tuple] = {
+    "vit": ("clipfit-tiny-ViT", {
+        "embed_dim": 32, "text_cfg": TINY_TEXT,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8}}),
+    "vit-quickgelu": ("clipfit-tiny-ViT-quickgelu", {
+        "embed_dim": 32, "quick_gelu": True, "text_cfg": TINY_TEXT,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8}}),
+    "siglip": ("clipfit-tiny-sigmoid", {
+        "embed_dim": 32, "init_logit_bias": -10, "custom_text": True,
+        "vision_cfg": {"image_size": 32, "timm_model_name": "clipfit_tiny_siglip", "timm_model_pretrained": False,
+                       "timm_pool": "map", "timm_proj": "none"},
+        "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2,
+                     "no_causal_mask": True, "proj_bias": True, "pool_type": "last", "norm_kwargs": {"eps": 1e-6}}}),
+    "eva02": ("clipfit-tiny-EVA02", {
+        "embed_dim": 32, "custom_text": True, "text_cfg": TINY_TEXT,
+        "vision_cfg": {"image_size": 32, "timm_model_name": "clipfit_tiny_eva02", "timm_model_pretrained": False,
+                       "timm_pool": "token", "timm_proj": None}}),
+    "convnext": ("clipfit-tiny-convnext", {
+        "embed_dim": 32, "text_cfg": TINY_TEXT,
+        "vision_cfg": {"image_size": 32, "timm_model_name": "clipfit_tiny_convnext", "timm_model_pretrained": False,
+                       "timm_pool": "", "timm_proj": "linear", "timm_drop": 0.0}}),
+}
+_REGISTERED: Dict[str, str] = {}
+
+
+def _register_timm_trunks() -> None:
+    """timm's SigLIP, EVA02 and ConvNeXt builders under tiny names (32 px, width 32, 2 blocks)."""
+    import timm
+    from timm.models import convnext, eva, vision_transformer
+    from timm.models import register_model
+
+    if "clipfit_tiny_siglip" in timm.list_models("clipfit_tiny_*"):
+        return
+    small = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
+
+    def clipfit_tiny_siglip(pretrained: bool = False, **kwargs):
+        return vision_transformer.vit_base_patch16_siglip_224(pretrained=False, **{**small, **kwargs})
+
+    def clipfit_tiny_eva02(pretrained: bool = False, **kwargs):
+        return eva.eva02_base_patch16_clip_224(pretrained=False, **{**small, "ref_feat_shape": (4, 4), **kwargs})
+
+    def clipfit_tiny_convnext(pretrained: bool = False, **kwargs):
+        return convnext.convnext_base(pretrained=False, **{"depths": [1, 1, 1, 1], "dims": [8, 16, 32, 64], **kwargs})
+
+    for fn in (clipfit_tiny_siglip, clipfit_tiny_eva02, clipfit_tiny_convnext):
+        register_model(fn)
+
+
+def register_tiny_configs() -> Dict[str, str]:
+    """Register the tiny configs with open_clip (once per process); family -> architecture name."""
+    if not _REGISTERED:
+        _register_timm_trunks()
+        folder = tempfile.mkdtemp(prefix="clipfit-tiny-open-clip-")
+        for family, (arch, cfg) in TINY_CONFIGS.items():
+            with open(os.path.join(folder, f"{arch}.json"), "w") as f:
+                json.dump(cfg, f)
+            _REGISTERED[family] = arch
+        open_clip_lib.require().add_model_config(folder)
+    return dict(_REGISTERED)
+
+
+def make_tiny_open_clip(family: str, seed: int = 0) -> torch.nn.Module:
+    """A tiny random model of ``family`` with the spec the loader attaches; norms and biases are
+    drawn away from 1/0 so that tuning them and loading them are visible."""
+    arch = register_tiny_configs()[family]
+    torch.manual_seed(seed)
+    model = build_open_clip(arch)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1 and ("norm" in name or "ln" in name or name.endswith("bias")):
+                p.add_(0.1 * torch.randn(p.shape, generator=gen))
+    return model
+
+
+def save_tiny_open_clip(family: str, path: str, seed: int = 0) -> str:
+    """Write a tiny model's ``state_dict()`` to ``path`` (as open_clip saves weights); returns ``path``."""
+    torch.save(make_tiny_open_clip(family, seed).state_dict(), path)
+    return path
