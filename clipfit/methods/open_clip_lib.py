@@ -33,13 +33,13 @@ def available() -> bool:
 def require() -> ModuleType:
     """The ``open_clip`` package."""
     try:
-        module = importlib.import_module("open_clip")
+        import open_clip
     except ImportError as err:
         raise OpenCLIPMissingError(
             f"MODEL.BACKBONE.NAME names an open_clip backbone, but open_clip is not installed ({err}). "
             f"Install the optional extra: {INSTALL}"
         ) from err
-    return module
+    return open_clip
 
 
 def submodule(name: str) -> ModuleType:

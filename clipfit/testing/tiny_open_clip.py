@@ -16,12 +16,23 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Dict
+from typing import Callable, Dict, Sequence
 
 import torch
 
 from clipfit.methods import open_clip_lib
+from clipfit.methods.backbone import backbone
+from clipfit.methods.classifier import ZeroShotClassifier
+from clipfit.methods.clip_adapter import CLIPAdapterModel
+from clipfit.methods.clipfit import CLIPFitModel
+from clipfit.methods.cocoop import CoCoOpModel
+from clipfit.methods.coop import CoOpModel, KgCoOpModel
+from clipfit.methods.maple import MaPLeModel
 from clipfit.methods.open_clip_loader import build_open_clip
+from clipfit.methods.prograd import ProGradModel
+from clipfit.methods.prompt_learner import PromptSettings
+from clipfit.methods.templates import DEFAULT_TEMPLATE
+from clipfit.methods.tip_adapter import TipAdapterModel
 
 TINY_TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}
 # family -> (architecture name, open_clip model config)
@@ -104,3 +115,36 @@ def save_tiny_open_clip(family: str, path: str, seed: int = 0) -> str:
     """Write a tiny model's ``state_dict()`` to ``path`` (as open_clip saves weights); returns ``path``."""
     torch.save(make_tiny_open_clip(family, seed).state_dict(), path)
     return path
+
+
+def _tip(model: torch.nn.Module, classnames: Sequence[str], learn: bool) -> TipAdapterModel:
+    keys = torch.nn.functional.normalize(torch.randn(2 * len(classnames), backbone(model).image.embed_dim), dim=-1)
+    return TipAdapterModel(model, classnames, [DEFAULT_TEMPLATE], keys, torch.arange(len(keys)) % len(classnames),
+                           learn_keys=learn)
+
+
+# trainer name -> its method built with default settings on a model (MaPLe at depth 2: tiny towers)
+METHODS: Dict[str, Callable[[torch.nn.Module, Sequence[str]], torch.nn.Module]] = {
+    "ZeroshotCLIP": lambda m, c: ZeroShotClassifier(m, c, DEFAULT_TEMPLATE),
+    "CLIPFit": lambda m, c: CLIPFitModel(m, c),
+    "CoOp": lambda m, c: CoOpModel(m, c),
+    "CoCoOp": lambda m, c: CoCoOpModel(m, c),
+    "KgCoOp": lambda m, c: KgCoOpModel(m, c),
+    "MaPLe": lambda m, c: MaPLeModel(m, c, depth=2),
+    "ProGrad": lambda m, c: ProGradModel(m, c, PromptSettings()),
+    "CLIP_Adapter": lambda m, c: CLIPAdapterModel(m, c),
+    "TipAdapter": lambda m, c: _tip(m, c, False),
+    "TipAdapterF": lambda m, c: _tip(m, c, True),
+}
+
+
+def support(family: str) -> Dict[str, str]:
+    """Trainer -> "works" or "refused: <why>" on a tiny model of ``family`` (each method built on a fresh one)."""
+    out = {}
+    for trainer, build in METHODS.items():
+        try:
+            build(make_tiny_open_clip(family), ["cat", "dog"])
+            out[trainer] = "works"
+        except ValueError as err:
+            out[trainer] = f"refused: {err}"
+    return out
