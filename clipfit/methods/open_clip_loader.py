@@ -186,15 +186,16 @@ def tag_quick_gelu(arch: str, tag: str) -> Optional[bool]:
     return _tag_cfg(arch, tag).get("quick_gelu") if tag else None
 
 
-def build_open_clip(arch: str, tag: str = "") -> nn.Module:
-    """open_clip's ``arch`` with random weights, in fp32 on the CPU, with its tokenizer and spec attached."""
+def build_open_clip(arch: str, tag: str = "", tokenizer: Optional[Any] = None) -> nn.Module:
+    """open_clip's ``arch`` with random weights, in fp32 on the CPU, with its tokenizer (or the
+    stand-in ``tokenizer``, for offline benchmarks) and spec attached."""
     oc = open_clip_lib.require()
     check_supported(arch)
     quick_gelu = bool(_model_config(arch).get("quick_gelu", False))
     with open_clip_lib.quiet():
         model = oc.create_model(arch, pretrained=None)
     try:
-        tokenizer = oc.get_tokenizer(arch, context_length=model.context_length)
+        tokenizer = tokenizer or oc.get_tokenizer(arch, context_length=model.context_length)
     except Exception as err:  # a Hugging Face tokenizer: needs `transformers` and its files from the hub
         raise OpenCLIPWeightsNotFoundError(
             f"The tokenizer of open_clip:{arch} cannot be loaded here ({type(err).__name__}: {err}). It comes from "

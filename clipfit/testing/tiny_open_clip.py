@@ -148,3 +148,24 @@ def support(family: str) -> Dict[str, str]:
         except ValueError as err:
             out[trainer] = f"refused: {err}"
     return out
+
+
+class StandInTokenizer:
+    """CLIP's BPE ids folded into a smaller vocabulary (``id % vocab_size``), padded to the context:
+    stands in for a hub tokenizer (SigLIP's) where only shapes matter (benchmarks). Not for results."""
+
+    def __init__(self, context_length: int, vocab_size: int):
+        self.context_length, self.vocab_size = context_length, vocab_size
+        self.clip = open_clip_lib.require().SimpleTokenizer(context_length=context_length)
+
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.clip(list(texts)) % self.vocab_size
+
+
+def build_with_stand_in(arch: str) -> torch.nn.Module:
+    """open_clip's ``arch`` with random weights; a :class:`StandInTokenizer` where its own needs the hub."""
+    try:
+        return build_open_clip(arch)
+    except FileNotFoundError:
+        text = open_clip_lib.require().get_model_config(arch)["text_cfg"]
+        return build_open_clip(arch, tokenizer=StandInTokenizer(text.get("context_length", 77), text["vocab_size"]))
