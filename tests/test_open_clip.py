@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 
 import pytest
 import torch
@@ -245,3 +246,53 @@ def test_a_checkpoint_is_refused_by_another_backbone_or_other_weights(data, weig
     with pytest.raises(SystemExit):
         run_main(_argv(data, other, "vit", "CLIP_Adapter", tmp_path / "eval2", flags=flags))
     assert "was tuned from pre-trained weights" in capsys.readouterr().err
+
+
+def test_a_tag_trained_with_the_other_activation_is_refused(weights):
+    with pytest.raises(WeightsMismatchError, match="open_clip:ViT-B-16-quickgelu:openai"):
+        load_clip("open_clip:ViT-B-16:openai", weights["vit"])  # OpenAI's weights: QuickGELU
+
+
+def test_an_openai_torchscript_archive_is_refused_by_a_gelu_architecture(tmp_path):
+    """OpenAI publishes TorchScript archives of QuickGELU models: one holding exactly this GELU
+    architecture's tensors still is refused, pointing to the -quickgelu name."""
+    model = make_tiny_open_clip("vit")
+    example = (torch.zeros(1, 3, 32, 32), torch.zeros(1, 77, dtype=torch.long))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings
+        traced = torch.jit.trace(model, example, strict=False, check_trace=False)
+    path = str(tmp_path / "archive.pt")
+    traced.save(path)
+    with pytest.raises(WeightsMismatchError, match="TorchScript archive.*open_clip:clipfit-tiny-ViT-quickgelu"):
+        load_clip(name("vit"), path)
+    assert load_clip(name("vit-quickgelu"), path) is not None  # the QuickGELU name takes it
+
+
+def test_preprocessing_comes_from_the_tags_and_a_config_with_other_values_is_refused(
+        data, weights, tmp_path, run_main, capsys):
+    from clipfit.methods.open_clip_loader import preprocess_cfg
+
+    siglip, _ = preprocess_cfg("ViT-B-16-SigLIP", "", 224)  # every tag of the architecture agrees
+    assert siglip["mean"] == [0.5, 0.5, 0.5] and siglip["resize_mode"] == "squash" and siglip["size"] == 224
+    with pytest.raises(SystemExit):
+        run_main(_argv(data, weights, "vit", "ZeroshotCLIP", tmp_path, flags=["--no-train"])
+                 + ["INPUT.PIXEL_MEAN", "[0.5, 0.5, 0.5]", "INPUT.INTERPOLATION", "bilinear"])
+    err = capsys.readouterr().err
+    assert 'INPUT.PIXEL_MEAN "[0.48145466, 0.4578275, 0.40821073]"' in err and "INPUT.INTERPOLATION bicubic" in err
+
+
+def test_fp16_storage_is_refused_for_open_clip_with_advice():
+    with pytest.raises(ValueError, match="amp"):
+        backbone(make_tiny_open_clip("convnext")).to_half()
+
+
+def test_the_published_support_table_is_current():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "backbones.py"
+    spec = importlib.util.spec_from_file_location("bench_backbones", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    doc = Path(bench.DOC).read_text()
+    assert bench.support_table() in doc, "run: python bench/backbones.py --table support"

@@ -226,6 +226,12 @@ def fit_differences(model: nn.Module, state_dict: Dict[str, torch.Tensor]) -> Li
 def load_open_clip(name: str, path: str = "") -> nn.Module:
     """The open_clip model ``name`` with its weights (fp32, CPU, eval)."""
     arch, tag = parse_name(name)
+    built, trained = bool(_model_config(arch).get("quick_gelu", False)), tag_quick_gelu(arch, tag)
+    if trained is not None and trained != built:
+        other = f"{arch}-quickgelu" if trained else arch.replace("-quickgelu", "")
+        raise WeightsMismatchError(
+            f"The tag {tag} was trained with {'QuickGELU' if trained else 'GELU'}, but open_clip's {arch} builds "
+            f"{'QuickGELU' if built else 'GELU'}: use MODEL.BACKBONE.NAME open_clip:{other}:{tag}.")
     weights = resolve_weights(name, path)
     model = build_open_clip(arch, tag)
     spec = getattr(model, SPEC_ATTR)
@@ -236,6 +242,8 @@ def load_open_clip(name: str, path: str = "") -> nn.Module:
         own = model.state_dict().get(key)
         if own is not None and key in state_dict and state_dict[key].numel() == own.numel():
             state_dict[key] = state_dict[key].reshape(own.shape)
+    transient = {n for n, _ in model.named_buffers()} - set(model.state_dict())  # e.g. a traced attn_mask
+    state_dict = {k: v for k, v in state_dict.items() if k not in transient}
     diffs = fit_differences(model, state_dict)
     if diffs:
         raise WeightsMismatchError(
@@ -248,11 +256,6 @@ def load_open_clip(name: str, path: str = "") -> nn.Module:
             f"{weights} is a TorchScript archive, the format OpenAI publishes its CLIP weights in, trained with "
             f"QuickGELU; open_clip's {arch} uses GELU. Use MODEL.BACKBONE.NAME open_clip:{other} (or OpenAI's "
             "name, e.g. ViT-B/16, for the default loader).")
-    trained = tag_quick_gelu(arch, tag)
-    if trained is not None and trained != spec.quick_gelu:
-        raise WeightsMismatchError(
-            f"The tag {tag} was trained with {'QuickGELU' if trained else 'GELU'}, but open_clip's {arch} builds "
-            f"{'QuickGELU' if spec.quick_gelu else 'GELU'}: use MODEL.BACKBONE.NAME open_clip:{other}:{tag}.")
     model.load_state_dict(state_dict, strict=True)
     print(f"Loading open_clip {arch} (backbone: {name}) from {weights}")
     print(f"Activation: {'QuickGELU' if spec.quick_gelu else 'GELU'} (open_clip's {arch}; the activation is not in the "

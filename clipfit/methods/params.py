@@ -1,4 +1,4 @@
-"""Which parameters of a plain ``clip.model.CLIP`` are tuned: data, not code.
+"""Which parameters of a CLIP (OpenAI's, or an open_clip backbone) are tuned: data, not code.
 
 A selection is a list of parameter-name patterns, as PEFT's ``target_modules``. A pattern
 is a glob (``*``, ``?``, ``[...]``; ``*`` also crosses dots) matched against a parameter's
@@ -17,6 +17,11 @@ full name, e.g. ``transformer.resblocks.*.mlp.c_fc.bias``; a pattern that names 
                         gains and biases are tuned instead, running statistics frozen.
          ``bias``       every bias (with the text ``all_bias``: Table 5 (a), BitFit)
          ``none``
+On open_clip backbones the same presets apply per family (:func:`image_presets`,
+:data:`clipfit.methods.backbone.IMAGE_NORM_PATTERNS`): ``layernorm`` is every normalisation layer
+of the image tower (timm ViT trunks: ``norm1``/``norm2`` and the trunk's other norms; ConvNeXt:
+its LayerNorms), and the text patterns start with ``text.`` on custom-text models (SigLIP, EVA02).
+
 ``TEXT_LAYERS``/``IMAGE_LAYERS`` restrict the presets to block indices (negative counts
 from the end; empty: all). Image blocks are ViT residual blocks or, for ResNets, the
 bottlenecks in forward order. Image parameters outside the blocks are tuned when the list
