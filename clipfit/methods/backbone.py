@@ -213,10 +213,6 @@ class ImageTower:
         """Image features (not normalised)."""
         return self.model.encode_image(images.to(self.dtype))
 
-    @property
-    def norm_patterns(self) -> List[str]:
-        return list(IMAGE_NORM_PATTERNS[self.kind])
-
     def block_prefixes(self) -> List[List[str]]:
         """Per block in forward order, the name prefixes of its parameters."""
         v = "visual."
@@ -285,12 +281,6 @@ class Backbone:
     def input_size(self) -> int:
         return int(self.model.visual.input_resolution)
 
-    @property
-    def preprocess(self) -> Dict[str, Any]:
-        """Size, mean, std, interpolation and resize mode the model was trained with (OpenAI's)."""
-        return {"size": self.input_size, "mean": [0.48145466, 0.4578275, 0.40821073],
-                "std": [0.26862954, 0.26130258, 0.27577711], "interpolation": "bicubic", "resize_mode": "shortest"}
-
     def to_half(self) -> None:
         """Hold the weights in fp16 as ``clip.model.build_model`` does (LayerNorms stay fp32)."""
         convert_weights(self.model)
@@ -325,6 +315,7 @@ class OpenCLIPBackbone(Backbone):
 
     @property
     def preprocess(self) -> Dict[str, Any]:
+        """Size, mean, std, interpolation and resize mode the model was trained with."""
         return dict(self.spec.preprocess)
 
     def to_half(self) -> None:
