@@ -8,8 +8,8 @@ entry and checks every "refused" one through train.py).
 ``--table bench`` (minutes on a CPU): per backbone, random weights at the real shapes, OpenAI's
 ViT-B/16 as the baseline: the parameters CLIPFit tunes (its default selection), the CPU time
 of one CLIPFit training step (forward, backward, SGD; batch B at the model's input size, K
-classes; median of N steps after one warm-up) as a ratio to OpenAI's ViT-B/16 measured in the
-same run, and the size of a checkpoint (the learned tensors as the trainer saves them).
+classes; median of N steps after one warm-up) as a ratio to OpenAI's ViT-B/16 steps run
+alternately with them in the same run, and the size of a checkpoint (the learned tensors as the trainer saves them).
 SigLIP's tokenizer needs the hub: a stand-in of the same vocabulary size and context length
 gives the shapes (see :class:`clipfit.testing.tiny_open_clip.StandInTokenizer`).
 
@@ -28,7 +28,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import List
+from typing import Callable, List
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -67,7 +67,9 @@ def write_section(marker: str, body: str) -> None:
 
 def stamp(command: str) -> str:
     day = datetime.date.today().isoformat()
-    return f"_Written by `{command}` on {day}, {platform.machine()} with {os.cpu_count()} CPUs, torch {torch.__version__}._"
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    return (f"_Written by `{command}` on {day}, {platform.machine()} with {os.cpu_count()} CPUs (load average at the "
+            f"end {load}), torch {torch.__version__}._")
 
 
 def support_table() -> str:
@@ -95,19 +97,20 @@ def build(name: str) -> torch.nn.Module:
     return build_with_stand_in(name.split(":", 1)[1])
 
 
-def step_seconds(model: CLIPFitModel, images: torch.Tensor, labels: torch.Tensor, steps: int) -> float:
-    """Median wall time of one CLIPFit training step (after one warm-up step)."""
+def make_step(model: CLIPFitModel, batch: int, classes: int) -> Callable[[], float]:
+    """One CLIPFit training step (forward, backward, SGD) of ``model``; returns its wall time."""
+    size = backbone(model.clip).input_size
+    images, labels = torch.randn(batch, 3, size, size), torch.arange(batch) % classes
     optim = torch.optim.SGD(model.learned_parameters().values(), lr=1e-3, momentum=0.9)
-    times = []
-    for i in range(steps + 1):
+
+    def step() -> float:
         start = time.perf_counter()
         loss, _ = model.loss(images, labels)
         optim.zero_grad()
         loss.backward()
         optim.step()
-        if i:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        return time.perf_counter() - start
+    return step
 
 
 def checkpoint_bytes(model: CLIPFitModel) -> int:
@@ -117,23 +120,28 @@ def checkpoint_bytes(model: CLIPFitModel) -> int:
 
 
 def bench_table(batch: int, classes: int, steps: int) -> str:
-    rows: List[list] = []
-    base = None
+    """Each backbone's steps alternate with the baseline's, so a shared machine's load drifts into both."""
     names = class_names(classes)
+    torch.manual_seed(0)
+    baseline = make_step(CLIPFitModel(build(BACKBONES[0]), names), batch, classes)
+    baseline()  # warm-up
+    rows: List[list] = []
     for name in BACKBONES:
         torch.manual_seed(0)
-        clip_model = build(name)
-        size = backbone(clip_model).input_size
-        model = CLIPFitModel(clip_model, names)
-        images = torch.randn(batch, 3, size, size)
-        labels = torch.arange(batch) % classes
-        seconds = step_seconds(model, images, labels, steps)
-        base = base or seconds
+        model = CLIPFitModel(build(name), names)
+        step = make_step(model, batch, classes)
+        step()  # warm-up
+        own, base = [], []
+        for _ in range(steps):
+            base.append(baseline())
+            own.append(step())
+        seconds, ratio = statistics.median(own), statistics.median(own) / statistics.median(base)
         counts = model.selection.counts()
-        rows.append([name, f"{size} px", f"{counts['text']:,}", f"{counts['image']:,}", f"{model.selection.total:,}",
-                     f"{seconds:.2f} s", f"{seconds / base:.2f}", f"{checkpoint_bytes(model) / 1024:.0f} KiB"])
+        rows.append([name, f"{backbone(model.clip).input_size} px", f"{counts['text']:,}", f"{counts['image']:,}",
+                     f"{model.selection.total:,}", f"{seconds:.2f} s", f"{ratio:.2f}",
+                     f"{checkpoint_bytes(model) / 1024:.0f} KiB"])
         print(rows[-1], flush=True)
-        del model, clip_model
+        del model, step
     return tabulate(rows, headers=["backbone", "input", "tuned text", "tuned image", "tuned total",
                                    "CPU step", "step / OpenAI ViT-B/16", "checkpoint"], tablefmt="github")
 
@@ -150,8 +158,9 @@ def main(argv=None) -> None:
         body = support_table()
     else:
         body = bench_table(args.batch_size, args.classes, args.steps) + (
-            f"\n\nBatch {args.batch_size}, {args.classes} classes, median of {args.steps} steps after one warm-up, "
-            f"{torch.get_num_threads()} threads.")
+            f"\n\nBatch {args.batch_size}, {args.classes} classes, {torch.get_num_threads()} threads. CPU step: median of "
+            f"{args.steps} steps after one warm-up; the ratio divides it by the median of OpenAI ViT-B/16 steps "
+            "run alternately with them (a shared machine's load drifts into both).")
     print(body)
     write_section(args.table, body + "\n\n" + stamp(command))
 

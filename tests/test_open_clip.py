@@ -7,6 +7,7 @@ EVA02 and timm's ConvNeXt. Skipped when open_clip is not installed (``pip instal
 """
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import warnings
@@ -113,6 +114,17 @@ def test_a_missing_tag_is_an_error_naming_tag_places_and_command(tmp_path, monke
     assert fetch_command("ViT-B-16", "laion2b_s34b_b88k") in msg
 
 
+def test_a_tag_is_found_in_open_clips_url_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    cached = tmp_path / ".cache" / "clip" / "ViT-B-16.pt"  # where open_clip (and clip) download OpenAI's file
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"weights")
+    assert resolve_weights("open_clip:ViT-B-16-quickgelu:openai") == str(cached)
+
+
 @pytest.mark.parametrize("bad, expected", [
     ("open_clip:ViT-B-99", "open_clip has no architecture 'ViT-B-99'"),
     ("open_clip:ViT-B-16:no_such_tag", "has no pretrained tag 'no_such_tag'"),
@@ -192,7 +204,7 @@ CONFIGS = {
     "TipAdapterF": "configs/trainers/TipAdapterF/vit_b16_dtd.yaml",
 }
 TRAINING_FREE = ("ZeroshotCLIP", "TipAdapter")
-SUPPORT = {f: support(f) for f in FAMILIES}
+verdicts = functools.lru_cache(maxsize=None)(support)  # family -> trainer -> "works" / "refused: ..."
 CASES = [(f, t) for f in FAMILIES for t in CONFIGS]
 
 
@@ -214,7 +226,7 @@ def _argv(data, weights, family, trainer, out, flags=()):
 @pytest.mark.parametrize("family, trainer", CASES)
 def test_every_trainer_trains_saves_reloads_or_is_refused(data, weights, tmp_path, run_main, capsys, family,
                                                           trainer):
-    verdict = SUPPORT[family][trainer]
+    verdict = verdicts(family)[trainer]
     if verdict != "works":  # a user error: the reason on stderr, exit status 2
         with pytest.raises(SystemExit) as exit_:
             run_main(_argv(data, weights, family, trainer, tmp_path / "train", flags=["--no-train"]))

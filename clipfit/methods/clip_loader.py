@@ -64,7 +64,15 @@ def download_url(name: str) -> str:
 
 
 def cached_weights_path(name: str) -> str:
-    """Where the ``clip`` package stores (and we look for) the weights of ``name``."""
+    """Where the ``clip`` package stores (and we look for) the weights of ``name``; for
+    ``open_clip:<arch>:<tag>``, the tag's file in open_clip's caches (the first place looked at
+    when it is in none)."""
+    if open_clip_loader.is_open_clip(name):
+        arch, tag = open_clip_loader.parse_name(name)
+        paths = open_clip_loader.tag_cache_paths(arch, tag) if tag else []
+        if not paths:
+            raise ValueError(f"{name} names no pretrained tag, so it has no cached weights file.")
+        return next((p for p in paths if os.path.isfile(p)), paths[0])
     return os.path.join(clip_cache_dir(), os.path.basename(download_url(name)))
 
 
