@@ -308,3 +308,10 @@ def test_the_published_support_table_is_current():
     spec.loader.exec_module(bench)
     doc = Path(bench.DOC).read_text()
     assert bench.support_table() in doc, "run: python bench/backbones.py --table support"
+
+
+@pytest.mark.parametrize("arch, reason", [("xlm-roberta-base-ViT-B-32", "Hugging Face text tower"),
+                                          ("coca_ViT-B-32", "CoCa captioning model")])
+def test_towers_without_open_clips_text_transformer_are_refused_saying_why(weights, arch, reason):
+    with pytest.raises(ValueError, match=reason):
+        load_clip(f"open_clip:{arch}", weights["vit"])
