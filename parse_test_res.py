@@ -27,7 +27,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from clipfit.experiments.results import TEST_END_SIGNAL, ci95, find_runs, read_logs, read_run
+from clipfit.experiments.results import (TEST_END_SIGNAL, ci95, cell_identity, find_all_runs, left_out_line,
+                                        odd_ones, read_logs, read_run, screen_runs)
 from clipfit.experiments.table_parts import FORMATS, render
 from clipfit.experiments.tables import PaperReference, build_tables
 
@@ -45,10 +46,14 @@ def parse_experiment(directory: str, keyword: str, use_ci95: bool,
     print(f"Parsing files in {directory}")
     values: Dict[str, List[float]] = defaultdict(list)
     skipped = []
-    for sub in _subdirs(directory):
-        run = read_run(osp.join(directory, sub), end_signal)
+    runs = [read_run(osp.join(directory, sub), end_signal) for sub in _subdirs(directory)]
+    odd = odd_ones({run.path: cell_identity(run.path) for run in runs if run.finished})
+    for run in runs:
         if not run.finished:
             skipped.append(f"{run.path}: {run.status}, {run.reason}")
+            continue
+        if run.path in odd:
+            skipped.append(f"{run.path}: other settings than the other seeds: {odd[run.path]}")
             continue
         if keyword not in run.metrics:  # a keyword that metrics.json lacks: try the log
             run = read_logs(run.path, end_signal)
@@ -90,11 +95,12 @@ def coop_main(args: argparse.Namespace) -> None:
 
 def table_main(setting: str, root: str, args: argparse.Namespace) -> None:
     """A table of every run of ``setting`` under ``root``."""
-    runs = find_runs(root)
+    found = find_all_runs(root)
     if setting == "dg" and osp.basename(osp.normpath(root)) == "dg":
         xd_root = osp.join(osp.dirname(osp.abspath(root)), "xd")  # the ImageNet source models
         if osp.isdir(xd_root):
-            runs.update(find_runs(xd_root))
+            found.update(find_all_runs(xd_root))
+    runs, left_out = screen_runs(found)
     if args.trainer:
         runs = {k: r for k, r in runs.items() if k.trainer in args.trainer}
     paper = PaperReference() if args.compare_paper else None
@@ -102,6 +108,11 @@ def table_main(setting: str, root: str, args: argparse.Namespace) -> None:
     if not tables:
         sys.exit(f"No {setting} runs under {root}. Expected the layout of scripts/ "
                  f"(see README): e.g. bash scripts/sweep.sh {setting}.")
+    notes = [left_out_line(k, why) for k, why in left_out.items()
+             if (k.setting == setting or (setting == "dg" and k.role == "source"))
+             and (not args.trainer or k.trainer in args.trainer)]
+    for table in tables:
+        table.notes += notes
     sys.stdout.write(render(tables, args.format))
 
 

@@ -10,6 +10,7 @@ forward pass; its cache takes AUGMENT_EPOCH of them). Tip-Adapter-F's keys are
 ``shots x K`` features.
 
     python bench/methods_table.py [--classes 10] [--shots 16] [--batch-size 4] [--device cuda]
+        [--page docs/benchmarks.md]   # also write the table into the page's methods-table block
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
+from clipfit.docs_blocks import measured_line, write_block  # noqa: E402
 from clipfit.methods.clip_adapter import CLIPAdapterModel  # noqa: E402
 from clipfit.methods.clipfit import CLIPFitModel, CLIPFitSettings  # noqa: E402
 from clipfit.methods.cocoop import CoCoOpModel  # noqa: E402
@@ -121,14 +123,21 @@ def main(argv=None) -> None:
     p.add_argument("--iters", type=int, default=1, help="timed steps per method")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--page", help="Markdown page whose '<!-- begin: methods-table -->' block gets the "
+                                  "table and where it was measured")
     args = p.parse_args(argv)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         clip = build_vit_b16("cpu").float().eval()
     rows = [measure(name, clip, args) for name in args.methods]
-    print(f"ViT-B/16, random weights, fp32, {args.device}, K={args.classes}, batch {args.batch_size}, "
-          f"{args.iters} timed step(s)")
-    print(tabulate(rows, headers=["trainer", "learned params", "ms / train image", "timed"], tablefmt="github"))
+    setting = (f"ViT-B/16, random weights, fp32, {args.device}, K={args.classes}, batch {args.batch_size}, "
+               f"{args.iters} timed step(s)")
+    table = tabulate(rows, headers=["trainer", "learned params", "ms / train image", "timed"], tablefmt="github")
+    print(f"{setting}\n{table}")
+    if args.page:
+        device = torch.cuda.get_device_name() if args.device.startswith("cuda") else None
+        command = "python bench/methods_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        write_block(args.page, "methods-table", f"{setting}:\n\n{table}\n\n{measured_line(command.strip(), device)}")
 
 
 if __name__ == "__main__":

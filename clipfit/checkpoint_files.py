@@ -14,6 +14,7 @@ import zipfile
 from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 from clipfit.fileio import FileContentError, read_text
+from clipfit.errors import MissingFileError, UserError
 
 EPOCH_PREFIX = "model.pth.tar-"
 BEST_FILE = "model-best.pth.tar"
@@ -22,7 +23,7 @@ EPOCH_FILE = re.compile(r"^model\.pth\.tar-(\d+)$")
 T = TypeVar("T")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be used (damaged, foreign or made for another model)."""
 
     def __str__(self) -> str:
@@ -139,7 +140,7 @@ def load_weights_only(path: str, map_location: Any = "cpu") -> Any:
         found = sorted(f for f in os.listdir(folder) if f.startswith("model")) if os.path.isdir(folder) else []
         hint = f"found there: {', '.join(found)}; pass --load-epoch N for one of them" if found else (
             "check --model-dir (it holds one sub-directory per model, as written by training)")
-        raise FileNotFoundError(f"No checkpoint at {path} ({hint}).")
+        raise MissingFileError(f"No checkpoint at {path} ({hint}).")
     damaged = (f"{path} is damaged (truncated, overwritten or corrupted on disk), so it cannot be used: "
                "{}. Delete it; resume falls back to the newest checkpoint that loads.")
     intact = zipfile.is_zipfile(path)  # torch's format since 1.6; older files are bare pickles

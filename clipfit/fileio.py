@@ -20,19 +20,21 @@ import shutil
 import time
 from typing import Any, Iterator, List, Optional
 
+from clipfit.errors import UserError
+
 TEMP_FILE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 LEFTOVER_AGE_S = 60  # a temporary file younger than this is never taken for a leftover
 
 
-class FileContentError(ValueError):
+class FileContentError(UserError, ValueError):
     """A file that exists but cannot be used as it is (binary, malformed, wrong content)."""
 
     def __str__(self) -> str:
         return self.args[0]
 
 
-class DiskFullError(OSError):
+class DiskFullError(UserError, OSError):
     """A write that failed because the disk (or the quota) is full."""
 
     def __str__(self) -> str:

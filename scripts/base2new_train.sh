@@ -5,10 +5,4 @@
 # Output (CoOp's layout): $OUT/base2new/train_base/DATASET/shots_$SHOTS/$TRAINER/$CFG/seed$SEED
 # Its final test is the Base accuracy. Environment and defaults: scripts/_common.sh.
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
-need_args 2 "DATASET SEED [KEY VALUE ...]" "$@"
-DATASET="$1" SEED="$2"; shift 2
-CFG="$(default_cfg base2new "$DATASET")"
-
-train "$OUT/base2new/train_base/$DATASET/shots_$SHOTS/$TRAINER/$CFG/seed$SEED" \
-    "base2new train $TRAINER/$CFG $DATASET seed $SEED" "$DATASET" "$CFG" \
-    DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES base "$@"
+run_script base2new_train "$@"

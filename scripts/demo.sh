@@ -7,13 +7,11 @@
 # seeds 1, 2 and 3 on the shipped toy CLIP (MODEL.BACKBONE.NAME toy) with the built-in engine,
 # through the sweep runner (JOBS jobs at a time), prints the table of parse_test_res.py
 # --base2new and says what it shows. Running it again reuses what is there.
-# Its python commands fork from one warm python that imported torch once
-# (clipfit/experiments/warm_python.py); WARM=0 starts a fresh interpreter for each.
+# Each sweep runs its runs in workers forked from one python that imported torch once.
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 export DEMO="${DEMO:-$OUT/demo}"
 export DATA="$DEMO/data" OUT="$DEMO/output" CLIPFIT_ENGINE=builtin CKPT_FREQ=0
 export CFG=  # scripts/_common.sh picks configs/trainers/<TRAINER>/toy.yaml for toy datasets
-in_warm_python "$REPO_ROOT/scripts/demo.sh"
 JOBS="${JOBS:-2}"
 DATASET=toy_shapes
 
@@ -29,13 +27,11 @@ EOF
 of this project, delete it and run the demo again."
 
 # JOBS jobs at a time: the sweep runner users run for the paper's 33 runs per trainer, here on
-# one dataset and three seeds.
-for trainer in ZeroshotCLIP CLIPFit CoOp; do
-    echo
-    echo "== TRAINER=$trainer bash scripts/sweep.sh base2new --datasets $DATASET --seeds 1 2 3 --jobs $JOBS"
-    TRAINER="$trainer" "$PYTHON" -m clipfit.experiments.sweep base2new --datasets "$DATASET" \
-        --seeds 1 2 3 --jobs "$JOBS" "$WARM_FLAG" --status-every 15 | grep --line-buffered -v '^  run  ' || exit 1
-done
+# one dataset and three seeds, for the three trainers in one sweep (their jobs share the workers).
+echo
+echo "== bash scripts/sweep.sh base2new --datasets $DATASET --seeds 1 2 3 --jobs $JOBS --methods ZeroshotCLIP CLIPFit CoOp"
+"$PYTHON" -m clipfit.experiments.sweep base2new --datasets "$DATASET" --seeds 1 2 3 --jobs "$JOBS" \
+    --methods ZeroshotCLIP CLIPFit CoOp --status-every 15 | grep --line-buffered -v '^  run  ' || exit 1
 
 echo
 "$PYTHON" parse_test_res.py --base2new "$OUT/base2new"

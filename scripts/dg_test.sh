@@ -6,14 +6,4 @@
 # a model of its own; other trainers share xd_train.sh's model.
 # Output: $OUT/dg/test/TARGET/shots_$SHOTS/$TRAINER/$CFG/seed$SEED
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
-need_args 1 "SEED [KEY VALUE ...]" "$@"
-SEED="$1"; shift
-CFG="$(default_cfg dg imagenet)"
-SOURCE="$OUT/xd/train/imagenet/shots_$SHOTS/$TRAINER/$CFG/seed$SEED"
-
-train "$SOURCE" "ImageNet source $TRAINER/$CFG seed $SEED" imagenet "$CFG" \
-    DATASET.NUM_SHOTS "$SHOTS" "$@"
-for TARGET in $("$PYTHON" -m clipfit.experiments.protocol datasets dg); do
-    evaluate "$OUT/dg/test/$TARGET/shots_$SHOTS/$TRAINER/$CFG/seed$SEED" "$SOURCE" \
-        "distribution-shift test $TRAINER/$CFG $TARGET seed $SEED" "$TARGET" "$CFG" "$@"
-done
+run_script dg_test "$@"

@@ -4,10 +4,4 @@
 # CLIPFit's default config follows the paper: beta 8 for sun397 and dtd, else 2 (_beta2).
 # Output: $OUT/fewshot/DATASET/shots_SHOTS/$TRAINER/$CFG/seed$SEED
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
-need_args 3 "DATASET SEED SHOTS [KEY VALUE ...]" "$@"
-DATASET="$1" SEED="$2" SHOTS="$3"; shift 3
-CFG="$(default_cfg fewshot "$DATASET")"
-
-train "$OUT/fewshot/$DATASET/shots_$SHOTS/$TRAINER/$CFG/seed$SEED" \
-    "fewshot $SHOTS-shot $TRAINER/$CFG $DATASET seed $SEED" "$DATASET" "$CFG" \
-    DATASET.NUM_SHOTS "$SHOTS" "$@"
+run_script fewshot "$@"

@@ -5,26 +5,22 @@
 #   bash scripts/toy_table.sh                       # both toy datasets, 2 jobs at a time
 #   TOY_DATASETS=toy_shapes JOBS=1 bash scripts/toy_table.sh
 # Datasets are drawn into $DATA (default ./data) when missing; runs go to $OUT/toy (default
-# output/toy). Rerunning skips finished runs. Its python commands fork from one warm python
-# (clipfit/experiments/warm_python.py); WARM=0 starts a fresh interpreter for each.
+# output/toy). Rerunning skips finished runs. Each sweep runs its runs in workers forked from one
+# python that imported torch once.
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 TOY_DATASETS="${TOY_DATASETS:-toy_shapes toy_cold}"
 JOBS="${JOBS:-2}"
 export TOY_OUT="${TOY_OUT:-$OUT/toy}"
 export OUT="$TOY_OUT"
-in_warm_python "$REPO_ROOT/scripts/toy_table.sh"
 METHODS=(ZeroshotCLIP:toy CLIPFit:toy CLIPFit:toy_reg_none CLIPFit:toy_image_none CLIPFit:toy_text_none
          KgCoOp:toy CoOp:toy CoOp:toy_ul CLIP_Adapter:toy)
 read -r -a datasets <<<"$TOY_DATASETS"
 
 "$PYTHON" -m clipfit.toyworld make-data --root "$DATA" --datasets "${datasets[@]}"
 start=$SECONDS
-for method in "${METHODS[@]}"; do
-    echo "== TRAINER=${method%%:*} CFG=${method##*:} bash scripts/sweep.sh base2new --datasets ${datasets[*]} --seeds 1 2 3 --jobs $JOBS"
-    TRAINER="${method%%:*}" CFG="${method##*:}" "$PYTHON" -m clipfit.experiments.sweep base2new \
-        --datasets "${datasets[@]}" --seeds 1 2 3 --jobs "$JOBS" "$WARM_FLAG" --status-every 60 \
-        | grep --line-buffered -v '^  run  ' || exit 1
-done
+echo "== bash scripts/sweep.sh base2new --datasets ${datasets[*]} --seeds 1 2 3 --jobs $JOBS --methods ${METHODS[*]}"
+"$PYTHON" -m clipfit.experiments.sweep base2new --datasets "${datasets[@]}" --seeds 1 2 3 --jobs "$JOBS" \
+    --methods "${METHODS[@]}" --status-every 60 | grep --line-buffered -v '^  run  ' || exit 1
 echo
 "$PYTHON" parse_test_res.py --base2new "$OUT/base2new" --format markdown
 echo

@@ -4,9 +4,4 @@
 # Output, the ImageNet source model (its test: ImageNet accuracy):
 #   $OUT/xd/train/imagenet/shots_$SHOTS/$TRAINER/$CFG/seed$SEED
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
-need_args 1 "SEED [KEY VALUE ...]" "$@"
-SEED="$1"; shift
-CFG="$(default_cfg xd imagenet)"
-
-train "$OUT/xd/train/imagenet/shots_$SHOTS/$TRAINER/$CFG/seed$SEED" \
-    "ImageNet source $TRAINER/$CFG seed $SEED" imagenet "$CFG" DATASET.NUM_SHOTS "$SHOTS" "$@"
+run_script xd_train "$@"

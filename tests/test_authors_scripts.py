@@ -8,7 +8,7 @@ import sys
 
 from clipfit.testing.fake_datasets import make_dataset
 from clipfit.testing.tiny_clip import save_tiny_clip
-from clipfit.training.config import get_cfg, merge_from_file
+from clipfit.training.config import config_file_path, get_cfg, merge_from_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,9 +28,12 @@ AUTHORS_CONFIGS = {
 
 
 def test_every_authors_config_name_exists_with_their_settings():
+    """Their names, ``configs/trainers/ClipFit/<name>.yaml``, read from ``configs/authors/ClipFit/``."""
     folder = os.path.join(ROOT, "configs", "trainers", "ClipFit")
-    assert sorted(os.path.basename(f)[:-5] for f in glob.glob(os.path.join(folder, "*.yaml"))) == sorted(AUTHORS_CONFIGS)
+    kept = os.path.join(ROOT, "configs", "authors", "ClipFit")
+    assert sorted(os.path.basename(f)[:-5] for f in glob.glob(os.path.join(kept, "*.yaml"))) == sorted(AUTHORS_CONFIGS)
     for name, (backbone, epochs, batch) in AUTHORS_CONFIGS.items():
+        assert config_file_path(os.path.join(folder, name + ".yaml")) == os.path.join(kept, name + ".yaml")
         cfg = get_cfg()
         merge_from_file(cfg, os.path.join(folder, name + ".yaml"))
         assert cfg.MODEL.BACKBONE.NAME == backbone and cfg.DATALOADER.TRAIN_X.BATCH_SIZE == batch, name
@@ -62,8 +65,33 @@ def test_their_base2new_train_command_line_runs(tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     log = (out / "log.txt").read_text()
+    assert ("--config-file configs/trainers/ClipFit/vit_b16_ep10_ctxv1.yaml: read from "
+            "configs/authors/ClipFit/vit_b16_ep10_ctxv1.yaml") in log
     assert "Precision: fp32 (TRAINER.COOP.PREC)" in log  # their trainer's key; fp16 falls back on CPU
     assert ("Note: TRAINER.COOP.N_CTX 4, TRAINER.COOP.CTX_INIT a photo of a, TRAINER.COOP.W1 0.2, "
             "TRAINER.COOP.W2 0.2: accepted for the CLIPFit authors' scripts, no effect on CLIPFit") in log
     assert "epoch [10/10]" in log and "* accuracy:" in log
     assert (out / "prompt_learner" / "model.pth.tar-10").is_file()  # their folder name
+
+
+def test_their_vit_b16_and_ours_keep_their_own_epochs():
+    """The two names in both folders: theirs 200 epochs (ClipFit), ours the paper's 100 (CLIPFit)."""
+    for trainer_folder, epochs in (("ClipFit", 200), ("CLIPFit", 100)):
+        cfg = get_cfg()
+        merge_from_file(cfg, os.path.join("configs", "trainers", trainer_folder, "vit_b16.yaml"))
+        assert cfg.OPTIM.MAX_EPOCH == epochs, trainer_folder
+
+
+def test_no_two_tracked_paths_differ_only_by_case():
+    """On macOS and Windows such a pair is one file (or folder), and one of the two is lost."""
+    proc = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+    seen = {}
+    clashes = []
+    for path in proc.stdout.splitlines():
+        parts = path.split("/")
+        for i in range(1, len(parts) + 1):  # the file and every folder above it
+            prefix = "/".join(parts[:i])
+            other = seen.setdefault(prefix.casefold(), prefix)
+            if other != prefix:
+                clashes.append(f"{other} / {prefix}")
+    assert not sorted(set(clashes)), sorted(set(clashes))

@@ -1,6 +1,6 @@
 """CoOp, KgCoOp and CLIP-Adapter as modules: parameter counts, prompts, losses, +UL.
 
-End-to-end runs through the trainers are in ``test_baselines_train.py``.
+End-to-end runs through the trainers are in ``test_trainer_contract.py``.
 """
 import copy
 import functools

@@ -137,11 +137,35 @@ def test_small_and_missing_classes_are_named(tmp_path, capsys):
     ]
 
 
-def test_an_empty_root_says_where_to_look(tmp_path, capsys):
+def test_an_empty_root_is_not_a_healthy_one(tmp_path, capsys):
     rc, lines = doctor(capsys, "--root", tmp_path)
-    assert rc == 0 and any("No dataset found" in line and "DATASETS.md" in line for line in lines)
+    assert rc == 1 and "No problems found." not in lines
+    assert any("No dataset found" in line and "nothing was checked" in line and "DATASETS.md" in line
+               and f"python -m clipfit.toyworld make-data --root {tmp_path}" in line for line in lines)
 
 
-def test_unknown_dataset_name_is_rejected(tmp_path):
-    with pytest.raises(SystemExit, match="Unknown dataset 'dtdd'"):
-        main(["--root", str(tmp_path), "--dataset", "dtdd"])
+def draw_toy(root):
+    from clipfit.toyworld.downstream import make_dataset as draw
+
+    draw("toy_shapes", str(root), per_class={"train": 16, "val": 1, "test": 1})
+
+
+def test_a_root_of_toy_datasets_is_checked(tmp_path, capsys):
+    draw_toy(tmp_path)
+    rc, lines = doctor(capsys, "--root", tmp_path)
+    assert rc == 0 and lines[-1] == "No problems found." and not any("No dataset found" in x for x in lines)
+    row = next(line for line in lines if line.startswith("ToyShapes"))
+    assert row.split()[1:7] == ["toy_shapes/", "ok", "32", "512", "32", "32"]
+    assert next(line for line in lines if line.startswith("ToyCold")).split()[2] == "absent"
+
+    rc, lines = doctor(capsys, "--root", tmp_path, "--dataset", "toy_shapes")  # no published sizes to compare
+    assert rc == 0 and [line.split()[0] for line in lines[2:-1]] == ["ToyShapes"]
+    os.remove(os.path.join(tmp_path, "toy_shapes", "split_zhou_ToyShapes.json"))
+    rc, lines = doctor(capsys, "--root", tmp_path, "--dataset", "ToyShapes")
+    assert rc == 1 and "split_zhou_ToyShapes.json is missing" in lines_about(lines, "ToyShapes")[0]
+
+
+@pytest.mark.parametrize("typo, suggestion", [("dtdd", "dtd"), ("toy_shapez", "toy_shapes"), ("EuroSat", "eurosat")])
+def test_unknown_dataset_name_is_rejected_with_the_closest_one(typo, suggestion, tmp_path):
+    with pytest.raises(SystemExit, match=f"Unknown dataset '{typo}'. Did you mean {suggestion}\\?"):
+        main(["--root", str(tmp_path), "--dataset", typo])

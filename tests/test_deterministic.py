@@ -1,4 +1,9 @@
-"""``--deterministic``: two runs with the same seed give identical training logs."""
+"""``--deterministic``: deterministic algorithms are on while training, and two runs with the same
+seed give identical training logs.
+
+On a CPU, two seeded runs agree even without deterministic algorithms, so identical logs alone
+cannot show that ``--deterministic`` did anything: the runs go through a spy that writes the
+state of torch's switch into the log when training starts."""
 from __future__ import annotations
 
 import os
@@ -11,11 +16,26 @@ from clipfit.testing.tiny_clip import save_tiny_clip
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TIMING = re.compile(r"time \S+ \(\S+\) data \S+ \(\S+\)|eta \S+")
+SPY = """
+import os, runpy, sys
+import torch
+from clipfit.training.base_trainer import CLIPTrainer
+train = CLIPTrainer.train
+def spy(self):
+    print(f"deterministic algorithms: {torch.are_deterministic_algorithms_enabled()}, "
+          f"cuBLAS workspace: {os.environ.get('CUBLAS_WORKSPACE_CONFIG')}")
+    return train(self)
+CLIPTrainer.train = spy
+sys.argv = ["train.py"] + sys.argv[1:]
+runpy.run_path("train.py", run_name="__main__")
+"""
 
 
 def _run(tmp_path, name, data, clip):
     out = tmp_path / name
-    cmd = [sys.executable, "train.py", "--deterministic", "--root", data, "--seed", "2",
+    spy = tmp_path / "spy.py"
+    spy.write_text(SPY)
+    cmd = [sys.executable, str(spy), "--deterministic", "--root", data, "--seed", "2",
            "--trainer", "CLIPFit", "--dataset-config-file", "configs/datasets/dtd.yaml",
            "--config-file", "configs/trainers/CLIPFit/vit_b16.yaml", "--output-dir", str(out),
            "MODEL.BACKBONE.PATH", clip, "INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "1",
@@ -24,6 +44,7 @@ def _run(tmp_path, name, data, clip):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = (out / "log.txt").read_text()
+    assert "deterministic algorithms: True, cuBLAS workspace: :4096:8" in log  # set_deterministic() ran
     lines = [_TIMING.sub("", l) for l in log.splitlines() if l.startswith("epoch [")]
     result = log[log.index("=> result"):].splitlines()[:6]
     return lines, result

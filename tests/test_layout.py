@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = {p.stem for p in (ROOT / "clipfit").glob("*.py") if p.stem != "__init__"} | {"REPO_ROOT"}
 # room -> the clipfit rooms (and the repository's trainers/, datasets/) it may import, besides itself
 ALLOWED: Dict[str, Set[str]] = {
-    "clipfit/methods": {"toyworld"},  # the methods on a plain CLIP (and the toy CLIP's file): no Dassl, no trainer, no engine
+    # the methods on a plain CLIP (and the toy CLIP's file): no Dassl, no trainer, no engine; of the
+    # shared modules only errors (the UserError classes; standard library only, checked below)
+    "clipfit/methods": {"toyworld", "errors"},
     "clipfit/engine": SHARED,  # the Dassl bridge knows nothing of CLIP or of our trainers
     "clipfit/training": {"methods", "engine", "experiments"} | SHARED,  # cli: a finished run's result
     "clipfit/data": {"engine", "training", "datasets"} | SHARED,  # the doctor loads datasets/
@@ -71,3 +73,10 @@ def test_dassl_only_in_the_engine_bridge_and_clip_only_in_openai_clip():
         for module, line in _imports(path):
             top = module.split(".")[0]
             assert top not in owners or rel in owners[top], f"{rel}:{line} imports {module}"
+
+
+def test_errors_module_imports_only_the_standard_library():
+    """Every room may import clipfit/errors.py, methods included: it must stay a leaf."""
+    path = ROOT / "clipfit" / "errors.py"
+    imported = {module.split(".")[0] for module, _ in _imports(path)}
+    assert imported <= {"__future__", "importlib", "typing"}, imported

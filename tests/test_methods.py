@@ -1,6 +1,6 @@
 """CoCoOp, MaPLe, ProGrad, Tip-Adapter(-F) as modules: learned sets, the methods' arithmetic, bad options.
 
-End-to-end runs through the trainers are in ``test_methods_train.py``.
+End-to-end runs through the trainers are in ``test_trainer_contract.py``.
 """
 import copy
 import functools

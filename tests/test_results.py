@@ -14,6 +14,7 @@ from clipfit.experiments import results
 from clipfit.experiments.results import classify, find_runs, harmonic_mean, parse_log, read_run
 from clipfit.experiments.table_parts import render
 from clipfit.experiments.tables import PaperReference, build_tables
+from clipfit.training import run_folder
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -105,12 +106,12 @@ def test_missing_and_empty_folders(tmp_path):
 
 
 def test_last_checkpoint_epoch(tmp_path):
-    assert results.last_checkpoint_epoch(str(tmp_path)) is None
+    assert run_folder.last_checkpoint_epoch(str(tmp_path)) is None
     for epoch in (5, 10, 100):
         (tmp_path / "model").mkdir(exist_ok=True)
         (tmp_path / "model" / f"model.pth.tar-{epoch}").write_bytes(b"")
     (tmp_path / "model" / "model-best.pth.tar").write_bytes(b"")
-    assert results.last_checkpoint_epoch(str(tmp_path)) == 100
+    assert run_folder.last_checkpoint_epoch(str(tmp_path)) == 100
 
 
 def test_last_progress_reads_epoch_and_eta():
@@ -224,11 +225,10 @@ def test_base2new_text_table_has_trainer_groups_and_printed_hm(base2new_root):
     out = run_cli("--base2new", str(base2new_root / "base2new"))
     lines = out.splitlines()
     header = next(ln for ln in lines if ln.lstrip().startswith("Dataset"))
-    for col in ("KgCoOp Base", "KgCoOp New", "KgCoOp HM", "CLIPFit Base", "CLIPFit HM"):
-        assert col in header
-    assert header.index("KgCoOp Base") < header.index("CLIPFit Base")  # the paper's order
-    row = next(ln for ln in lines if ln.lstrip().startswith("DTD"))
-    assert row.count("[2]") == 1  # CLIPFit's New is over 2 seeds only
+    assert header.split() == ["Dataset", "Method", "Base", "New", "HM"]  # a row per method: fits 100 columns
+    dtd = next(i for i, ln in enumerate(lines) if ln.startswith("DTD"))
+    assert lines[dtd].split()[1] == "KgCoOp" and lines[dtd + 1].split()[0] == "CLIPFit"  # the paper's order
+    assert lines[dtd + 1].count("[2]") == 1 and "[2]" not in lines[dtd]  # CLIPFit's New: 2 seeds only
     assert "Incomplete runs (2, not in the means)" in out
     assert "over seeds 1, 2, 3" in out
 
@@ -311,7 +311,46 @@ def test_compare_paper_gives_the_difference_beside_each_number(base2new_root):
             assert paper["mean"] == lookup("CLIPFit", "base2new", key, metric)
             assert paper["delta"] == pytest.approx(ours - paper["mean"])
     out = run_cli("--base2new", str(base2new_root), "--compare-paper")
-    dtd = next(line for line in out.splitlines() if line.startswith("DTD"))
+    lines = out.splitlines()
+    dtd = next(i for i, line in enumerate(lines) if line.startswith("DTD"))
+    paper_row = next(line for line in lines[dtd:] if "CLIPFit (paper)" in line)
     delta = rec[("CLIPFit", "dtd", "hm")]["mean"] - 71.56
-    assert f"71.56 ({delta:+.2f})" in dtd
+    assert f"71.56 ({delta:+.2f})" in paper_row
     assert "yours minus the paper's" in out
+
+
+def _record(run_dir: Path, **settings) -> None:
+    """run.json as train.py writes it, with the identity ``settings``."""
+    (run_dir / "run.json").write_text(json.dumps({
+        "format": run_folder.RECORD_FORMAT, "kind": "train", "state": "finished",
+        "settings": {"DATASET.NAME": "DescribableTextures", "OPTIM.MAX_EPOCH": 10, **settings}}))
+
+
+def test_seeds_with_other_settings_and_runs_found_twice_are_kept_out_of_the_means(tmp_path):
+    """Issue 25: seed 1 trained with OPTIM.MAX_EPOCH 40 is not averaged with seeds 2-3 at 10; a
+    root one folder too high finds the demo's run beside the user's and says so."""
+    accs = {1: 90.0, 2: 60.0, 3: 62.0}
+    for seed, acc in accs.items():
+        for role in ("base", "new"):
+            _record(write_metrics(_b2n(tmp_path / "mine", role, "dtd", "CLIPFit", "vit_b16", seed), acc),
+                    SEED=seed, **({"OPTIM.MAX_EPOCH": 40} if seed == 1 else {}))
+    kept, left_out = results.screen_runs(results.find_all_runs(str(tmp_path / "mine")))
+    assert sorted(k.seed for k in kept if k.role == "base") == [2, 3]
+    assert [k.seed for k in left_out] == [1, 1]
+    assert all("OPTIM.MAX_EPOCH 40 (the others: 10)" in why for why in left_out.values())
+    out = run_cli("--base2new", str(tmp_path / "mine"), "--format", "markdown")
+    row = next(ln for ln in out.splitlines() if ln.startswith("| DTD"))
+    assert f"{np.mean([60.0, 62.0]):.2f} ± {np.std([60.0, 62.0]):.2f}" in row  # seed 1 not in the mean
+    assert "Left out of the means: CLIPFit/vit_b16 dtd seed 1 (base2new base): other settings than the " \
+           "other seeds: OPTIM.MAX_EPOCH 40 (the others: 10)" in out
+    coop = run_cli(str(tmp_path / "mine" / "base2new" / "train_base" / "dtd" / "shots_16" / "CLIPFit" / "vit_b16"))
+    assert f"* accuracy: {np.mean([60.0, 62.0]):.2f}%" in coop and "seed1: other settings" in coop
+
+    write_metrics(_b2n(tmp_path / "demo", "base", "dtd", "CLIPFit", "vit_b16", 2), 30.0)  # a second root
+    out = run_cli("--base2new", str(tmp_path), "--format", "markdown")
+    assert "Left out of the means: CLIPFit/vit_b16 dtd seed 2 (base2new base): found 2 times: " \
+           f"{_b2n(tmp_path / 'demo', 'base', 'dtd', 'CLIPFit', 'vit_b16', 2)}" in out
+    assert "dtd seed 1 (base2new base): no settings shared by most seeds: OPTIM.MAX_EPOCH 40" in out
+    assert "dtd seed 3 (base2new base): no settings shared by most seeds: OPTIM.MAX_EPOCH 10" in out
+    row = next(ln for ln in out.splitlines() if ln.startswith("| DTD"))
+    assert "90.00" not in row and "62.00" not in row  # base: seed 2 twice, seeds 1 and 3 disagree

@@ -12,6 +12,7 @@ import pytest
 
 from clipfit.experiments.results import read_run
 from clipfit.training import run_folder as rf
+from clipfit.training import run_spec as rs
 from clipfit.training.cli import build_parser, setup_cfg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,23 +105,23 @@ def test_states_of_unfinished_runs_and_what_comes_next(tmp_path):
 def test_other_settings_are_refused_with_the_differences_and_the_ways_out(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
-    old = {"SEED": 1, "OPTIM.LR": 0.002, "MODEL.BACKBONE.PATH": "/a/w.pt", rf.WEIGHTS: "abc"}
+    old = {"SEED": 1, "OPTIM.LR": 0.002, "MODEL.BACKBONE.PATH": "/a/w.pt", rs.WEIGHTS: "abc"}
     rf.start_record(str(folder), rf.TRAIN, old, None, "train.py")
     _checkpoint(folder, 3)
     same = dict(old, **{"MODEL.BACKBONE.PATH": "/b/w.pt"})  # moved, same SHA256: no difference
-    assert rf.decide(str(folder), rf.TRAIN, same, False, None).action == "resume"
+    assert rs.decide(str(folder), rf.TRAIN, same, False, None).action == "resume"
     with pytest.raises(rf.RunFolderError) as err:
-        rf.decide(str(folder), rf.TRAIN, dict(old, SEED=2, **{"OPTIM.LR": 0.01}), False, None)
+        rs.decide(str(folder), rf.TRAIN, dict(old, SEED=2, **{"OPTIM.LR": 0.01}), False, None)
     msg = str(err.value)
     assert "holds an unfinished run with other settings" in msg
     assert "OPTIM.LR: 0.002 (recorded) -> 0.01 (now)" in msg and "SEED: 1 (recorded) -> 2" in msg
     assert "--output-dir" in msg and "--overwrite" in msg and "OVERWRITE=1" in msg
     with pytest.raises(rf.RunFolderError, match="finished run with other settings"):
-        rf.decide(str(folder), rf.TRAIN, dict(old, SEED=2), False, 50.0)
-    assert rf.decide(str(folder), rf.TRAIN, old, False, 50.0).action == "skip"
+        rs.decide(str(folder), rf.TRAIN, dict(old, SEED=2), False, 50.0)
+    assert rs.decide(str(folder), rf.TRAIN, old, False, 50.0).action == "skip"
     with pytest.raises(rf.RunFolderError, match="holds a training run"):
-        rf.decide(str(folder), rf.EVAL, old, True, None)  # --overwrite does not allow it either
-    assert rf.decide(str(folder), rf.TRAIN, dict(old, SEED=2), True, 50.0).action == "start"
+        rs.decide(str(folder), rf.EVAL, old, True, None)  # --overwrite does not allow it either
+    assert rs.decide(str(folder), rf.TRAIN, dict(old, SEED=2), True, 50.0).action == "start"
     rf.clear(str(folder))
     assert sorted(p.name for p in folder.iterdir()) == []
 
@@ -133,23 +134,23 @@ def test_settings_of_a_folder_without_record_come_from_its_config_yaml(tmp_path,
     cfg = setup_cfg(args)
     (tmp_path / "config.yaml").write_text(cfg.dump())  # as written by an older version
     _checkpoint(tmp_path, 10)
-    settings = rf.run_settings(cfg)
+    settings = rs.settings(cfg)
     assert settings["SEED"] == 1 and settings["OPTIM.LR"] == 0.002 and settings["TRAINER.CLIPFIT.BETA"] == 8.0
-    assert rf.decide(str(tmp_path), rf.TRAIN, settings, False, None).action == "resume"
+    assert rs.decide(str(tmp_path), rf.TRAIN, settings, False, None).action == "resume"
     with pytest.raises(rf.RunFolderError, match=r"TRAINER.CLIPFIT.BETA: 8.0 \(recorded\) -> 2.0"):
-        rf.decide(str(tmp_path), rf.TRAIN, dict(settings, **{"TRAINER.CLIPFIT.BETA": 2.0}), False, None)
+        rs.decide(str(tmp_path), rf.TRAIN, dict(settings, **{"TRAINER.CLIPFIT.BETA": 2.0}), False, None)
 
 
 def test_weights_fingerprint_is_reused_only_for_the_same_file(tmp_path):
     path = tmp_path / "w.pt"
     path.write_bytes(b"abc")
-    first = rf.weights_fingerprint(str(path))
+    first = rs.weights_fingerprint(str(path))
     assert first["sha256"] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     fake = dict(first, sha256="reused")
-    assert rf.weights_fingerprint(str(path), fake)["sha256"] == "reused"
+    assert rs.weights_fingerprint(str(path), fake)["sha256"] == "reused"
     path.write_bytes(b"abcd")
-    assert rf.weights_fingerprint(str(path), fake)["sha256"] != "reused"
-    assert rf.weights_fingerprint(str(tmp_path / "none.pt")) is None
+    assert rs.weights_fingerprint(str(path), fake)["sha256"] != "reused"
+    assert rs.weights_fingerprint(str(tmp_path / "none.pt")) is None
 
 
 def test_workers_are_capped_at_the_usable_cpus_unless_set_on_the_command_line(monkeypatch):

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from clipfit.experiments.results import harmonic_mean, read_run
+from clipfit.experiments.run import ScriptEnv, script_specs, spec_state
 from clipfit.testing.fake_datasets import make_dataset
 from clipfit.testing.tiny_clip import TINY_IMAGE_SIZE, save_tiny_clip
 
@@ -64,17 +65,18 @@ def test(self, split=None):  # keep the learned tensors the real train.py tests 
     torch.save(learned, os.path.join(self.cfg.OUTPUT_DIR, "%s"))
     return original(self, split)
 CLIPTrainer.test = test
-sys.argv = ["train.py"] + sys.argv[1:]
-runpy.run_path("train.py", run_name="__main__")
+sys.argv = ["run"] + sys.argv[1:]
+runpy.run_module("clipfit.experiments.run", run_name="__main__", alter_sys=True)
 """ % TESTED_WEIGHTS
 
 
 def spy_on_tested_weights(env, folder: Path):
-    """``env`` with ``PYTHON`` running the real ``train.py`` and saving the tensors it tests with."""
+    """``env`` with ``PYTHON`` running the real script runner (and train.py in it), saving the
+    tensors each test evaluates with."""
     (folder / "spy.py").write_text(SPY)
     wrapper = folder / "python"
-    wrapper.write_text(f'#!/bin/bash\nif [ "$1" = train.py ]; then shift; exec {sys.executable} '
-                       f'{folder / "spy.py"} "$@"; fi\nexec {sys.executable} "$@"\n')
+    wrapper.write_text(f'#!/bin/bash\nif [ "$1 $2" = "-m clipfit.experiments.run" ]; then shift 2; exec '
+                       f'{sys.executable} {folder / "spy.py"} "$@"; fi\nexec {sys.executable} "$@"\n')
     wrapper.chmod(0o755)
     return {**env, "PYTHON": str(wrapper)}
 
@@ -110,6 +112,12 @@ def test_base2new_train_test_parse_and_skip(fixtures, tmp_path):
     assert json.loads((test / "metrics.json").read_text())["epoch"] == 2
     assert "SUBSAMPLE_CLASSES: new" in (test / "config.yaml").read_text()
     assert read_run(str(train)).finished and read_run(str(test)).finished
+    # what the sweep sees: both runs finished with the identity their specs give now
+    where = ScriptEnv(data=str(data), out=str(out))
+    assert spec_state(script_specs("base2new_train", ["dtd", "1", *opts], where)[0]).finished
+    assert spec_state(script_specs("base2new_test", ["dtd", "1"], where)[0]).finished
+    assert spec_state(script_specs("base2new_test", ["dtd", "1", "TRAINER.CLIPFIT.BETA", "1.0"], where)[0]
+                      ).status == "other-settings"
 
     before = (train / "log.txt").stat().st_mtime
     proc = script("base2new_train.sh", "dtd", 1, *opts, env=env, cwd=tmp_path)
@@ -141,7 +149,8 @@ def test_base2new_train_test_parse_and_skip(fixtures, tmp_path):
 def test_a_killed_training_restarts_from_its_checkpoint(fixtures, tmp_path):
     data, tiny_clip = fixtures
     env = script_env(data, tmp_path / "out", CKPT_FREQ="1")
-    opts = tiny_opts(tiny_clip, epochs=6) + ["DATALOADER.TRAIN_X.BATCH_SIZE", "2"]
+    # 12 epochs: still training when interrupted, on a busy machine too
+    opts = tiny_opts(tiny_clip, epochs=12) + ["DATALOADER.TRAIN_X.BATCH_SIZE", "2"]
     train = run_dir(tmp_path / "out", "train_base")
     proc = subprocess.Popen(["bash", str(SCRIPTS / "base2new_train.sh"), "dtd", "1", *opts],
                             env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
@@ -170,22 +179,23 @@ def test_a_killed_training_restarts_from_its_checkpoint(fixtures, tmp_path):
     assert run.status == "interrupted" and run.reason == f"last checkpoint: epoch {stop.group(2)}"
 
     result = script("base2new_train.sh", "dtd", 1, *opts, env=env, cwd=tmp_path)
-    assert "==> resume base2new train" in result.stdout
+    assert result.stdout.count("==> resume base2new train") == 1  # once, not by the lock step too
     log = (train / "log.txt").read_text()
     start = int(re.search(r"Previous epoch: (\d+)", log).group(1))
-    assert 2 <= start < 6
-    assert f"epoch [{start + 1}/6]" in log and "epoch [1/6]" not in log
+    assert 2 <= start < 12
+    assert f"epoch [{start + 1}/12]" in log and "epoch [1/12]" not in log
     assert len(list(train.glob("log.txt-*"))) == 1  # the interrupted attempt's log, kept
     run = read_run(str(train))
     assert run.finished and run.source.endswith("metrics.json")
 
 
 def dry_run(name, *args, **env):
+    """The run folders a script's DRY_RUN lists (each followed by indented details)."""
     proc = subprocess.run(["bash", str(SCRIPTS / name), *map(str, args)],
                           env={**script_env("d", "o"), "DRY_RUN": "1", **env}, cwd="/",
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    return proc.stdout.split()
+    return [line for line in proc.stdout.splitlines() if line and not line.startswith(" ")]
 
 
 def test_paper_defaults_and_output_layout():
@@ -245,6 +255,6 @@ def test_errors_say_what_to_do(fixtures, tmp_path):
     proc = script("base2new_train.sh", "dtd", 1, env={**env, "TRAINER": "ClipFitt"},
                   cwd=tmp_path, check=2)
     assert "no trainer configs for TRAINER=ClipFitt (configs/trainers/ClipFitt). Did you mean " \
-           "ClipFit? Set TRAINER to one of: CLIPFit " in proc.stderr and " KgCoOp " in proc.stderr  # the authors' folder
+           "CLIPFit? Set TRAINER to one of: CLIPFit " in proc.stderr and " KgCoOp " in proc.stderr
     proc = script("base2new_test.sh", "dtd", 1, env=env, cwd=tmp_path, check=2)
     assert "is missing (folder does not exist): train it first" in proc.stderr

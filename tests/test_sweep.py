@@ -1,8 +1,9 @@
-"""The sweep runner: planning from the scripts, skipping finished jobs, parallel runs, failure
-reports, locks, a killed sweep started again, and SLURM arrays.
+"""The sweep runner: planning the scripts' runs, skipping finished jobs, parallel workers
+forked from the forkserver, failure reports, locks, a killed sweep or worker started again,
+GPU pinning and thread division, and SLURM arrays.
 
-The real scripts run, with ``PYTHON`` pointing at a wrapper that answers ``train.py`` with a
-fake trainer (Dassl's log lines, checkpoints, resume, metrics.json) in a fraction of a second.
+The workers run a fake trainer in place of train.py's main (tests/_sweep_fake.py: Dassl's log
+lines, checkpoints, resume, metrics.json in a fraction of a second); one test runs the real one.
 """
 import fcntl
 import json
@@ -14,86 +15,31 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from clipfit.experiments.results import read_run
-from clipfit.experiments.jobs import plan, resolve
-from clipfit.experiments.runners import failure_excerpt, is_locked
+from clipfit.experiments.run import ScriptEnv, script_specs
+from clipfit.testing.fake_datasets import make_dataset
+from clipfit.testing.tiny_clip import TINY_IMAGE_SIZE, save_tiny_clip
+from clipfit.experiments.jobs import plan
+from clipfit.experiments.runners import failure_excerpt, slots_from_env, threads_per_job
+from clipfit.training.run_folder import LOCK_FILE, is_locked
 
 REPO = Path(__file__).resolve().parents[1]
 
-FAKE_TRAIN = r'''
-import argparse, datetime, json, os, sys, time, zlib
-p = argparse.ArgumentParser()
-for flag in ("--root", "--seed", "--trainer", "--dataset-config-file", "--config-file",
-             "--output-dir", "--resume", "--model-dir", "--load-epoch", "--announce"):
-    p.add_argument(flag, default="")
-p.add_argument("--eval-only", action="store_true")
-p.add_argument("--overwrite", action="store_true")
-p.add_argument("opts", nargs=argparse.REMAINDER)
-a = p.parse_args()
-out = a.output_dir
-os.makedirs(out, exist_ok=True)
-if os.environ.get("FAKE_CALLS"):  # what the caller asked for, and what it left in the run folder
-    with open(os.environ["FAKE_CALLS"], "a") as calls:
-        calls.write(json.dumps({"argv": sys.argv[1:], "found": sorted(os.listdir(out)),
-                                "checkpoints": sorted(os.listdir(os.path.join(out, "model")))
-                                if os.path.isdir(os.path.join(out, "model")) else []}) + "\n")
-log_path = os.path.join(out, "log.txt")
-if os.path.exists(log_path):  # Dassl never overwrites a log
-    log_path += time.strftime("-%Y-%m-%d-%H-%M-%S")
-log = open(log_path, "w")
-def say(msg):
-    print(msg, flush=True)
-    log.write(msg + "\n"); log.flush()
-say(f"eval_only: {a.eval_only}")
-if os.environ.get("FAKE_FAIL") and os.environ["FAKE_FAIL"] in out:
-    say("RuntimeError: fake failure"); sys.exit(1)
-if not a.eval_only:
-    epochs = int(os.environ.get("FAKE_EPOCHS", "3"))
-    ckpt = os.path.join(out, "model", "checkpoint")
-    start = 0
-    if a.resume and os.path.exists(ckpt):
-        start = int(open(ckpt).read().strip().rsplit("-", 1)[1])
-        say(f"Found checkpoint at {out} (will resume training)")
-        say(f"Previous epoch: {start}")
-    else:
-        say("No checkpoint found, train from scratch")
-    for epoch in range(start, epochs):
-        time.sleep(float(os.environ.get("FAKE_EPOCH_SECONDS", "0")))
-        hold = os.path.join(os.environ.get("FAKE_HOLD", ""), "release-" + os.path.basename(out))
-        waited = 0
-        while epoch == 2 and os.environ.get("FAKE_HOLD") and not os.path.exists(hold) and waited < 2400:
-            time.sleep(0.05)  # the test releases it when it has seen what it checks
-            waited += 1
-        say(f"epoch [{epoch + 1}/{epochs}] batch [1/1] time 0.1 (0.1) loss 1.0 (1.0) "
-            f"lr 2.0000e-03 eta 0:00:{epochs - epoch - 1:02d}")
-        os.makedirs(os.path.dirname(ckpt), exist_ok=True)
-        open(os.path.join(out, "model", f"model.pth.tar-{epoch + 1}"), "w").close()
-        open(ckpt, "w").write(f"model.pth.tar-{epoch + 1}\n")
-    say("Finish training")
-acc = 50 + zlib.crc32(out.encode()) % 4000 / 100
-say(f"=> result\n* total: 100\n* correct: {int(acc)}\n* accuracy: {acc:.1f}%\n* error: {100 - acc:.1f}%")
-json.dump({"split": "test", "accuracy": acc}, open(os.path.join(out, "metrics.json"), "w"))
-say("Elapsed: 0:00:01")
-'''
+FAKE = REPO / "tests" / "_sweep_fake.py"
 
 
 @pytest.fixture
 def env(tmp_path):
-    """The scripts' environment with a fake train.py and outputs under tmp_path."""
-    fake = tmp_path / "fake_train.py"
-    fake.write_text(FAKE_TRAIN)
-    wrapper = tmp_path / "python"
-    wrapper.write_text(f'#!/bin/bash\nif [ "$1" = train.py ]; then shift; exec {sys.executable} '
-                       f'{fake} "$@"; fi\nexec {sys.executable} "$@"\n')
-    wrapper.chmod(0o755)
+    """The scripts' environment with outputs under tmp_path (the fake trainer: tests/_sweep_fake.py)."""
     for folder in DATASET_FOLDERS:  # the sweep checks that they exist before it launches
         (tmp_path / "data" / folder).mkdir(parents=True)
     (tmp_path / "clip").mkdir()
     (tmp_path / "clip" / "ViT-B-16.pt").write_bytes(b"weights")
     e = {k: v for k, v in os.environ.items()
-         if k not in ("TRAINER", "CFG", "SHOTS", "DATA", "OUT", "CUDA_VISIBLE_DEVICES")}
-    return {**e, "PYTHON": str(wrapper), "OUT": str(tmp_path / "out"),
+         if k not in ("TRAINER", "CFG", "SHOTS", "DATA", "OUT", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")}
+    return {**e, "OUT": str(tmp_path / "out"), "PYTHONPATH": str(REPO),
             "DATA": str(tmp_path / "data"), "FAKE_EPOCHS": "3",
             "CLIPFIT_CLIP_CACHE": str(tmp_path / "clip")}
 
@@ -103,8 +49,13 @@ DATASET_FOLDERS = ["imagenet", "caltech-101", "oxford_pets", "stanford_cars", "o
                    "imagenet-sketch", "imagenet-adversarial", "imagenet-rendition"]
 
 
+def sweep_command(*args):
+    """The sweep with the fake trainer in its workers (``bash scripts/sweep.sh`` runs the real one)."""
+    return [sys.executable, str(FAKE), *args]
+
+
 def sweep(env, *args, check=None, timeout=300):
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "sweep.sh"), *args], env=env,
+    proc = subprocess.run(sweep_command(*args), env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
     if check is not None:
         assert proc.returncode == check, proc.stdout + proc.stderr
@@ -123,8 +74,7 @@ def test_dry_run_lists_33_base2new_jobs_and_skips_finished_ones(env):
     assert "run  imagenet-seed1: bash scripts/base2new_train.sh imagenet 1 && " \
            "bash scripts/base2new_test.sh imagenet 1" in out
 
-    jobs = plan("base2new", [1, 2, 3])
-    resolve(jobs, "base2new", env)
+    jobs = plan("base2new", [1, 2, 3], env=env)
     assert [len(j.run_dirs) for j in jobs] == [2] * 33
     assert jobs[0].run_dirs[0] == os.path.join(
         env["OUT"], "base2new/train_base/imagenet/shots_16/CLIPFit/vit_b16_ep10/seed1")
@@ -143,10 +93,22 @@ def test_every_setting_plans_the_papers_jobs(env):
     assert "165 jobs" in sweep(env, "fewshot", "--dry-run", check=0).stdout
     out = sweep(env, "xd", "--dry-run", check=0).stdout
     assert "3 jobs" in out and out.count("scripts/xd_test.sh") == 30
-    jobs = plan("dg", [1])
-    resolve(jobs, "dg", env)
+    jobs = plan("dg", [1], env=env)
     assert len(jobs[0].run_dirs) == 5  # the ImageNet source and 4 targets
     assert "/xd/train/imagenet/shots_16/CLIPFit/vit_b16_ep10_beta2/seed1" in jobs[0].run_dirs[0]
+    xd = plan("xd", [1], env=env)[0]
+    assert len(xd.run_dirs) == 11 and all(s.model == xd.specs[0] for s in xd.specs[1:])
+
+
+def test_a_finished_job_with_other_settings_is_not_skipped(env):
+    args = ("base2new", "--datasets", "dtd", "--seeds", "1")
+    assert "1 ran ok" in sweep(env, *args, check=0).stdout
+    assert "1 already finished (skipped)" in sweep(env, *args, "--dry-run", check=0).stdout
+    (Path(env["OUT"]) / "base2new/train_base/dtd/shots_16/CLIPFit/vit_b16/seed1/run.json").write_text(
+        json.dumps({"format": "clipfit-run/2", "kind": "train", "state": "finished",
+                    "settings": {"SEED": 1, "OPTIM.MAX_EPOCH": 40}}))  # as if trained with other opts
+    out = sweep(env, *args, "--dry-run", check=0).stdout
+    assert "0 already finished (skipped), 1 to run" in out and "run  dtd-seed1 (partly done" in out
 
 
 def test_parallel_run_failure_report_and_rerun(env):
@@ -160,30 +122,36 @@ def test_parallel_run_failure_report_and_rerun(env):
     log = Path(env["OUT"]) / "sweeps/base2new/CLIPFit/logs/eurosat-seed2.log"
     assert f"FAILED eurosat-seed2 (exit 1): {log}" in out
     assert "fake failure" in log.read_text() and "| " in out  # the log's tail is shown
+    assert "    python train.py --root " in log.read_text()  # the command each run amounts to
     out = sweep(env, *args, check=0).stdout
     assert "4 jobs, 3 already finished (skipped), 1 to run" in out and "1 ran ok" in out
     assert "Results: python parse_test_res.py --base2new" in out
 
 
-def test_progress_lines_show_done_running_left_and_epochs(env, tmp_path):
-    """Each fake training holds at epoch 3 until the test has seen the status line it checks,
-    so the lines are checked whatever the machine's load (a held job gives up after 2 min)."""
+def test_progress_lines_show_done_running_left_and_the_run_going_on(env, tmp_path):
+    """Each fake training holds at epoch 3, and each test before its result, until the test has
+    seen the status line it checks, so the lines are checked whatever the machine's load."""
     hold = tmp_path / "hold"
     hold.mkdir()
     proc = subprocess.Popen(
-        ["bash", str(REPO / "scripts" / "sweep.sh"), "base2new", "--datasets", "dtd", "--seeds",
-         "1", "2", "--status-every", "0"], env={**env, "FAKE_EPOCHS": "4", "FAKE_HOLD": str(hold)},
+        sweep_command("base2new", "--datasets", "dtd", "--seeds", "1", "2", "--status-every", "0"),
+        env={**env, "FAKE_EPOCHS": "4", "FAKE_HOLD": str(hold)}, cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    progress = "dtd-seed{}: base2new train CLIPFit/vit_b16 dtd seed {} -> "
-    expected = [("0/2 done (0 failed), 1 running, 1 left", progress.format(1, 1), "seed1"),
-                ("1/2 done (0 failed), 1 running, 0 left, ETA ~", progress.format(2, 2), "seed2")]
+    train = "dtd-seed{}: base2new train CLIPFit/vit_b16 dtd seed {} -> "
+    test = "dtd-seed{}: base2new test (new classes) CLIPFit/vit_b16 dtd seed {} -> "
+    expected = [("0/2 done (0 failed), 1 running, 1 left", train.format(1, 1), "[epoch 2/4, eta 0:00:02]",
+                 "release-seed1"),
+                ("0/2 done (0 failed), 1 running, 1 left", test.format(1, 1), "", "release-test-seed1"),
+                ("1/2 done (0 failed), 1 running, 0 left, ETA ~", train.format(2, 2), "[epoch 2/4, eta 0:00:02]",
+                 "release-seed2"),
+                ("1/2 done (0 failed), 1 running, 0 left, ETA ~", test.format(2, 2), "", "release-test-seed2")]
     seen = []
     try:
         for line in proc.stdout:
             seen.append(line)
             if (expected and len(seen) > 1 and expected[0][0] in seen[-2]
-                    and expected[0][1] in line and "[epoch 2/4, eta 0:00:02]" in line):
-                (hold / f"release-{expected.pop(0)[2]}").touch()
+                    and expected[0][1] in line and expected[0][2] in line):
+                (hold / expected.pop(0)[3]).touch()
         assert proc.wait(timeout=60) == 0
     finally:
         proc.kill()
@@ -218,6 +186,10 @@ def test_missing_datasets_and_weights_are_listed_before_anything_runs(env, tmp_p
     out = sweep(env, "base2new", "--datasets", "dtd", "eurosat", "--seeds", "1", "--dry-run",
                 check=0).stdout
     assert "Missing (1)" in out and "To run only what is there: --datasets dtd" in out
+    proc = sweep({**env, "TRAINER": "KgCop"}, "base2new", "--datasets", "dtd", "dtdd", check=2)
+    assert "no trainer configs for TRAINER=KgCop (configs/trainers/KgCop). Did you mean KgCoOp?" in proc.stderr
+    proc = sweep(env, "base2new", "--datasets", "dtd", "dtdd", check=2)
+    assert "no dataset config configs/datasets/dtdd.yaml. Did you mean dtd?" in proc.stderr
 
 
 def _wait_for(path: Path, timeout: float = 240) -> None:
@@ -227,62 +199,72 @@ def _wait_for(path: Path, timeout: float = 240) -> None:
         time.sleep(0.05)
 
 
-def _kill_lock_holder(lock: Path) -> None:
-    if lock.exists() and lock.read_text().split():
+def _lock_holder_pid(run_dir: Path) -> int:
+    """The pid in a run folder's lock file ("pid N: ..."), 0 when none."""
+    text = (run_dir / LOCK_FILE).read_text() if (run_dir / LOCK_FILE).exists() else ""
+    return int(text.split()[1].rstrip(":")) if text.startswith("pid ") else 0
+
+
+def _kill(pid: int) -> None:
+    if pid:
         try:
-            os.killpg(int(lock.read_text().split()[0]), signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
 
 
-def _train_calls(calls: Path, run_dir: Path):
-    """The fake train.py's record of each training call (not eval-only) for ``run_dir``."""
+def _calls(calls: Path, run_dir: Path, train: bool = True):
+    """The fake trainer's record of each training (or evaluation) call for ``run_dir``."""
     records = [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
-    return [r for r in records if str(run_dir) in r["argv"] and "--eval-only" not in r["argv"]]
+    return [r for r in records if str(run_dir) in r["argv"] and ("--eval-only" not in r["argv"]) == train]
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
 def test_a_killed_sweep_started_again_resumes_from_checkpoints(env, how, tmp_path):
-    """The job holds at epoch 3 until the test releases it, so that the orphaned job of a
+    """The job holds at epoch 3 until the test releases it, so that the orphaned worker of a
     killed sweep is still running when the second sweep looks, whatever the machine's load."""
     hold = tmp_path / "hold"
     hold.mkdir()
     calls = tmp_path / "calls.jsonl"
     env = {**env, "FAKE_EPOCHS": "8", "FAKE_EPOCH_SECONDS": "0.1", "FAKE_HOLD": str(hold),
            "FAKE_CALLS": str(calls)}
-    args = ["bash", str(REPO / "scripts" / "sweep.sh"), "base2new", "--datasets", "dtd",
-            "--seeds", "1"]
+    args = ["base2new", "--datasets", "dtd", "--seeds", "1"]
     run_dir = Path(env["OUT"]) / "base2new/train_base/dtd/shots_16/CLIPFit/vit_b16/seed1"
-    lock = Path(env["OUT"]) / "sweeps/base2new/CLIPFit/locks/dtd-seed1.lock"
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    (hold / "release-test-seed1").touch()  # the new-class test does not wait
+    proc = subprocess.Popen(sweep_command(*args), env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    worker = 0
     try:
         _wait_for(run_dir / "model" / "model.pth.tar-2")
+        worker = _lock_holder_pid(run_dir)
         proc.send_signal(how)
-        out = proc.communicate(timeout=30)[0]
         if how == signal.SIGTERM:
+            out = proc.communicate(timeout=30)[0]
             assert proc.returncode == 130 and "Interrupted: run the same command again" in out
-        else:  # the job outlives the sweep and keeps its lock: a new sweep leaves it alone
-            again = sweep(env, *args[2:], check=0).stdout
+        else:  # the worker outlives the sweep and keeps its lock: a new sweep leaves it alone
+            proc.wait(timeout=30)  # (the orphan keeps the sweep's stdout open: not read here)
+            again = sweep(env, *args, check=0).stdout
             assert "running in another process" in again and "1 busy in another process" in again
         (hold / "release-seed1").touch()
-        if how == signal.SIGKILL:
+        if how == signal.SIGKILL:  # the orphaned worker finishes the job on its own
+            test_dir = Path(str(run_dir).replace("train_base", "test_new"))
             deadline = time.time() + 60
-            while is_locked(str(lock)):  # the orphaned job finishes on its own
+            while not read_run(str(test_dir)).finished or is_locked(str(test_dir / LOCK_FILE)):
                 assert time.time() < deadline, "the orphaned job did not finish"
                 time.sleep(0.1)
-        out = sweep(env, *args[2:], check=0).stdout
+        out = sweep(env, *args, check=0).stdout
     finally:
         proc.kill()
-        _kill_lock_holder(lock)
+        _kill(worker)
     assert read_run(str(run_dir)).finished
-    train_calls = _train_calls(calls, run_dir)
+    train_calls = _calls(calls, run_dir)
     if how == signal.SIGKILL:  # the busy job was not started a second time, nor after it finished
         assert len(train_calls) == 1
         assert "1 already finished (skipped), 0 to run" in out
         return
     assert "1 ran ok" in out
-    first, second = train_calls  # the killed attempt and the one the second sweep started
+    first, second = train_calls  # the stopped attempt and the one the second sweep started
+    assert first["pid"] != second["pid"]
     assert second["argv"][second["argv"].index("--output-dir") + 1] == str(run_dir)
     assert second["argv"][second["argv"].index("--resume") + 1] == str(run_dir)
     assert {"checkpoint", "model.pth.tar-1", "model.pth.tar-2"} <= set(second["checkpoints"])
@@ -293,18 +275,72 @@ def test_a_killed_sweep_started_again_resumes_from_checkpoints(env, how, tmp_pat
     assert len(tests) == 1  # the new-class test ran once, after training finished
 
 
-def test_task_exits_busy_when_its_lock_is_held(tmp_path):
-    lock = tmp_path / "job.lock"
-    with open(lock, "w") as f:
+def test_a_worker_killed_fails_its_job_only_and_its_run_resumes(env, tmp_path):
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    calls = tmp_path / "calls.jsonl"
+    env = {**env, "FAKE_EPOCHS": "5", "FAKE_HOLD": str(hold), "FAKE_CALLS": str(calls)}
+    args = ["base2new", "--datasets", "dtd", "eurosat", "--seeds", "1", "--jobs", "2"]
+    out_dir = Path(env["OUT"]) / "base2new/train_base"
+    dtd, eurosat = (out_dir / d / "shots_16/CLIPFit/vit_b16/seed1" for d in ("dtd", "eurosat"))
+    for name in ("release-test-seed1",):
+        (hold / name).touch()
+    proc = subprocess.Popen(sweep_command(*args), env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(dtd / "model" / "model.pth.tar-2")
+        _wait_for(eurosat / "model" / "model.pth.tar-2")
+        _kill(_lock_holder_pid(dtd))  # kill -9 of one worker, as the OOM killer would
+        time.sleep(1)
+        (hold / "release-seed1").touch()  # the other job goes on
+        out = proc.communicate(timeout=120)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, out
+    assert "FAILED dtd-seed1 (killed by SIGKILL)" in out and "1 ran ok, 1 failed" in out
+    assert read_run(str(eurosat)).finished and not read_run(str(dtd)).finished
+    assert read_run(str(dtd)).status == "interrupted"  # the kernel released its lock
+    out = sweep(env, *args, check=0).stdout
+    assert "1 already finished (skipped), 1 to run" in out and "1 ran ok" in out
+    second = _calls(calls, dtd)[-1]
+    assert "model.pth.tar-2" in second["checkpoints"] and "--resume" in second["argv"]
+    assert read_run(str(dtd)).finished
+
+
+def test_a_run_folder_locked_elsewhere_makes_its_job_busy(env):
+    run_dir = Path(env["OUT"]) / "base2new/train_base/dtd/shots_16/CLIPFit/vit_b16/seed1"
+    run_dir.mkdir(parents=True)
+    with open(run_dir / LOCK_FILE, "w") as f:
+        f.write("pid 1: someone else\n")
+        f.flush()
         fcntl.flock(f, fcntl.LOCK_EX)
-        proc = subprocess.run([sys.executable, "-m", "clipfit.experiments.sweep", "task", "--lock", str(lock),
-                               "--log", str(tmp_path / "job.log"), "--", "bash", "-c", "echo ran"],
-                              cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode == 75 and "running in another process" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "clipfit.experiments.sweep", "task", "--lock", str(lock),
-                           "--log", str(tmp_path / "job.log"), "--", "bash", "-c", "echo ran"],
-                          cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode == 0 and "ran" in (tmp_path / "job.log").read_text()
+        out = sweep(env, "base2new", "--datasets", "dtd", "--seeds", "1", check=0).stdout
+    assert "run  dtd-seed1 (running in another process)" in out and "1 busy in another process" in out
+    assert not (run_dir / "log.txt").exists()
+    assert "1 ran ok" in sweep(env, "base2new", "--datasets", "dtd", "--seeds", "1", check=0).stdout
+
+
+def test_workers_are_pinned_to_one_gpu_each_or_share_the_cpus(env, tmp_path, monkeypatch):
+    calls = tmp_path / "calls.jsonl"
+    args = ("fewshot", "--datasets", "dtd", "eurosat", "--shots", "1", "--seeds", "1", "2")
+    sweep({**env, "FAKE_CALLS": str(calls), "CUDA_VISIBLE_DEVICES": "3,5"}, *args, check=0)
+    records = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert len(records) == 4 and {r["gpus"] for r in records} == {"3", "5"}  # one device each
+    assert not any(r["cuda_initialised"] for r in records) and len({r["pid"] for r in records}) == 4
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # every GPU torch sees, when not set
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert slots_from_env({}, 4) == ["0", "1"] and slots_from_env({"CUDA_VISIBLE_DEVICES": "3"}, 4) == ["3"]
+    assert slots_from_env({"CUDA_VISIBLE_DEVICES": ""}, 3) == [None] * 3  # none visible: CPU workers
+    monkeypatch.setattr("clipfit.training.cli.cpu_count", lambda: 8)
+    assert threads_per_job([None] * 2, 10, {}) == 4
+    assert threads_per_job([None] * 3, 2, {}) == 4  # two jobs to run: two workers
+    assert threads_per_job([None] * 2, 10, {"OMP_NUM_THREADS": "1"}) == 0  # the user's choice
+    assert threads_per_job(["0", "1"], 10, {}) == 0  # GPUs: torch's default
+    calls.unlink()
+    sweep({**env, "FAKE_CALLS": str(calls)}, *args[:-2], "3", "4", "--jobs", "2", check=0)
+    records = [json.loads(line) for line in calls.read_text().splitlines()]
+    cpus = len(os.sched_getaffinity(0))
+    assert {r["threads"] for r in records} == {max(1, cpus // 2)} and {r["gpus"] for r in records} == {None}
 
 
 def test_slurm_array_script_runs_one_job_per_task(env):
@@ -317,14 +353,59 @@ def test_slurm_array_script_runs_one_job_per_task(env):
     text = script.read_text()
     assert "#SBATCH --array=0-1\n" in text and "#SBATCH --gres=gpu:1" in text
     assert f"export OUT={env['OUT']}" in text
-    assert len(next(slurm.glob("jobs-*.txt")).read_text().splitlines()) == 2
+    jobs = next(slurm.glob("jobs-*.txt")).read_text().splitlines()
+    assert jobs == ["bash scripts/base2new_train.sh dtd 1 && bash scripts/base2new_test.sh dtd 1",
+                    "bash scripts/base2new_train.sh eurosat 1 && bash scripts/base2new_test.sh eurosat 1"]
     task_env = {k: v for k, v in env.items() if k not in ("OUT", "DATA")}
-    proc = subprocess.run(["bash", str(script)], env={**task_env, "SLURM_ARRAY_TASK_ID": "1"},
+    proc = subprocess.run(["bash", str(script)], env={**task_env, "SLURM_ARRAY_TASK_ID": "1", "DRY_RUN": "1"},
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    done = Path(env["OUT"]) / "base2new/test_new/eurosat/shots_16/CLIPFit/vit_b16/seed1"
-    assert read_run(str(done)).finished
-    assert not (Path(env["OUT"]) / "base2new/train_base/dtd").exists()
-    out = sweep(env, "base2new", "--datasets", "dtd", "eurosat", "--seeds", "1", "--slurm",
-                "--dry-run", check=0).stdout
-    assert "SLURM array of 1 jobs" in out and "task 0: dtd-seed1" in out
+    folders = [ln for ln in proc.stdout.splitlines() if ln.startswith("/")]  # the task's runs, via the scripts
+    assert folders == [f"{env['OUT']}/base2new/{part}/eurosat/shots_16/CLIPFit/vit_b16/seed1"
+                       for part in ("train_base", "test_new")]
+
+
+def test_the_real_trainer_in_a_forked_worker_gives_train_pys_numbers(tmp_path):
+    """A run in a worker forked from the forkserver (torch imported once, before the fork) gives
+    the same checkpoint and result as train.py started afresh with the same arguments."""
+    make_dataset("dtd", str(tmp_path / "data"), n_classes=4, per_class=8)
+    clip = save_tiny_clip(str(tmp_path / "tiny_clip.pt"))
+    opts = ["MODEL.BACKBONE.PATH", clip, "INPUT.SIZE", f"({TINY_IMAGE_SIZE}, {TINY_IMAGE_SIZE})",
+            "OPTIM.MAX_EPOCH", "2", "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
+            "TRAINER.CLIPFIT.PREC", "fp32"]
+    env = {**{k: v for k, v in os.environ.items() if k not in ("TRAINER", "CFG", "SHOTS")},
+           "DATA": str(tmp_path / "data"), "OUT": str(tmp_path / "out"), "CLIPFIT_ENGINE": "builtin",
+           "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CKPT_FREQ": "1"}
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "sweep.sh"), "fewshot", "--datasets", "dtd",
+                           "--shots", "2", "--seeds", "1", "--", *opts], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0 and "1 ran ok" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    spec, = script_specs("fewshot", ["dtd", "1", "2", *opts],
+                         ScriptEnv(data=env["DATA"], out=env["OUT"], ckpt_freq=1))
+    argv = spec.argv()
+    fresh = tmp_path / "fresh"
+    argv[argv.index("--output-dir") + 1] = argv[argv.index("--resume") + 1] = str(fresh)
+    proc = subprocess.run([sys.executable, "train.py", *argv], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    swept = Path(spec.folder)
+    assert json.loads((swept / "metrics.json").read_text())["accuracy"] == \
+        json.loads((fresh / "metrics.json").read_text())["accuracy"]
+    a = torch.load(swept / "clipfit" / "model.pth.tar-2", weights_only=True)["state_dict"]
+    b = torch.load(fresh / "clipfit" / "model.pth.tar-2", weights_only=True)["state_dict"]
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert "    python train.py --root " in (Path(env["OUT"]) / "sweeps/fewshot/CLIPFit/logs/dtd-2shot-seed1.log").read_text()
+
+
+def test_several_methods_share_one_sweep(env, tmp_path):
+    args = ("base2new", "--datasets", "dtd", "--seeds", "1", "--methods", "CLIPFit", "CoOp:vit_b16_ep50")
+    out = sweep(env, *args, "--slurm", "--dry-run", check=0).stdout
+    assert "TRAINER=CLIPFit, TRAINER=CoOp CFG=vit_b16_ep50" in out and "SLURM array of 2 jobs" in out
+    lines = next((Path(env["OUT"]) / "sweeps/base2new/CLIPFit/slurm").glob("jobs-*.txt")).read_text()
+    assert "TRAINER=CoOp CFG=vit_b16_ep50 bash scripts/base2new_train.sh dtd 1 && TRAINER=CoOp " \
+           "CFG=vit_b16_ep50 bash scripts/base2new_test.sh dtd 1" in lines  # each task runs its method
+    out = sweep(env, *args, "--jobs", "2", check=0).stdout
+    assert "2 ran ok" in out and "[done]  CoOp/vit_b16_ep50:dtd-seed1" in out
+    for trainer, cfg in (("CLIPFit", "vit_b16"), ("CoOp", "vit_b16_ep50")):
+        assert read_run(str(Path(env["OUT"]) / f"base2new/test_new/dtd/shots_16/{trainer}/{cfg}/seed1")).finished
+    assert (Path(env["OUT"]) / "sweeps/base2new/CoOp_vit_b16_ep50/logs/dtd-seed1.log").exists()  # its own

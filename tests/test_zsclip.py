@@ -23,6 +23,7 @@ def assets(tmp_path_factory):
 
 def _run(assets, out, flag, monkeypatch):
     monkeypatch.setattr(sys, "stdout", sys.stdout)
+    stdout = sys.stdout
     main([
         flag, "--root", assets["root"], "--trainer", "ZeroshotCLIP", "--output-dir", str(out),
         "--dataset-config-file", "configs/datasets/dtd.yaml",
@@ -30,9 +31,7 @@ def _run(assets, out, flag, monkeypatch):
         "MODEL.BACKBONE.PATH", assets["clip"], "INPUT.SIZE", "(32, 32)",
         "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TEST.BATCH_SIZE", "5",
     ])
-    tee = sys.stdout  # the logger's tee to log.txt
-    tee.close()
-    sys.stdout = tee.console
+    assert sys.stdout is stdout  # main stopped teeing stdout to log.txt (runs in-process follow)
     with open(os.path.join(out, "metrics.json")) as f:
         return json.load(f), open(os.path.join(out, "log.txt")).read()
 

@@ -1,8 +1,9 @@
 """ProGrad: CoOp with the prompt gradient projected against zero-shot CLIP's (method in
 :mod:`clipfit.methods.prograd`)."""
-from typing import Dict
+import torch
 
-from clipfit.engine import TRAINER_REGISTRY, compute_accuracy
+from clipfit.engine import TRAINER_REGISTRY
+from clipfit.methods.classifier import LossParts
 from clipfit.methods.prograd import ProGradModel
 
 from .coop import CoOp
@@ -14,25 +15,11 @@ class ProGrad(CoOp):
 
     classifier_class = ProGradModel
 
-    def forward_backward(self, batch) -> Dict[str, float]:
-        image, label = self.parse_batch_train(batch)
-        with self.autocast():
-            xe, kl, logits = self.model.losses(image, label)
-        self.detect_anomaly(xe)
-        self.detect_anomaly(kl)
-        self.model_zero_grad()
-        scale = self.scaler.scale if self.scaler is not None else (lambda t: t)
-        grads = self.model.projected_gradients(scale(xe), scale(kl))
+    def compute_gradients(self, loss: torch.Tensor, parts: LossParts) -> None:
+        """The gradient of ``loss`` (xe) projected against that of ``kl_loss``; both are scaled
+        alike under amp, and the projection is linear in the task gradient, so unscaling after
+        it (in the base's step) is exact."""
+        self.detect_anomaly(parts["kl_loss"])
+        grads = self.model.projected_gradients(self.scaled(loss), self.scaled(parts["kl_loss"]))
         for p, g in zip(self.model.learned_parameters().values(), grads):
             p.grad = g
-        if self.scaler is None:
-            self.after_backward()
-            self.model_update()
-        else:  # the projection is linear in the task gradient: unscaling after it is exact
-            self.scaler.unscale_(self.optim)
-            self.after_backward()
-            self.scaler.step(self.optim)
-            self.scaler.update()
-        if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
-        return {"xe_loss": xe.item(), "kl_loss": kl.item(), "acc": compute_accuracy(logits, label)[0].item()}

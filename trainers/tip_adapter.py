@@ -2,33 +2,30 @@
 :mod:`clipfit.methods.tip_adapter`."""
 from __future__ import annotations
 
-from typing import Iterator, List, Sequence, Tuple
+from typing import Any, Iterator, List, Sequence, Tuple
 
 import torch
 
 from clipfit.engine import TRAINER_REGISTRY, build_data_loader, build_transform
 from clipfit.methods.backbone import backbone
 from clipfit.methods.templates import resolve_template
-from clipfit.methods.text import normalize
 from clipfit.methods.tip_adapter import CFG_PREFIX, TipAdapterModel, TipSettings, build_cache, tip_templates
 from clipfit.training.base_trainer import CLIPTrainer
+from clipfit.errors import ConfigValueError, UserError
 
 
-@TRAINER_REGISTRY.register()
-class TipAdapter(CLIPTrainer):
-    """Tip-Adapter (Zhang et al., ECCV 2022): a cache of the few-shot training set, alpha and
-    beta searched on the validation set; nothing is trained, so run it with ``--eval-only``
-    or ``--no-train``. Options: ``TRAINER.TIP_ADAPTER.*``."""
+class TipAdapterTrainer(CLIPTrainer):
+    """What Tip-Adapter and Tip-Adapter-F share (not registered): the cache built from the
+    few-shot set, and alpha/beta searched on the validation set before the test."""
 
     prec_key = CFG_PREFIX + "PREC"
-    model_name = "tip_adapter"
-    learn_keys = False
+    learn_keys: bool = False  # Tip-Adapter-F learns the cache keys
 
     def check_cfg(self, cfg) -> None:
         super().check_cfg(cfg)
         TipSettings.from_cfg(cfg.TRAINER.TIP_ADAPTER).check()
         if cfg.DATASET.SUBSAMPLE_CLASSES == "new":
-            raise ValueError(
+            raise ConfigValueError(
                 "DATASET.SUBSAMPLE_CLASSES is 'new', but Tip-Adapter's cache needs labelled shots of every "
                 "class it predicts and base-to-new gives none of the new classes: use 'all' or 'base'."
             )
@@ -51,10 +48,6 @@ class TipAdapter(CLIPTrainer):
         keys, labels = build_cache(self.cache_views(clip_model), backbone(clip_model).image.encode)
         return TipAdapterModel(clip_model, classnames, templates, keys, labels, settings, self.learn_keys)
 
-    def train(self) -> None:
-        raise RuntimeError("TipAdapter is training-free: run train.py with --eval-only or --no-train "
-                           "(TipAdapterF fine-tunes the cache keys).")
-
     @torch.no_grad()
     def search_on_val(self) -> None:
         """Tip-Adapter's alpha/beta search on the validation set (skipped when SEARCH is off)."""
@@ -62,8 +55,8 @@ class TipAdapter(CLIPTrainer):
             print(f"alpha {self.model.alpha}, beta {self.model.beta} ({CFG_PREFIX}SEARCH False)")
             return
         if self.val_loader is None:
-            raise ValueError(f"{CFG_PREFIX}SEARCH needs a validation split, and {self.cfg.DATASET.NAME} has "
-                             f"none here: set {CFG_PREFIX}SEARCH False to keep INIT_ALPHA and INIT_BETA.")
+            raise ConfigValueError(f"{CFG_PREFIX}SEARCH needs a validation split, and {self.cfg.DATASET.NAME} "
+                                   f"has none here: set {CFG_PREFIX}SEARCH False to keep INIT_ALPHA and INIT_BETA.")
         self.model.eval()
         feats, labels = [], []
         for batch in self.val_loader:
@@ -83,7 +76,20 @@ class TipAdapter(CLIPTrainer):
 
 
 @TRAINER_REGISTRY.register()
-class TipAdapterF(TipAdapter):
+class TipAdapter(TipAdapterTrainer):
+    """Tip-Adapter (Zhang et al., ECCV 2022): a cache of the few-shot training set, alpha and
+    beta searched on the validation set; nothing is trained, so run it with ``--eval-only``
+    or ``--no-train``. Options: ``TRAINER.TIP_ADAPTER.*``."""
+
+    model_name = "tip_adapter"
+
+    def train(self) -> None:
+        raise UserError("TipAdapter is training-free: run train.py with --eval-only or --no-train "
+                        "(TipAdapterF fine-tunes the cache keys).")
+
+
+@TRAINER_REGISTRY.register()
+class TipAdapterF(TipAdapterTrainer):
     """Tip-Adapter-F: the cache keys fine-tuned with AdamW (epsilon ``TRAINER.TIP_ADAPTER.ADAMW_EPS``),
     cosine learning rate stepped per batch, last batch kept, then alpha/beta searched on val."""
 
@@ -99,14 +105,9 @@ class TipAdapterF(TipAdapter):
             batch_size=cfg.DATALOADER.TRAIN_X.BATCH_SIZE, tfm=build_transform(cfg, is_train=True), is_train=False,
         )
 
-    def train(self) -> None:
-        CLIPTrainer.train(self)
-
-    def build_model(self) -> None:
-        super().build_model()
+    def build_optimizer(self) -> Tuple[torch.optim.Optimizer, Any]:
+        """Tip-Adapter-F's AdamW over the cache keys, cosine over every batch of ``OPTIM.MAX_EPOCH``."""
         o = self.cfg.OPTIM
-        keys = self.model.cache_keys
-        self.optim = torch.optim.AdamW([keys], lr=o.LR, weight_decay=o.WEIGHT_DECAY, betas=(o.ADAM_BETA1, o.ADAM_BETA2),
-                                       eps=float(self.cfg.TRAINER.TIP_ADAPTER.ADAMW_EPS))
-        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.optim, o.MAX_EPOCH * len(self.train_loader_x))
-        self._optims[self.model_name], self._scheds[self.model_name] = self.optim, self.sched
+        optim = torch.optim.AdamW([self.model.cache_keys], lr=o.LR, weight_decay=o.WEIGHT_DECAY,
+                                  betas=(o.ADAM_BETA1, o.ADAM_BETA2), eps=float(self.cfg.TRAINER.TIP_ADAPTER.ADAMW_EPS))
+        return optim, torch.optim.lr_scheduler.CosineAnnealingLR(optim, o.MAX_EPOCH * len(self.train_loader_x))

@@ -9,6 +9,7 @@ from clipfit.methods.classifier import ZeroShotClassifier
 from clipfit.engine import TRAINER_REGISTRY
 from clipfit.methods.templates import resolve_template
 from clipfit.training.base_trainer import CLIPTrainer
+from clipfit.errors import UserError
 
 
 @TRAINER_REGISTRY.register()
@@ -27,4 +28,4 @@ class ZeroshotCLIP(CLIPTrainer):
         return ZeroShotClassifier(clip_model, classnames, template)
 
     def train(self) -> None:
-        raise RuntimeError("ZeroshotCLIP has nothing to train: run train.py with --eval-only or --no-train.")
+        raise UserError("ZeroshotCLIP has nothing to train: run train.py with --eval-only or --no-train.")

@@ -17,12 +17,13 @@ from clipfit.checkpoint_files import POINTER_FILE, checkpoint_file, has_checkpoi
 from clipfit.training import tuned_checkpoint as ckpt_io
 from clipfit.methods.clip_loader import CLIPWeightsNotFoundError, architecture, load_clip
 from clipfit.training.config import get_cfg, merge_from_file
+from clipfit.errors import UserError
 
 CONFIG_FILE = "config.yaml"
 ANALYSIS_FOLDER = "analysis"
 
 
-class RunError(ValueError):
+class RunError(UserError, ValueError):
     """A run that cannot be analysed, with what to do about it."""
 
     def __str__(self) -> str:

@@ -28,9 +28,10 @@ from tabulate import tabulate
 
 from clipfit import REPO_ROOT
 from clipfit.data.fewshot import FEWSHOT_FOLDER, cache_problem, fewshot_sources
-from clipfit.data.folders import CoOpDataset
+from clipfit.data.folders import CoOpDataset, FolderDataset
 from clipfit.data.splits import DOCS, DatasetLayoutError
 from clipfit.fileio import FileContentError, leftover_temps, read_json
+from clipfit.training.config import closest_key
 
 # classes, train, val, test of CoOp's splits (CLIPFit paper, Table 8; variants: their papers)
 PUBLISHED: Dict[str, Tuple[int, Optional[int], Optional[int], int]] = {
@@ -86,17 +87,36 @@ def import_loaders() -> None:
     import datasets  # noqa: F401
 
 
+def config_names() -> List[str]:
+    """The dataset config names (``configs/datasets/<name>.yaml``)."""
+    folder = os.path.join(REPO_ROOT, "configs", "datasets")
+    return sorted(n[: -len(".yaml")] for n in os.listdir(folder) if n.endswith(".yaml"))
+
+
+def known_datasets() -> List[str]:
+    """The registry names of every loader with a folder of its own under the root: CoOp's in
+    :data:`PUBLISHED`'s order, then the others (the toy world's)."""
+    from clipfit.engine import DATASET_REGISTRY
+
+    own = [
+        n for n in DATASET_REGISTRY.registered_names()
+        if issubclass(DATASET_REGISTRY.get(n), FolderDataset) and DATASET_REGISTRY.get(n).dataset_dir
+    ]
+    return [n for n in PUBLISHED if n in own] + sorted(n for n in own if n not in PUBLISHED)
+
+
 def resolve_name(name: str) -> str:
     """A registry name from a registry name or a config name (``configs/datasets/<name>.yaml``)."""
-    if name in PUBLISHED:
+    if name in known_datasets():
         return name
-    config = os.path.join(REPO_ROOT, "configs", "datasets", f"{name}.yaml")
-    if os.path.isfile(config):
-        with open(config) as f:
+    if name in config_names():
+        with open(os.path.join(REPO_ROOT, "configs", "datasets", f"{name}.yaml")) as f:
             return yaml.safe_load(f)["DATASET"]["NAME"]
+    close = closest_key(name, config_names() + known_datasets())
+    hint = f" Did you mean {close}?" if close else ""
     raise SystemExit(
-        f"Unknown dataset {name!r}; use a config name (dtd, oxford_pets, ...) "
-        f"or one of {', '.join(PUBLISHED)}"
+        f"Unknown dataset {name!r}.{hint} Use a config name (dtd, oxford_pets, toy_shapes, ...) "
+        f"or one of {', '.join(known_datasets())}."
     )
 
 
@@ -143,7 +163,7 @@ def check_sizes(report: Report, splits: Tuple, skip_counts: bool) -> None:
     labels = {x.label for x in test} | {x.label for x in train or []}
     sizes = (len(labels),) + tuple(None if s is None else len(s) for s in splits)
     report.sizes = tuple("" if s is None else s for s in sizes)
-    if not skip_counts:
+    if not skip_counts and report.dataset in PUBLISHED:  # the toy world's have no published sizes
         names = ("classes", "train", "val", "test")
         differ = [
             f"{what} {have:,} (published {published:,})"
@@ -313,7 +333,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     args = parser.parse_args(argv)
     import_loaders()
-    names = [resolve_name(n) for n in args.dataset] or list(PUBLISHED)
+    names = [resolve_name(n) for n in args.dataset] or known_datasets()
     reports = [
         check_dataset(n, args.root, args.max_images, args.skip_counts, requested=bool(args.dataset),
                       clean=args.clean)
@@ -327,7 +347,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for problem in problems:
         print(problem.line())
     if not any(r.status != "absent" for r in reports):
-        print(f"No dataset found under {os.path.abspath(args.root)}; see {DOCS} for the expected folders.")
+        from datasets.toy import MAKE_DATA  # importable once the loaders are
+
+        root = os.path.abspath(args.root)
+        print(f"No dataset found under {root}: nothing was checked. See {DOCS} for the expected folders; "
+              f"`python -m clipfit.data prepare --list --root {root}` shows what is there, and "
+              f"`{MAKE_DATA} {root}` draws the toy world's datasets.")
+        return 1
     print(summary(reports))
     print(f"{len(problems)} problem(s) found." if problems else "No problems found.")
     return 1 if problems else 0

@@ -16,6 +16,7 @@ from clipfit.data.splits import (DOCS, DatasetLayoutError, atomic_write_json, ch
                                  to_rows)
 from clipfit.fileio import FileContentError, read_json
 from clipfit.engine import DatasetBase, Datum
+from clipfit.errors import ConfigValueError
 
 FEWSHOT_FOLDER = "split_fewshot"
 MAX_VAL_SHOTS = 4  # CoOp samples min(NUM_SHOTS, 4) validation images per class
@@ -165,7 +166,7 @@ def subsample_classes(*datasets: List[Datum], subsample: str = "all") -> Sequenc
     The label set comes from the first dataset (the training set, after few-shot sampling).
     """
     if subsample not in SUBSAMPLE_CHOICES:
-        raise ValueError(
+        raise ConfigValueError(
             f"DATASET.SUBSAMPLE_CLASSES must be one of {', '.join(SUBSAMPLE_CHOICES)}; got {subsample!r}"
         )
     if subsample == "all":
@@ -174,7 +175,7 @@ def subsample_classes(*datasets: List[Datum], subsample: str = "all") -> Sequenc
     m = math.ceil(len(labels) / 2)
     selected = labels[:m] if subsample == "base" else labels[m:]
     if not selected:
-        raise ValueError(
+        raise ConfigValueError(
             f"DATASET.SUBSAMPLE_CLASSES {subsample} keeps no class: the training set has {len(labels)} "
             f"class(es), and the base half takes the first ceil({len(labels)}/2) = {m}. Use all (or base), "
             "or a dataset with at least 2 classes."

@@ -13,6 +13,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 from clipfit.engine import Datum, listdir_nohidden
 from clipfit.fileio import FileContentError, read_json, read_text, write_json
+from clipfit.errors import UserError
 
 Split = Tuple[List[Datum], List[Datum], List[Datum]]
 Row = Tuple[str, int, str]  # (image path relative to the split's folder, label, class name)
@@ -23,7 +24,11 @@ SPLIT_FIX = ("download CoOp's split file again (see DATASETS.md), or delete it s
              "(then not comparable with published numbers)")
 
 
-class DatasetLayoutError(FileNotFoundError):
+class DatasetContentError(UserError, ValueError):
+    """A dataset whose files are in place but too few or inconsistent for the split asked for."""
+
+
+class DatasetLayoutError(UserError, FileNotFoundError):
     """A dataset folder, split file or annotation file is missing or does not match the layout."""
 
     def __str__(self) -> str:
@@ -180,7 +185,7 @@ def split_trainval(trainval: List[Datum], p_val: float = 0.2) -> Tuple[List[Datu
     for label, idxs in by_label.items():
         n_val = round(len(idxs) * p_val)
         if n_val <= 0:
-            raise ValueError(
+            raise DatasetContentError(
                 f"Class {trainval[idxs[0]].classname!r} (label {label}) has only {len(idxs)} trainval "
                 f"image(s): too few to hold out {p_val:.0%} for validation (need at least 3)."
             )
@@ -205,7 +210,7 @@ def split_groups(
         n_train = round(n_total * p_trn)
         n_val = round(n_total * p_val)
         if n_train <= 0 or n_val <= 0 or n_total - n_train - n_val <= 0:
-            raise ValueError(
+            raise DatasetContentError(
                 f"Class {classname!r} has only {n_total} image(s): too few for a "
                 f"{p_trn:.0%}/{p_val:.0%}/{1 - p_trn - p_val:.0%} train/val/test split (need at least 4)."
             )

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 
+from clipfit.errors import ConfigValueError, InstallError
+
 from .builtin.checkpoint import capture_rng_state, restore_rng_state
 from .builtin.optim import build_lr_scheduler
 
 _CHOICE = os.environ.get("CLIPFIT_ENGINE", "auto").strip().lower()
 if _CHOICE not in ("auto", "builtin", "dassl"):
-    raise ImportError(f"CLIPFIT_ENGINE must be 'builtin', 'dassl' or unset, got '{_CHOICE}'")
+    raise ConfigValueError(f"CLIPFIT_ENGINE must be 'builtin', 'dassl' or unset, got '{_CHOICE}'")
 
 
 def _import_dassl() -> bool:
@@ -27,7 +29,7 @@ def _import_dassl() -> bool:
         import dassl  # noqa: F401
     except ImportError as e:
         if _CHOICE == "dassl":
-            raise ImportError(
+            raise InstallError(
                 "CLIPFIT_ENGINE=dassl but Dassl cannot be imported "
                 f"({e}). Install Dassl.pytorch (see its README) or unset CLIPFIT_ENGINE to use "
                 "the built-in engine."

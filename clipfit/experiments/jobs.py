@@ -1,45 +1,56 @@
-"""The jobs of a sweep: which script commands one dataset and seed runs, and where they write.
-
-The experiment scripts define where each run writes: :func:`resolve` asks them (``DRY_RUN=1``).
+"""The jobs of a sweep: the runs (:class:`RunSpec`) one dataset and seed makes, the script
+commands they amount to, and where the job logs.
 """
 from __future__ import annotations
 
 import os
 import os.path as osp
 import shlex
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+from clipfit.errors import ConfigValueError
 from clipfit import REPO_ROOT
-from clipfit.experiments.protocol import (DG_TARGETS, FEWSHOT_SHOTS, SETTINGS, SOURCE_DATASET,
-                                          setting_datasets)
-from clipfit.experiments.results import FINISHED, last_progress, run_status
+from clipfit.experiments.protocol import FEWSHOT_SHOTS, SETTINGS, SOURCE_DATASET, setting_datasets
+from clipfit.experiments.results import last_progress
+from clipfit.experiments.run import ScriptEnv, script_specs, spec_state
+from clipfit.training.run_folder import FINISHED, lock_holder
+from clipfit.training.run_spec import RunSpec
 
-HEADER_PREFIX = "==> "  # the scripts' announcement lines
+HEADER_PREFIX = "==> "  # the announcement lines of a run (clipfit.experiments.run)
+DONE_PREFIXES = ("==> finished ", "==> skip ")
 
 
 @dataclass
 class Job:
-    """One unit of a sweep: shell commands run in order, and the run folders they fill."""
+    """One unit of a sweep: script commands run in order (``commands``, shown and used by SLURM
+    tasks), the runs they make (``specs``, run in-process by the local sweep) and its log."""
 
     name: str
     commands: List[List[str]]
-    run_dirs: List[str] = field(default_factory=list)
+    specs: List[RunSpec] = field(default_factory=list)
     log: str = ""
-    lock: str = ""
+    env: Dict[str, str] = field(default_factory=dict)  # assignments before each command (--methods)
 
     @property
     def shell(self) -> str:
-        return " && ".join(shlex.join(c) for c in self.commands)
+        prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in self.env.items())
+        return " && ".join(prefix + shlex.join(c) for c in self.commands)
+
+    @property
+    def run_dirs(self) -> List[str]:
+        return [s.folder if osp.isabs(s.folder) else osp.join(REPO_ROOT, s.folder) for s in self.specs]
 
     def status(self) -> str:
-        """done (every run finished), partial (some) or todo (none)."""
-        finished = [run_status(d) == FINISHED for d in self.run_dirs]
+        """done (every run finished with this identity), partial (some) or todo (none)."""
+        finished = [spec_state(s).status == FINISHED for s in self.specs]
         if finished and all(finished):
             return "done"
         return "partial" if any(finished) else "todo"
+
+    def holder(self) -> Optional[str]:
+        """Who holds the lock of one of the job's run folders now (None: nobody)."""
+        return next((h for h in map(lock_holder, self.run_dirs) if h), None)
 
 
 def _script(name: str, *args) -> List[str]:
@@ -47,9 +58,12 @@ def _script(name: str, *args) -> List[str]:
 
 
 def plan(setting: str, seeds: Sequence[int], datasets: Optional[Sequence[str]] = None,
-         shots: Sequence[int] = FEWSHOT_SHOTS, opts: Sequence[str] = ()) -> List[Job]:
-    """The jobs of ``setting`` (seed-major, so a killed sweep leaves whole seeds done)."""
+         shots: Sequence[int] = FEWSHOT_SHOTS, opts: Sequence[str] = (),
+         env: Optional[Dict[str, str]] = None) -> List[Job]:
+    """The jobs of ``setting`` (seed-major, so a killed sweep leaves whole seeds done), with their
+    runs, under the scripts' environment ``env`` (default: this process's)."""
     chosen = list(datasets) if datasets else list(setting_datasets(setting))
+    environ = dict(os.environ if env is None else env)
     jobs: List[Job] = []
     for seed in seeds:
         if setting == "base2new":
@@ -66,12 +80,19 @@ def plan(setting: str, seeds: Sequence[int], datasets: Optional[Sequence[str]] =
         elif setting == "dg":
             jobs.append(Job(f"{SOURCE_DATASET}-seed{seed}", [_script("dg_test.sh", seed, *opts)]))
         else:
-            raise ValueError(f"Unknown setting '{setting}'; choose one of {', '.join(SETTINGS)}")
+            raise ConfigValueError(f"Unknown setting '{setting}'; choose one of {', '.join(SETTINGS)}")
+    base = sweep_dir(setting, environ)
+    script_env = ScriptEnv.from_environ(environ)
+    for job in jobs:
+        job.log = osp.join(base, "logs", f"{job.name}.log")
+        specs = [s for c in job.commands
+                 for s in script_specs(osp.basename(c[1])[:-len(".sh")], c[2:], script_env)]
+        job.specs = list({s.folder: s for s in specs}.values())  # dg: the source model once
     return jobs
 
 
 def sweep_dir(setting: str, env: Dict[str, str]) -> str:
-    """Where a sweep keeps job logs, locks and SLURM files: ``$OUT/sweeps/<setting>/<tag>``."""
+    """Where a sweep keeps job logs and SLURM files: ``$OUT/sweeps/<setting>/<tag>``."""
     out = env.get("OUT") or "output"
     tag = env.get("TRAINER") or "CLIPFit"
     if env.get("CFG"):
@@ -81,36 +102,9 @@ def sweep_dir(setting: str, env: Dict[str, str]) -> str:
     return osp.join(out if osp.isabs(out) else osp.join(REPO_ROOT, out), "sweeps", setting, tag)
 
 
-def resolve(jobs: Sequence[Job], setting: str, env: Dict[str, str]) -> None:
-    """Fill each job's run folders (asking its scripts with ``DRY_RUN=1``), log and lock."""
-    base = sweep_dir(setting, env)
-    dry_env = {**env, "DRY_RUN": "1"}
-    for job in jobs:
-        job.run_dirs = []
-        for command in job.commands:
-            proc = subprocess.run(command, cwd=REPO_ROOT, env=dry_env, capture_output=True,
-                                  text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"{shlex.join(command)} failed in DRY_RUN mode:\n"
-                                   f"{proc.stderr.strip() or proc.stdout.strip()}")
-            job.run_dirs += [p if osp.isabs(p) else osp.join(REPO_ROOT, p)
-                             for p in proc.stdout.split() if p]
-        job.log = osp.join(base, "logs", f"{job.name}.log")
-        job.lock = osp.join(base, "locks", f"{job.name}.lock")
-
-
 def job_datasets(job: Job) -> List[str]:
-    """The datasets (config names) a job's scripts read."""
-    names: List[str] = []
-    for command in job.commands:
-        script = osp.basename(command[1])
-        if script == "xd_train.sh":
-            names.append(SOURCE_DATASET)
-        elif script == "dg_test.sh":
-            names += [SOURCE_DATASET, *DG_TARGETS]
-        else:
-            names.append(command[2])
-    return list(dict.fromkeys(names))
+    """The datasets (config names) a job's runs read."""
+    return list(dict.fromkeys(s.dataset for s in job.specs))
 
 
 def _opt(opts: Sequence[str], key: str) -> Optional[str]:
@@ -118,15 +112,12 @@ def _opt(opts: Sequence[str], key: str) -> Optional[str]:
     return pairs.get(key)
 
 
-def _config_backbone(job: Job, env: Dict[str, str]) -> Dict[str, str]:
-    """``MODEL.BACKBONE`` of the trainer config a job's runs use (their folders name it:
-    ``.../<TRAINER>/<cfg>/seed<N>``), or {} when there is no such file."""
+def _config_backbone(job: Job) -> Dict[str, str]:
+    """``MODEL.BACKBONE`` of the trainer config a job's runs use, or {} without such a file."""
     import yaml
 
-    trainer = env.get("TRAINER") or "CLIPFit"
-    for run_dir in job.run_dirs:
-        cfg_file = osp.join(REPO_ROOT, "configs", "trainers", trainer,
-                            f"{osp.basename(osp.dirname(run_dir))}.yaml")
+    for spec in job.specs:
+        cfg_file = osp.join(REPO_ROOT, spec.config_file)
         if osp.isfile(cfg_file):
             with open(cfg_file) as f:
                 backbone = ((yaml.safe_load(f) or {}).get("MODEL") or {}).get("BACKBONE") or {}
@@ -139,7 +130,7 @@ def _missing_weights(job: Job, env: Dict[str, str], opts: Sequence[str]) -> str:
     first, then the job's trainer config, then the default ViT-B/16."""
     from clipfit.methods.clip_loader import cached_weights_path, download_url
 
-    backbone = _config_backbone(job, env)
+    backbone = _config_backbone(job)
     path = _opt(opts, "MODEL.BACKBONE.PATH") or backbone.get("PATH", "")
     if path:
         full = osp.expanduser(path if osp.isabs(path) else osp.join(REPO_ROOT, path))
@@ -186,14 +177,9 @@ def display_path(path: str) -> str:
     return path if rel.startswith("..") else rel
 
 
-def task_command(job: Job) -> List[str]:
-    """The command that runs ``job`` under its lock, appending to its log."""
-    return [sys.executable, "-m", "clipfit.experiments.sweep", "task", "--lock", job.lock, "--log", job.log,
-            "--", "bash", "-c", job.shell]
-
-
 def job_progress(job: Job) -> str:
-    """What a running job does now: its last script announcement and training progress."""
+    """What a running job does now: the announcement of the run going on (not the line that
+    closed the one before) and its training progress."""
     try:
         with open(job.log, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -201,11 +187,12 @@ def job_progress(job: Job) -> str:
             lines = f.read().decode(errors="replace").splitlines()
     except OSError:
         return ""
-    step = next((ln[len(HEADER_PREFIX):] for ln in reversed(lines)
-                 if ln.startswith(HEADER_PREFIX)), "")
+    headers = [i for i, ln in enumerate(lines) if ln.startswith(HEADER_PREFIX)]
+    # the run going on: the last header that does not close a run (finished, skipped)
+    current = [i for i in headers if not lines[i].startswith(DONE_PREFIXES)]
+    last_header = max(current or headers, default=-1)
+    step = lines[last_header][len(HEADER_PREFIX):] if last_header >= 0 else ""
     progress = last_progress(job.log)
-    last_header = max((i for i, ln in enumerate(lines) if ln.startswith(HEADER_PREFIX)),
-                      default=-1)
     has_progress_after = any(ln.startswith("epoch [") for ln in lines[last_header + 1:])
     step = step.replace(REPO_ROOT + os.sep, "")
     return step + (f" [{progress}]" if progress and has_progress_after else "")

@@ -5,24 +5,29 @@ A run folder is one ``--output-dir`` of ``train.py``. Its final metrics come fro
 (``log.txt``, one decimal), so folders made by CoOp's or KgCoOp's own code read too.
 A run is *finished* when it has final metrics. A folder without them is *running* (another
 process holds its lock), *crashed* (with the last error line), *interrupted* (with its last
-checkpoint) or *not-started* (training never began): see :mod:`clipfit.training.run_folder`.
-
-``python -m clipfit.experiments.results status DIR`` and ``... last-epoch DIR`` serve the shell scripts.
+checkpoint) or *not-started* (training never began): see :mod:`clipfit.training.run_folder`,
+the low-level module of run-folder facts this one reads above.
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import math
 import os
 import os.path as osp
 import re
 import statistics
+import dataclasses
+import json
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple, TypeVar
 
 from clipfit.fileio import read_json
-from clipfit.training.run_folder import last_checkpoint_epoch, unfinished_state
+from clipfit.errors import MissingFileError
+from clipfit.training.run_folder import FINISHED, PROGRESS_LINE, unfinished_state
+from clipfit.training.run_spec import MODEL_DIR, recorded_identity
+
+T = TypeVar("T")
 
 METRICS_FILE = "metrics.json"
 LOG_FILE = "log.txt"
@@ -35,10 +40,9 @@ JSON_KEYS: Dict[str, str] = {
     "total": "total", "correct": "correct",
 }
 _METRIC_LINE = re.compile(r"^\* (\w+): ([\d,.eE+-]+)%?$")
-_PROGRESS_LINE = re.compile(r"^epoch \[(\d+)/(\d+)\]")
 _SEED_DIR = re.compile(r"^seed(\d+)$")
 
-FINISHED, MISSING = "finished", "missing"  # else one of run_folder's unfinished states
+MISSING = "missing"  # else FINISHED or one of run_folder's unfinished states
 
 
 @dataclass
@@ -89,7 +93,7 @@ def parse_log(path: str, end_signal: Optional[str] = None) -> Optional[Dict[str,
     if end_signal is None:
         if TRAIN_END_SIGNAL in lines:
             end_signal = TRAIN_END_SIGNAL
-        elif any(_PROGRESS_LINE.match(line) for line in lines):
+        elif any(PROGRESS_LINE.match(line) for line in lines):
             return None
         else:
             end_signal = TEST_END_SIGNAL
@@ -132,11 +136,6 @@ def read_logs(run_dir: str, end_signal: Optional[str] = None) -> RunResult:
     return RunResult(run_dir, state, source=logs[0] if logs else "", reason=detail)
 
 
-def run_status(run_dir: str) -> str:
-    """finished, missing, running, crashed, interrupted or not-started."""
-    return read_run(run_dir).status
-
-
 def last_progress(log_path: str) -> str:
     """The epoch and ETA of the last Dassl progress line in ``log_path`` ("" when none)."""
     try:
@@ -147,7 +146,7 @@ def last_progress(log_path: str) -> str:
     except OSError:
         return ""
     for line in reversed(tail):
-        match = _PROGRESS_LINE.match(line.strip())
+        match = PROGRESS_LINE.match(line.strip())
         if match:
             eta = re.search(r"eta (\S+)", line)
             return f"epoch {match.group(1)}/{match.group(2)}" + (f", eta {eta.group(1)}" if eta else "")
@@ -205,20 +204,86 @@ def classify(run_dir: str) -> Optional[RunKey]:
     return None
 
 
-def find_runs(root: str) -> Dict[RunKey, RunResult]:
-    """Every run folder of a known layout under ``root`` (``root`` itself included)."""
+def find_all_runs(root: str) -> Dict[RunKey, List[RunResult]]:
+    """Every run folder of a known layout under ``root`` (``root`` itself included), by key; a
+    key found twice (``root`` one folder too high: two output roots) lists both."""
     if not osp.isdir(root):
-        raise FileNotFoundError(f"No folder {root}: pass the output root of the scripts "
+        raise MissingFileError(f"No folder {root}: pass the output root of the scripts "
                                 "(OUT, default ./output) or one of its setting folders.")
-    runs: Dict[RunKey, RunResult] = {}
+    runs: Dict[RunKey, List[RunResult]] = {}
     for current, dirs, _ in os.walk(root):
         key = classify(current)
         if key is not None:
-            runs[key] = read_run(current)
+            runs.setdefault(key, []).append(read_run(current))
             dirs.clear()  # nothing of interest inside a run folder
         else:
             dirs.sort()
     return runs
+
+
+def find_runs(root: str) -> Dict[RunKey, RunResult]:
+    """The runs under ``root`` that may be averaged (:func:`screen_runs`)."""
+    return screen_runs(find_all_runs(root))[0]
+
+
+# Identity keys that differ between the seeds of one cell by design
+PER_SEED_KEYS = ("SEED", MODEL_DIR)
+
+
+def cell_identity(run_dir: str) -> Optional[Dict[str, object]]:
+    """A run's recorded identity without its per-seed keys (None: no record, e.g. CoOp's own
+    folders, which are then averaged as before)."""
+    recorded, keys = recorded_identity(run_dir)
+    if recorded is None:
+        return None
+    return {k: v for k, v in recorded.items() if k not in PER_SEED_KEYS and (keys is None or k in keys)}
+
+
+def odd_ones(identities: Dict[T, Optional[Dict[str, object]]]) -> Dict[T, str]:
+    """The members of one cell (the seeds of one method and dataset) whose identity differs from
+    the one most of them share, with how it differs; when no identity is shared by most, all of
+    them (with their differing settings). Members without a record are not judged."""
+    known = {m: i for m, i in identities.items() if i is not None}
+    groups = Counter(json.dumps(i, sort_keys=True, default=str) for i in known.values())
+    if len(groups) < 2:
+        return {}
+    (top, n), (_, runner_up) = groups.most_common(2)
+    if n == runner_up:
+        keys = sorted({k for i in known.values() for k in i
+                       if len({json.dumps(j.get(k), default=str) for j in known.values()}) > 1})
+        return {m: "no settings shared by most seeds: " + "; ".join(f"{k} {i.get(k, '(unset)')!r}" for k in keys)
+                for m, i in known.items()}
+    common = json.loads(top)
+    return {m: "; ".join(f"{k} {i.get(k, '(unset)')!r} (the others: {common.get(k, '(unset)')!r})"
+                         for k in sorted(set(i) | set(common)) if i.get(k, "(unset)") != common.get(k, "(unset)"))
+            for m, i in known.items() if json.dumps(i, sort_keys=True, default=str) != top}
+
+
+def screen_runs(found: Dict[RunKey, List[RunResult]]) -> Tuple[Dict[RunKey, RunResult], Dict[RunKey, str]]:
+    """The runs that may be averaged, and why each other one is left out: its key found twice
+    (both left out), or settings that differ from the other seeds of its cell."""
+    left_out: Dict[RunKey, str] = {}
+    kept: Dict[RunKey, RunResult] = {}
+    for key, results in found.items():
+        if len(results) > 1:
+            left_out[key] = f"found {len(results)} times: " + ", ".join(r.path for r in results)
+        else:
+            kept[key] = results[0]
+    cells: Dict[RunKey, Dict[RunKey, Optional[Dict[str, object]]]] = {}
+    for key, run in kept.items():
+        if run.finished:
+            cells.setdefault(dataclasses.replace(key, seed=0), {})[key] = cell_identity(run.path)
+    for members in cells.values():
+        for key, how in odd_ones(members).items():
+            del kept[key]
+            left_out[key] = how if how.startswith("no settings shared") else \
+                f"other settings than the other seeds: {how}"
+    return kept, left_out
+
+
+def left_out_line(key: RunKey, why: str) -> str:
+    """``Left out of the means: TRAINER/CFG DATASET seed N (SETTING ROLE): why``."""
+    return f"Left out of the means: {key.trainer}/{key.cfg} {key.dataset} seed {key.seed} ({key.setting} {key.role}): {why}"
 
 
 @dataclass
@@ -246,23 +311,3 @@ def ci95(values: Sequence[float]) -> float:
 def harmonic_mean(base: float, new: float) -> float:
     """HM = 2 * Base * New / (Base + New), 0 when both are 0."""
     return 2 * base * new / (base + new) if base + new else 0.0
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Query one run folder (used by scripts/*.sh).")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("status", help="print finished ACCURACY, missing, or running, crashed, "
-                   "interrupted or not-started with what happened").add_argument("dir")
-    sub.add_parser("last-epoch", help="print the last saved checkpoint epoch (empty: none)"
-                   ).add_argument("dir")
-    args = parser.parse_args(argv)
-    if args.command == "status":
-        run = read_run(args.dir)
-        print(run.status + (f" {run.accuracy:.2f}" if run.finished else f" {run.reason}"))
-    else:
-        epoch = last_checkpoint_epoch(args.dir)
-        print("" if epoch is None else epoch)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,11 +1,17 @@
-"""Running sweep jobs: locally (one per GPU or N at a time), or as a SLURM job array.
+"""Running sweep jobs: locally in worker processes, or as a SLURM job array.
 
-A lock file per job keeps two sweeps (or a sweep and a leftover job of a killed one) from
-running the same job at once.
+Local workers are forked from a ``multiprocessing`` forkserver that imported torch, the clip
+package and clipfit once (:func:`worker_context`); each job runs its runs in-process
+(:func:`clipfit.experiments.run.execute`), one job per worker process: a crash or kill -9
+ends that job only. On GPUs each worker is pinned to one device (``CUDA_VISIBLE_DEVICES`` set
+in the worker before CUDA initialises); on CPUs the cores are divided between the workers.
+The run folders' own lock (:func:`clipfit.training.run_folder.acquire`) keeps two sweeps (or a
+sweep and a leftover job of a killed one) from running the same run at once.
 """
 from __future__ import annotations
 
 import datetime
+import multiprocessing
 import os
 import os.path as osp
 import re
@@ -15,43 +21,63 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence
 
 from clipfit import REPO_ROOT
-from clipfit.experiments.jobs import Job, display_path, job_progress, sweep_dir, task_command
-from clipfit.experiments.warm_python import FOLDER_ENV, WRAPPER, WarmPython, jobs_python
+from clipfit.experiments.jobs import Job, display_path, job_progress, sweep_dir
+from clipfit.experiments.results import read_run
 from clipfit.fileio import write_text
-from clipfit.training.run_folder import is_locked
 
-BUSY_EXIT = 75  # a job's lock is held by another process (EX_TEMPFAIL)
+BUSY_EXIT = 75  # a run folder of the job is locked by another process (EX_TEMPFAIL)
+PRELOAD = ["torch", "clipfit.methods.openai_clip", "clipfit.training.cli", "clipfit.experiments.run",
+           "clipfit.engine"]  # imported once, in the forkserver
 
 
-def run_task(lock: str, log: str, command: Sequence[str]) -> None:
-    """Take ``lock`` (exit BUSY_EXIT when held), send output to ``log``, exec ``command``.
+def worker_context() -> multiprocessing.context.BaseContext:
+    """The forkserver context whose server imported :data:`PRELOAD` (and this checkout's
+    ``trainers/`` and ``datasets/`` through them) once."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
 
-    The lock is an open file description that the command and its children inherit, so it
-    stays held while any of them runs, even if the sweep that started them is killed.
-    """
-    import fcntl
 
-    os.makedirs(osp.dirname(lock), exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print(f"{lock} is held: this job is running in another process.", file=sys.stderr)
-        sys.exit(BUSY_EXIT)
-    os.set_inheritable(fd, True)
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()} {datetime.datetime.now():%Y-%m-%d %H:%M:%S}\n".encode())
-    os.makedirs(osp.dirname(log), exist_ok=True)
-    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.write(out, f"\n### {datetime.datetime.now():%Y-%m-%d %H:%M:%S} {shlex.join(command)}\n"
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run_job(job: Job, gpu: Optional[str], threads: int, overwrite: bool,
+            train: Optional[Callable] = None) -> None:
+    """A worker's body: the job's runs in order, in this process, output appended to its log.
+    Exit status: 0 done, 2 a run refused or failed (the log says why), :data:`BUSY_EXIT` a run
+    folder locked by another process; SIGTERM stops the run as Ctrl-C does (resumable)."""
+    os.setsid()  # Ctrl-C in the terminal reaches the sweep, which stops the workers itself
+    signal.signal(signal.SIGTERM, _interrupt)
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before anything initialises CUDA here
+    if threads:
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+    from clipfit.experiments.run import Busy, ScriptError, execute
+
+    os.makedirs(osp.dirname(job.log), exist_ok=True)
+    out = os.open(job.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.write(out, f"\n### {datetime.datetime.now():%Y-%m-%d %H:%M:%S} pid {os.getpid()}: {job.shell}\n"
              .encode())
     os.dup2(out, 1)
     os.dup2(out, 2)
-    os.chdir(REPO_ROOT)
-    os.execvp(command[0], list(command))
+    sys.stdout.reconfigure(line_buffering=True)
+    holder = f"pid {os.getpid()}: sweep job {job.name} ({job.shell})"
+    try:
+        for spec in job.specs:
+            execute(spec, overwrite, holder, train)
+    except Busy as err:
+        print(f"ERROR: {err}", file=sys.stderr, flush=True)
+        sys.exit(BUSY_EXIT)
+    except ScriptError as err:
+        print(f"ERROR: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -61,11 +87,15 @@ def _fmt_duration(seconds: float) -> str:
 class LocalRunner:
     """Runs jobs in parallel, one per slot (a GPU id, or None for an unpinned slot)."""
 
-    def __init__(self, jobs: Sequence[Job], slots: Sequence[Optional[str]], env: Dict[str, str],
-                 status_every: float = 30.0, poll: float = 1.0):
+    def __init__(self, jobs: Sequence[Job], slots: Sequence[Optional[str]], threads: int = 0,
+                 status_every: float = 30.0, poll: float = 1.0, overwrite: bool = False,
+                 train: Optional[Callable] = None):
         self.pending = list(jobs)
         self.slots = list(slots)
-        self.env = env
+        self.threads = threads
+        self.overwrite = overwrite
+        self.train = train  # what runs train.py's argv in a worker (default: train.py's main)
+        self.ctx = worker_context()
         self.status_every = status_every
         self.poll = poll
         self.running: Dict[int, tuple] = {}  # slot index -> (job, process, start time)
@@ -76,12 +106,10 @@ class LocalRunner:
         self.total = len(self.pending)
 
     def _start(self, slot: int, job: Job) -> None:
-        env = dict(self.env)
         gpu = self.slots[slot]
-        if gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = gpu
-        proc = subprocess.Popen(task_command(job), cwd=REPO_ROOT, env=env,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = self.ctx.Process(target=run_job, name=job.name,
+                                args=(job, gpu, self.threads, self.overwrite, self.train))
+        proc.start()
         self.running[slot] = (job, proc, time.time())
         where = f" on GPU {gpu}" if gpu is not None else ""
         print(f"[start] {job.name}{where} (log: {display_path(job.log)})", flush=True)
@@ -92,12 +120,13 @@ class LocalRunner:
         if rc == BUSY_EXIT:
             self.busy.append(job)
             print(f"[busy]  {job.name}: running in another process, left alone", flush=True)
-        elif rc == 0 and job.status() == "done":
+        elif rc == 0 and all(read_run(d).finished for d in job.run_dirs):
             self.ok.append(job)
             self.durations.append(took)
             print(f"[done]  {job.name} in {_fmt_duration(took)}", flush=True)
         else:
-            reason = f"exit {rc}" if rc else "exited 0 without final results"
+            reason = (f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exit {rc}") if rc \
+                else "exited 0 without final results"
             self.failed.append((job, reason))
             print(f"[FAIL]  {job.name} ({reason}) after {_fmt_duration(took)}; "
                   f"log: {display_path(job.log)}", flush=True)
@@ -118,17 +147,16 @@ class LocalRunner:
         return line + "".join(f"\n    {d}" for d in details)
 
     def stop(self) -> None:
-        """Terminate the running jobs' process groups (they resume when the sweep reruns)."""
+        """Stop the running jobs as Ctrl-C would (their runs resume when the sweep reruns)."""
         for job, proc, _ in self.running.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+            if proc.is_alive():
+                proc.terminate()
         deadline = time.time() + 10
         for job, proc, _ in self.running.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            proc.join(timeout=max(0.1, deadline - time.time()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
 
     def run(self) -> None:
         last_status = 0.0
@@ -138,9 +166,8 @@ class LocalRunner:
                     self._start(slot, self.pending.pop(0))
             time.sleep(self.poll)
             for slot, (job, proc, _) in list(self.running.items()):
-                rc = proc.poll()
-                if rc is not None:
-                    self._finish(slot, rc)
+                if proc.exitcode is not None:
+                    self._finish(slot, proc.exitcode)
             if time.time() - last_status >= self.status_every and (self.running or self.pending):
                 print(self.status_line(), flush=True)
                 last_status = time.time()
@@ -165,41 +192,27 @@ def failure_excerpt(path: str, n: int = 5) -> List[str]:
 
 
 def slots_from_env(env: Dict[str, str], jobs: int) -> List[Optional[str]]:
-    """One slot per GPU in CUDA_VISIBLE_DEVICES, else ``jobs`` unpinned slots."""
-    visible = [g.strip() for g in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    """One slot per visible GPU (those in CUDA_VISIBLE_DEVICES, else every GPU torch sees;
+    CUDA in this process does not reach the workers, which come from the forkserver), else
+    ``jobs`` unpinned slots."""
+    if "CUDA_VISIBLE_DEVICES" in env:
+        visible = [g.strip() for g in env["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+    else:
+        import torch
+
+        visible = [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     return visible if visible else [None] * max(1, jobs)
 
 
-def share_cpus(env: Dict[str, str], slots: Sequence[Optional[str]], jobs: int) -> str:
-    """On CPUs, ``jobs`` jobs at a time get ``OMP_NUM_THREADS`` = CPUs // jobs each (at least
-    1; unless it is set), so that their torch threads do not oversubscribe the cores. The note
-    says so ("" when nothing was set)."""
+def threads_per_job(slots: Sequence[Optional[str]], jobs: int, env: Dict[str, str]) -> int:
+    """On CPUs with 2 or more jobs at a time, each gets CPUs // jobs threads (at least 1; 0:
+    leave torch's default, also when OMP_NUM_THREADS is set)."""
     running = min(len(slots), jobs)
     if slots[0] is not None or running < 2 or env.get("OMP_NUM_THREADS"):
-        return ""
+        return 0
     from clipfit.training.cli import cpu_count  # train.py's rule for the CPUs it may use
 
-    env["OMP_NUM_THREADS"] = str(max(1, cpu_count() // running))
-    return f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} each ({cpu_count()} CPUs)"
-
-
-def start_warm_python(env: Dict[str, str], log: str) -> Tuple[Optional[WarmPython], str]:
-    """A warm python for the jobs (``PYTHON`` in ``env`` becomes its wrapper), or None; and a
-    note on what the jobs' python commands run in."""
-    folder, given = env.get(FOLDER_ENV), env.get("PYTHON", "")
-    if folder and given == osp.join(folder, WRAPPER):
-        return None, "python commands fork from the warm python in PYTHON"
-    python = jobs_python(env, REPO_ROOT)  # the scripts run in the repository root
-    if python is None:
-        return None, f"no interpreter {given or 'python'} found"
-    if os.sep in given and not osp.samefile(python, sys.executable):
-        return None, (f"PYTHON={given} is not the interpreter running the sweep ({sys.executable}): "
-                      "each python command starts it afresh (no warm python)")
-    os.makedirs(osp.dirname(log), exist_ok=True)
-    warm = WarmPython(python, env, log)
-    env["PYTHON"] = warm.wrapper
-    return warm, (f"python commands fork from a warm python with torch imported (log: "
-                  f"{display_path(log)}; --no-warm: fresh interpreters)")
+    return max(1, cpu_count() // running)
 
 
 def slurm_script(jobs: Sequence[Job], setting: str, env: Dict[str, str], jobs_file: str,
@@ -208,7 +221,7 @@ def slurm_script(jobs: Sequence[Job], setting: str, env: Dict[str, str], jobs_fi
     base = sweep_dir(setting, env)
     limit = f"%{max_parallel}" if max_parallel else ""
     exports = "".join(f"export {k}={shlex.quote(env[k])}\n" for k in
-                      ("TRAINER", "CFG", "SHOTS", "DATA", "OUT", "PYTHON") if env.get(k))
+                      ("TRAINER", "CFG", "SHOTS", "DATA", "OUT", "PYTHON", "CKPT_FREQ") if env.get(k))
     return (
         "#!/bin/bash\n"
         f"#SBATCH --job-name=clipfit-{setting}\n"
@@ -234,7 +247,7 @@ def submit_slurm(jobs: Sequence[Job], setting: str, env: Dict[str, str], sbatch_
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     jobs_file = osp.join(base, f"jobs-{stamp}.txt")
     script = osp.join(base, f"array-{stamp}.sbatch")
-    write_text(jobs_file, "".join(shlex.join(task_command(j)) + "\n" for j in jobs))
+    write_text(jobs_file, "".join(j.shell + "\n" for j in jobs))
     write_text(script, slurm_script(jobs, setting, env, jobs_file, max_parallel))
     command = ["sbatch", *shlex.split(sbatch_args), script]
     print(f"SLURM array of {len(jobs)} jobs: {display_path(script)} (jobs: {display_path(jobs_file)})")

@@ -2,18 +2,19 @@
 
 ``bash scripts/sweep.sh SETTING [options] [-- yacs opts]`` (or ``python -m clipfit.experiments.sweep``).
 A job is one dataset and seed (base2new: train then test; fewshot: one number of shots; xd:
-one seed's ImageNet training and its 10 targets; dg: one seed's source model and 4 targets).
-The experiment scripts define where each run writes: the sweep asks them (``DRY_RUN=1``)
-and skips a job whose run folders all hold final results. Before it launches anything (and in
-``--dry-run``) it checks the dataset folders and the weights file the jobs need, and lists
-what is missing with the DATASETS.md section that explains it. A job that was interrupted runs
-again, and the scripts resume its runs from their last checkpoint.
+one seed's ImageNet training and its 10 targets; dg: one seed's source model and 4 targets),
+that is the runs (:class:`~clipfit.training.run_spec.RunSpec`) its scripts make. A job whose
+runs all hold final results with the same identity is skipped. Before it launches anything (and
+in ``--dry-run``) the sweep checks the dataset folders and the weights file the jobs need, and
+lists what is missing with the DATASETS.md section that explains it. A job that was
+interrupted runs again, and its runs resume from their last checkpoint.
 
-Jobs run one per GPU listed in ``CUDA_VISIBLE_DEVICES``, else ``--jobs N`` at a time (on
-CPUs: ``OMP_NUM_THREADS`` = CPUs // N each, and the scripts' python commands fork from a warm
-python, :mod:`clipfit.experiments.warm_python`), or as a SLURM job array (``--slurm``). A lock file per job keeps two sweeps (or a sweep and a
-leftover job of a killed one) from running the same job at once. The environment contract of
-the scripts (TRAINER, CFG, SHOTS, DATA, OUT, PYTHON) passes through unchanged.
+Jobs run in worker processes forked from a forkserver that imported torch once
+(:mod:`clipfit.experiments.runners`): one per GPU listed in ``CUDA_VISIBLE_DEVICES``, pinned
+to it, else ``--jobs N`` at a time (on CPUs with torch threads = CPUs // N each), or as a
+SLURM job array (``--slurm``, each task one script line). The run folders' lock keeps two
+sweeps (or a sweep and a leftover job of a killed one) from running the same run at once. The
+environment contract of the scripts (TRAINER, CFG, SHOTS, DATA, OUT, ...) passes through.
 """
 from __future__ import annotations
 
@@ -22,31 +23,32 @@ import os
 import os.path as osp
 import signal
 import sys
-from typing import Dict, List, Optional, Sequence
+from multiprocessing import forkserver
+from typing import Callable, Dict, List, Optional, Sequence
 
-from clipfit.experiments.jobs import (Job, display_path, job_datasets, missing_inputs, plan, resolve,
-                                      sweep_dir)
+from clipfit.experiments.jobs import Job, display_path, job_datasets, missing_inputs, plan
 from clipfit.experiments.protocol import FEWSHOT_SHOTS, SEEDS, SETTINGS
-from clipfit.experiments.runners import (LocalRunner, is_locked, run_task, share_cpus, slots_from_env,
-                                         start_warm_python, submit_slurm)
+from clipfit.experiments.run import ScriptError, check_names
+from clipfit.experiments.runners import LocalRunner, slots_from_env, submit_slurm, threads_per_job, worker_context
+
 
 def summarize(setting: str, env: Dict[str, str], skipped: Sequence[Job],
-              runner: Optional[LocalRunner], interrupted: bool) -> None:
+              runner: Optional[LocalRunner], interrupted: bool, who: str) -> None:
     """What ran, what was skipped, what failed and where its log is; what to run next."""
     print("=" * 60)
-    trainer = env.get("TRAINER") or "CLIPFit"
     counts = [f"{len(skipped)} skipped (already finished)"]
     if runner is not None:
         counts += [f"{len(runner.ok)} ran ok", f"{len(runner.failed)} failed"]
         not_run = len(runner.pending) + len(runner.running)
         counts += [f"{len(runner.busy)} busy in another process"] if runner.busy else []
         counts += [f"{not_run} not run"] if not_run else []
-    print(f"Sweep {setting} (TRAINER={trainer}): {', '.join(counts)}")
+    print(f"Sweep {setting} ({who}): {', '.join(counts)}")
     if runner is not None:
         for job, reason in runner.failed:
             print(f"  FAILED {job.name} ({reason}): {display_path(job.log)}")
         for job in runner.busy:
-            print(f"  BUSY   {job.name} (lock {display_path(job.lock)} held by another process)")
+            print(f"  BUSY   {job.name} (a run folder is locked by another process; log: "
+                  f"{display_path(job.log)})")
     if interrupted:
         print("Interrupted: run the same command again to resume (finished runs are skipped, "
               "unfinished ones resume from their last checkpoint).")
@@ -58,8 +60,8 @@ def summarize(setting: str, env: Dict[str, str], skipped: Sequence[Job],
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scripts/sweep.sh", description=__doc__.split("\n\n")[0],
-        epilog="Environment: TRAINER (CLIPFit), CFG, SHOTS, DATA, OUT, PYTHON as for the "
-               "scripts; CUDA_VISIBLE_DEVICES=0,1,2,3 runs one job per GPU. Everything after "
+        epilog="Environment: TRAINER (CLIPFit), CFG, SHOTS, DATA, OUT, CKPT_FREQ, OVERWRITE as for "
+               "the scripts; CUDA_VISIBLE_DEVICES=0,1,2,3 runs one job per GPU. Everything after "
                "'--' is passed to every script as yacs opts.")
     parser.add_argument("setting", choices=SETTINGS,
                         help="base2new, fewshot, xd (cross-dataset) or dg (distribution shift)")
@@ -79,46 +81,56 @@ def build_parser() -> argparse.ArgumentParser:
                              "--sbatch-args='--partition=gpu --time=12:00:00'")
     parser.add_argument("--max-parallel", type=int, default=0,
                         help="SLURM: at most this many array tasks at once (0: no limit)")
+    parser.add_argument("--methods", nargs="+", metavar="TRAINER[:CFG]",
+                        help="several trainers (and configs) in one sweep, their jobs sharing the "
+                             "workers (default: $TRAINER and $CFG)")
     parser.add_argument("--status-every", type=float, default=30.0,
                         help="seconds between progress summaries")
-    parser.add_argument("--warm", action=argparse.BooleanOptionalAction, default=True,
-                        help="CPU runs: the scripts' python commands fork from one interpreter "
-                             "that imported torch once (default; never with GPUs); --no-warm: "
-                             "each starts a fresh interpreter")
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, train: Optional[Callable[..., None]] = None) -> int:
+    """The sweep; ``train`` (a module-level function, for the workers) replaces train.py's
+    main in the workers' runs (tests give a fake trainer)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["task"]:
-        task = argparse.ArgumentParser(prog="clipfit.experiments.sweep task")
-        task.add_argument("--lock", required=True)
-        task.add_argument("--log", required=True)
-        task.add_argument("command", nargs=argparse.REMAINDER)
-        args = task.parse_args(argv[1:])
-        command = args.command[1:] if args.command[:1] == ["--"] else args.command
-        run_task(args.lock, args.log, command)
-        return 0
     opts: List[str] = []
     if "--" in argv:
         opts = argv[argv.index("--") + 1:]
         argv = argv[:argv.index("--")]
     args = build_parser().parse_args(argv)
     env = dict(os.environ)
-    jobs = plan(args.setting, args.seeds, args.datasets, args.shots, opts)
-    resolve(jobs, args.setting, env)
+    if not (args.dry_run or args.slurm):
+        worker_context()  # the forkserver imports torch while this process plans
+        forkserver.ensure_running()
+    methods = [tuple(m.split(":", 1)) if ":" in m else (m, "") for m in args.methods or []]
+    who = ", ".join(f"TRAINER={t}" + (f" CFG={c}" if c else "") for t, c in methods) or \
+        f"TRAINER={env.get('TRAINER') or 'CLIPFit'}"
+    try:
+        jobs = []
+        for trainer, cfg in methods or [(None, None)]:
+            method_env = env if trainer is None else {**env, "TRAINER": trainer, "CFG": cfg}
+            planned = plan(args.setting, args.seeds, args.datasets, args.shots, opts, method_env)
+            for job in planned if trainer is not None else []:
+                job.name = f"{trainer}{'/' + cfg if cfg else ''}:{job.name}"
+                job.env = {"TRAINER": trainer, "CFG": cfg}
+            jobs += planned
+        for spec in {(s.config_file, s.dataset): s for j in jobs for s in j.specs}.values():
+            check_names(spec)  # before anything runs: TRAINER, CFG, dataset names (did you mean)
+    except (ScriptError, ValueError) as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        return 2
 
     states = {job.name: job.status() for job in jobs}
     skipped = [j for j in jobs if states[j.name] == "done"]
     todo = [j for j in jobs if states[j.name] != "done"]
-    print(f"Sweep {args.setting} (TRAINER={env.get('TRAINER') or 'CLIPFit'}): {len(jobs)} jobs, "
+    print(f"Sweep {args.setting} ({who}): {len(jobs)} jobs, "
           f"{len(skipped)} already finished (skipped), {len(todo)} to run")
     for job in skipped:
         print(f"  skip {job.name}: finished")
     missing = missing_inputs(todo, env, opts) if todo else {}
     for job in todo:
         note = " (partly done: resumes)" if states[job.name] == "partial" else ""
-        note += " (running in another process)" if is_locked(job.lock) else ""
+        note += " (running in another process)" if job.holder() else ""
         lacks = [d for d in job_datasets(job) if d in missing] + (["weights"] if "weights" in missing else [])
         note += f" (cannot start: no {', '.join(lacks)})" if lacks else ""
         print(f"  run  {job.name}{note}: {job.shell}")
@@ -137,20 +149,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return submit_slurm(todo, args.setting, env, args.sbatch_args, args.max_parallel,
                             args.dry_run) if todo else 0
     if args.dry_run or not todo:
-        summarize(args.setting, env, skipped, None, False)
+        summarize(args.setting, env, skipped, None, False, who)
         return 0
 
     slots = slots_from_env(env, args.jobs)
     where = (f"one per GPU ({', '.join(s for s in slots if s)})" if slots[0] is not None
              else f"{len(slots)} at a time (CUDA_VISIBLE_DEVICES not set: no GPU pinning)")
-    threads = share_cpus(env, slots, len(todo))
-    print(f"Running {len(todo)} jobs {where}{'; ' + threads if threads else ''}")
-    warm = None
-    if args.warm and slots[0] is None:
-        log = osp.join(sweep_dir(args.setting, env), "logs", "warm-python.log")
-        warm, note = start_warm_python(env, log)
-        print(f"  {note}", flush=True)
-    runner = LocalRunner(todo, slots, env, args.status_every)
+    threads = threads_per_job(slots, len(todo), env)
+    print(f"Running {len(todo)} jobs {where}" + (f"; {threads} torch threads each" if threads else "")
+          + "; in workers forked from one python that imported torch", flush=True)
+    runner = LocalRunner(todo, slots, threads, args.status_every, overwrite=env.get("OVERWRITE") == "1",
+                         train=train)
     interrupted = False
 
     def on_term(signum, frame):
@@ -163,11 +172,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         interrupted = True
         print("\nStopping the running jobs ...", flush=True)
         runner.stop()
-    finally:
-        note = warm.stop() if warm is not None else ""
-        if note:
-            print(note, flush=True)
-    summarize(args.setting, env, skipped, runner, interrupted)
+    summarize(args.setting, env, skipped, runner, interrupted, who)
     if interrupted:
         return 130
     return 1 if runner.failed else 0

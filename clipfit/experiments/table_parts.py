@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import textwrap
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -13,6 +14,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from tabulate import tabulate
 
 from clipfit.experiments.protocol import display_name
+from clipfit.errors import ConfigValueError
 from clipfit.experiments.results import RunKey, RunResult, Stat, ci95, summarize
 
 FORMATS = ("table", "markdown", "csv", "json")
@@ -31,6 +33,7 @@ SETTING_TITLES = {
 }
 
 DASH = "-"
+TERMINAL_WIDTH = 100  # the text format fits this many columns (the other formats are full width)
 
 
 @dataclass
@@ -210,17 +213,102 @@ def render(tables: Sequence[Table], fmt: str) -> str:
                                  if values else ""})
         return out.getvalue()
     if fmt not in ("table", "markdown"):
-        raise ValueError(f"Unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
+        raise ConfigValueError(f"Unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
     blocks = []
     for t in tables:
-        title = f"## {t.title}" if fmt == "markdown" else f"{t.title}\n{'=' * len(t.title)}"
-        body = tabulate(t.rows, headers=t.header, tablefmt="github" if fmt == "markdown"
-                        else "simple", disable_numparse=True,
-                        colalign=["left"] + ["right"] * (len(t.header) - 1))
-        lines = [title, "", body, ""]
-        lines += [f"- {n}" if fmt == "markdown" else n for n in t.notes]
+        if fmt == "markdown":
+            lines = [f"## {t.title}", "", _grid(t.header, t.rows, "github"), ""]
+            lines += [f"- {n}" for n in t.notes]
+        else:
+            lines = [t.title, "=" * len(t.title), "", fit_width(t.header, t.rows), ""]
+            lines += [wrapped for n in t.notes for wrapped in _wrap(n, "")]
         if t.incomplete:
             lines += ["", f"Incomplete runs ({len(t.incomplete)}, not in the means):"]
-            lines += [f"- {line}" if fmt == "markdown" else f"  {line}" for line in t.incomplete]
+            lines += [f"- {line}" for line in t.incomplete] if fmt == "markdown" else \
+                [wrapped for line in t.incomplete for wrapped in _wrap(line, "  ")]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
+
+
+def _grid(header: Sequence[str], rows: Sequence[Sequence[str]], style: str = "simple", left: int = 1) -> str:
+    """Aligned rows: the first ``left`` columns (names) left-aligned, the numbers right-aligned."""
+    return tabulate(rows, headers=list(header), tablefmt=style, disable_numparse=True,
+                    colalign=["left"] * left + ["right"] * (len(header) - left))
+
+
+def _width(text: str) -> int:
+    return max(len(line) for line in text.splitlines())
+
+
+def _wrap(text: str, indent: str) -> List[str]:
+    return textwrap.wrap(text, TERMINAL_WIDTH, initial_indent=indent, subsequent_indent=indent + "  ",
+                         break_long_words=False, break_on_hyphens=False) or [indent]
+
+
+def column_groups(header: Sequence[str]) -> Optional[List[Tuple[str, List[int]]]]:
+    """``[(prefix, column indices)]`` when every column after the first is ``"<prefix> <what>"``
+    with each prefix's columns side by side and some prefix over several columns (a method's
+    Base/New/HM, its shots); None otherwise (e.g. one column per dataset)."""
+    groups: List[Tuple[str, List[int]]] = []
+    for i, name in enumerate(header[1:], 1):
+        if " " not in name:
+            return None
+        prefix = name.rsplit(" ", 1)[0]
+        if groups and groups[-1][0] == prefix:
+            groups[-1][1].append(i)
+        elif any(p == prefix for p, _ in groups):
+            return None
+        else:
+            groups.append((prefix, [i]))
+    return groups if any(len(cols) > 1 for _, cols in groups) else None
+
+
+def long_layout(header: Sequence[str], rows: Sequence[Sequence[str]]
+                ) -> Optional[Tuple[List[str], List[List[str]]]]:
+    """The table with one row per (first-column entry, column group): columns ``Method`` and the
+    groups' common suffixes (Base, New, HM; or 1-shot, 2-shot, ...). None when the columns do
+    not form groups (:func:`column_groups`)."""
+    groups = column_groups(header)
+    if groups is None:
+        return None
+    suffixes: List[str] = []
+    for _, cols in groups:
+        suffixes += [header[i].rsplit(" ", 1)[1] for i in cols if header[i].rsplit(" ", 1)[1] not in suffixes]
+    out = []
+    for row in rows:
+        for n, (prefix, cols) in enumerate(groups):
+            cells = {header[i].rsplit(" ", 1)[1]: row[i] for i in cols}
+            out.append([row[0] if n == 0 else "", prefix] + [cells.get(s, DASH) for s in suffixes])
+    return [header[0], "Method"] + suffixes, out
+
+
+def split_columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
+    """The table cut into tables of at most :data:`TERMINAL_WIDTH` columns, each repeating the
+    first column; a column group (:func:`column_groups`) is never cut."""
+    groups = [cols for _, cols in column_groups(header) or []] or [[i] for i in range(1, len(header))]
+    parts: List[List[int]] = [[]]
+    for cols in groups:
+        trial = parts[-1] + cols
+        if parts[-1] and _width(_grid(*_pick(header, rows, trial))) > TERMINAL_WIDTH:
+            parts.append(list(cols))
+        else:
+            parts[-1] = trial
+    return [_grid(*_pick(header, rows, cols)) for cols in parts]
+
+
+def _pick(header: Sequence[str], rows: Sequence[Sequence[str]], cols: List[int]):
+    keep = [0] + cols
+    return [header[i] for i in keep], [[row[i] for i in keep] for row in rows]
+
+
+def fit_width(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """The aligned text table, within :data:`TERMINAL_WIDTH` columns where it can be: as it is
+    when it fits, else one row per method (:func:`long_layout`), else cut into several tables
+    (:func:`split_columns`)."""
+    full = _grid(header, rows)
+    if _width(full) <= TERMINAL_WIDTH:
+        return full
+    long = long_layout(header, rows)
+    if long is not None and _width(_grid(*long, left=2)) <= TERMINAL_WIDTH:
+        return _grid(*long, left=2)
+    return "\n\n".join(split_columns(header, rows))

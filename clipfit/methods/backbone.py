@@ -30,6 +30,7 @@ from clipfit.methods.templates import class_prompts
 from clipfit.methods.text import (BlockHook, PromptTooLongError, TokenizedPrompts, causal_mask,
                                   openai_encode_embeddings, token_count, tokenize,
                                   tokenize_classes)
+from clipfit.errors import ConfigValueError
 
 # CLIPFit's image "layernorm" preset per image family: every normalisation layer, gain and bias
 IMAGE_NORM_PATTERNS: Dict[str, List[str]] = {
@@ -303,9 +304,10 @@ class OpenCLIPBackbone(Backbone):
         else:
             kind = ""
         if not kind:
-            raise ValueError(f"open_clip:{spec.arch}: its image tower ({type(visual).__name__}"
-                             f"{'/' + type(visual.trunk).__name__ if hasattr(visual, 'trunk') else ''}) is not a family "
-                             "this toolkit supports (open_clip's ViT, timm ViT trunks, timm ConvNeXt, modified ResNet).")
+            raise ConfigValueError(
+                f"open_clip:{spec.arch}: its image tower ({type(visual).__name__}"
+                f"{'/' + type(visual.trunk).__name__ if hasattr(visual, 'trunk') else ''}) is not a family "
+                "this toolkit supports (open_clip's ViT, timm ViT trunks, timm ConvNeXt, modified ResNet).")
         self.text = OpenCLIPTextTower(model, spec)
         self.image = ImageTower(model, kind, _embed_dim(model))
 
@@ -319,7 +321,7 @@ class OpenCLIPBackbone(Backbone):
         return dict(self.spec.preprocess)
 
     def to_half(self) -> None:
-        raise ValueError(
+        raise ConfigValueError(
             f"PREC fp16 stores OpenAI CLIP's weights in half precision the way clip.model.build_model does; it is not "
             f"defined for open_clip:{self.spec.arch} (timm trunks and open_clip's norms expect matching dtypes). "
             "Set the trainer's PREC to amp (fp32 weights, fp16 compute) or fp32."

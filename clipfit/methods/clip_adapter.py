@@ -16,8 +16,10 @@ from yacs.config import CfgNode
 
 from clipfit.methods.addon import AddOnClassifier
 from clipfit.methods.backbone import backbone
+from clipfit.methods.options import CLIPAdapterSettings, from_node
 from clipfit.methods.templates import DEFAULT_TEMPLATE, check_template, resolve_template
 from clipfit.methods.text import class_text_features
+from clipfit.errors import ConfigValueError
 
 CFG_PREFIX = "TRAINER.CLIP_ADAPTER."
 
@@ -25,14 +27,14 @@ CFG_PREFIX = "TRAINER.CLIP_ADAPTER."
 class ResidualAdapter(nn.Module):
     """Bottleneck MLP blended with its input (parameter names as in CLIP-Adapter: ``fc.0``, ``fc.2``)."""
 
-    def __init__(self, dim: int, reduction: int = 4, ratio: float = 0.2):
+    def __init__(self, dim: int, reduction: int = CLIPAdapterSettings.reduction, ratio: float = CLIPAdapterSettings.ratio):
         super().__init__()
         if not (isinstance(reduction, int) and 1 <= reduction <= dim):
-            raise ValueError(
+            raise ConfigValueError(
                 f"{CFG_PREFIX}REDUCTION is {reduction!r}; use an integer from 1 to the feature size {dim}."
             )
         if not 0.0 <= ratio <= 1.0:
-            raise ValueError(f"{CFG_PREFIX}RATIO is {ratio}; it must lie in [0, 1] (0 leaves CLIP unchanged).")
+            raise ConfigValueError(f"{CFG_PREFIX}RATIO is {ratio}; it must lie in [0, 1] (0 leaves CLIP unchanged).")
         self.reduction, self.ratio = reduction, float(ratio)
         hidden = dim // reduction
         self.fc = nn.Sequential(
@@ -49,7 +51,8 @@ class CLIPAdapterModel(AddOnClassifier):
     """Frozen CLIP with a :class:`ResidualAdapter` on its image features."""
 
     def __init__(self, clip_model: nn.Module, classnames: Sequence[str], template: str = DEFAULT_TEMPLATE,
-                 reduction: int = 4, ratio: float = 0.2, update_image_ln: bool = False):
+                 reduction: int = CLIPAdapterSettings.reduction, ratio: float = CLIPAdapterSettings.ratio,
+                 update_image_ln: bool = False):
         template = check_template(template, "DATASET.TEMPLATE")
         text_features = class_text_features(clip_model, template, classnames)
         super().__init__(clip_model, update_image_ln)
@@ -59,11 +62,9 @@ class CLIPAdapterModel(AddOnClassifier):
 
     @classmethod
     def from_cfg(cls, clip_model: nn.Module, classnames: Sequence[str], cfg: CfgNode) -> "CLIPAdapterModel":
-        c = cfg.TRAINER.CLIP_ADAPTER
-        return cls(
-            clip_model, classnames, resolve_template(cfg), int(c.REDUCTION), float(c.RATIO),
-            bool(cfg.TRAINER.UPDATE_IMAGE_LN),
-        )
+        return cls(clip_model, classnames, template=resolve_template(cfg),
+                   **from_node(CLIPAdapterSettings, cfg.TRAINER.CLIP_ADAPTER),
+                   update_image_ln=bool(cfg.TRAINER.UPDATE_IMAGE_LN))
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         return self.adapter(super().image_features(images))

@@ -32,6 +32,7 @@ from yacs.config import CfgNode
 from clipfit.methods import open_clip_loader
 from clipfit.methods.openai_clip import CLIP, build_model, clip_api
 from clipfit.toyworld import weights as toy_weights
+from clipfit.errors import ConfigValueError, UserError
 
 CACHE_ENV = "CLIPFIT_CLIP_CACHE"
 OFFLINE_ENV = "CLIPFIT_CLIP_OFFLINE"
@@ -40,7 +41,11 @@ _ARCHIVE_EXTRAS = ("input_resolution", "context_length", "vocab_size")  # JIT-on
 _REQUIRED_KEYS = ("text_projection", "positional_embedding", "token_embedding.weight", "ln_final.weight")
 
 
-class CLIPWeightsNotFoundError(FileNotFoundError):
+class CLIPWeightsFileError(UserError, RuntimeError):
+    """A weights file that is not CLIP weights in a format this loader reads."""
+
+
+class CLIPWeightsNotFoundError(UserError, FileNotFoundError):
     """CLIP weights are neither configured, cached nor downloadable."""
 
     def __str__(self) -> str:
@@ -55,7 +60,7 @@ def clip_cache_dir() -> str:
 def download_url(name: str) -> str:
     """OpenAI's download URL for a backbone name of ``clip_api.available_models()``."""
     if name not in clip_api.available_models():
-        raise ValueError(
+        raise ConfigValueError(
             f"Unknown CLIP backbone {name!r} (MODEL.BACKBONE.NAME). Known names: "
             f"{', '.join(clip_api.available_models())}, {toy_weights.TOY_NAME} (the shipped toy CLIP). For other weights set MODEL.BACKBONE.PATH "
             "to a JIT archive or an OpenAI-format state dict."
@@ -71,7 +76,7 @@ def cached_weights_path(name: str) -> str:
         arch, tag = open_clip_loader.parse_name(name)
         paths = open_clip_loader.tag_cache_paths(arch, tag) if tag else []
         if not paths:
-            raise ValueError(f"{name} names no pretrained tag, so it has no cached weights file.")
+            raise ConfigValueError(f"{name} names no pretrained tag, so it has no cached weights file.")
         return next((p for p in paths if os.path.isfile(p)), paths[0])
     return os.path.join(clip_cache_dir(), os.path.basename(download_url(name)))
 
@@ -133,13 +138,13 @@ def read_any_state_dict(path: str) -> Tuple[Dict[str, torch.Tensor], bool]:
             try:
                 state_dict = torch.load(f, map_location="cpu", weights_only=True)
             except Exception as err:
-                raise RuntimeError(
+                raise CLIPWeightsFileError(
                     f"{path} is neither a TorchScript archive nor a saved state dict ({err}). "
                     "If it is a partial download, delete it and load again."
                 ) from err
     if not isinstance(state_dict, dict):
-        raise RuntimeError(f"{path} holds a {type(state_dict).__name__}, not a state dict: save the model's "
-                           "state_dict() itself.")
+        raise CLIPWeightsFileError(f"{path} holds a {type(state_dict).__name__}, not a state dict: save the "
+                                   "model's state_dict() itself.")
     return dict(state_dict), False
 
 
@@ -149,7 +154,7 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
         return toy_weights.unpack(path)
     state_dict, _ = read_any_state_dict(path)
     if any(k not in state_dict for k in _REQUIRED_KEYS):
-        raise RuntimeError(
+        raise CLIPWeightsFileError(
             f"{path} does not hold CLIP weights with OpenAI key names (expected keys such as "
             f"{', '.join(_REQUIRED_KEYS)}; found {list(state_dict)[:5]}). Save the model's state_dict() itself."
         )

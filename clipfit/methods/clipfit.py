@@ -16,50 +16,22 @@ CLIP is kept.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-from yacs.config import CfgNode
 
 from clipfit.methods.backbone import backbone
 from clipfit.methods.classifier import CLIPClassifier
-from clipfit.methods.losses import REG_CHOICES, kd_regulariser, mse_regulariser
+from clipfit.methods.losses import kd_regulariser, mse_regulariser
+from clipfit.methods.options import CLIPFitSettings
 from clipfit.methods.params import Selection, freeze_all_except, select_parameters
 from clipfit.methods.templates import DEFAULT_TEMPLATE, check_template
 from clipfit.methods.text import TokenizedPrompts, encode_tokens, normalize
+from clipfit.errors import ConfigValueError
 
 CFG_PREFIX = "TRAINER.CLIPFIT."
-
-
-@dataclass
-class CLIPFitSettings:
-    """The method's options (``TRAINER.CLIPFIT.*`` without precision and template)."""
-
-    text_params: str = "proj_bias"
-    image_params: str = "layernorm"
-    text_layers: List[int] = field(default_factory=list)
-    image_layers: List[int] = field(default_factory=list)
-    params_include: List[str] = field(default_factory=list)  # more parameter-name patterns
-    params_exclude: List[str] = field(default_factory=list)  # patterns removed from the selection
-    reg: str = "kd"
-    beta: float = 8.0
-
-    @classmethod
-    def from_cfg(cls, node: CfgNode) -> "CLIPFitSettings":
-        """From the ``TRAINER.CLIPFIT`` config node."""
-        return cls(
-            node.TEXT_PARAMS, node.IMAGE_PARAMS, list(node.TEXT_LAYERS), list(node.IMAGE_LAYERS),
-            list(node.PARAMS_INCLUDE), list(node.PARAMS_EXCLUDE), node.REG, float(node.BETA),
-        )
-
-    def check(self) -> None:
-        """Errors that name the config key and the accepted values."""
-        if self.reg not in REG_CHOICES:
-            raise ValueError(f"{CFG_PREFIX}REG is {self.reg!r}; choose one of {', '.join(REG_CHOICES)}.")
-        if not self.beta >= 0:
-            raise ValueError(f"{CFG_PREFIX}BETA is {self.beta}; it must be a number >= 0.")
 
 
 class CLIPFitModel(CLIPClassifier):
@@ -88,7 +60,7 @@ class CLIPFitModel(CLIPClassifier):
             s.params_include, s.params_exclude, key_prefix=CFG_PREFIX,
         )
         if not self.selection.total:
-            raise ValueError(
+            raise ConfigValueError(
                 f"The CLIPFit parameter selection is empty ({CFG_PREFIX}TEXT_PARAMS {s.text_params}, "
                 f"IMAGE_PARAMS {s.image_params}, PARAMS_INCLUDE {s.params_include}, PARAMS_EXCLUDE "
                 f"{s.params_exclude}): tune something, or run --trainer ZeroshotCLIP for zero-shot CLIP."
@@ -101,7 +73,7 @@ class CLIPFitModel(CLIPClassifier):
         text_biases = list(self.selection.groups["text"].values())
         if s.reg == "mse":
             if not text_biases:
-                raise ValueError(
+                raise ConfigValueError(
                     f"{CFG_PREFIX}REG mse penalises changes of the tuned text tensors, but no text "
                     f"parameter is tuned ({CFG_PREFIX}TEXT_PARAMS {s.text_params!r}): tune text biases "
                     "or use REG kd or none."

@@ -25,8 +25,10 @@ from yacs.config import CfgNode
 
 from clipfit.methods.addon import AddOnClassifier
 from clipfit.methods.backbone import backbone
-from clipfit.methods.prompt_learner import PromptLearner, PromptSettings
+from clipfit.methods.options import CoCoOpSettings, PromptSettings, from_node
+from clipfit.methods.prompt_learner import PromptLearner
 from clipfit.methods.text import encode_embeddings, normalize
+from clipfit.errors import ConfigValueError
 
 CFG_PREFIX = "TRAINER.COCOOP."
 
@@ -34,8 +36,8 @@ CFG_PREFIX = "TRAINER.COCOOP."
 class CoCoOpPromptLearner(PromptLearner):
     """CoOp's generic context (class tokens at the end) plus the meta-net."""
 
-    def __init__(self, clip_model: nn.Module, classnames: Sequence[str], n_ctx: int = 4,
-                 ctx_init: str = "a photo of a"):
+    def __init__(self, clip_model: nn.Module, classnames: Sequence[str], n_ctx: int = CoCoOpSettings.n_ctx,
+                 ctx_init: str = CoCoOpSettings.ctx_init):
         settings = PromptSettings(n_ctx=n_ctx, ctx_init=ctx_init, key_prefix=CFG_PREFIX)
         super().__init__(clip_model, classnames, settings)  # draws the context first, as CoCoOp
         bb = backbone(clip_model)
@@ -62,19 +64,19 @@ class CoCoOpPromptLearner(PromptLearner):
 class CoCoOpModel(AddOnClassifier):
     """Frozen CLIP, image-conditional prompts; no class features shared by all images."""
 
-    def __init__(self, clip_model: nn.Module, classnames: Sequence[str], n_ctx: int = 4,
-                 ctx_init: str = "a photo of a", text_batch: int = 1000, update_image_ln: bool = False):
+    def __init__(self, clip_model: nn.Module, classnames: Sequence[str], n_ctx: int = CoCoOpSettings.n_ctx,
+                 ctx_init: str = CoCoOpSettings.ctx_init, text_batch: int = CoCoOpSettings.text_batch,
+                 update_image_ln: bool = False):
         if not (isinstance(text_batch, int) and text_batch >= 1):
-            raise ValueError(f"{CFG_PREFIX}TEXT_BATCH_SIZE is {text_batch!r}; use an integer >= 1.")
+            raise ConfigValueError(f"{CFG_PREFIX}TEXT_BATCH_SIZE is {text_batch!r}; use an integer >= 1.")
         super().__init__(clip_model, update_image_ln)
         self.prompt_learner = CoCoOpPromptLearner(clip_model, classnames, n_ctx, ctx_init)
         self.text_batch = text_batch
 
     @classmethod
     def from_cfg(cls, clip_model: nn.Module, classnames: Sequence[str], cfg: CfgNode) -> "CoCoOpModel":
-        c = cfg.TRAINER.COCOOP
-        return cls(clip_model, classnames, int(c.N_CTX), c.CTX_INIT, int(c.TEXT_BATCH_SIZE),
-                   bool(cfg.TRAINER.UPDATE_IMAGE_LN))
+        return cls(clip_model, classnames, **from_node(CoCoOpSettings, cfg.TRAINER.COCOOP),
+                   update_image_ln=bool(cfg.TRAINER.UPDATE_IMAGE_LN))
 
     def class_text_features(self) -> Optional[torch.Tensor]:
         """None: CoCoOp's class features depend on the image (see :meth:`logits`)."""

@@ -26,9 +26,11 @@ from clipfit.methods.addon import AddOnClassifier
 from clipfit.methods.clip_loader import CLIP, architecture
 from clipfit.methods.losses import kd_regulariser
 from clipfit.methods.openai_clip import clip_api, convert_weights
-from clipfit.methods.prompt_learner import CFG_PREFIX, PromptLearner, PromptSettings
+from clipfit.methods.options import KgCoOpSettings, PromptSettings, from_node
+from clipfit.methods.prompt_learner import CFG_PREFIX, PromptLearner
 from clipfit.methods.templates import DEFAULT_TEMPLATE, check_template, class_prompts, resolve_template
 from clipfit.methods.text import class_text_features, encode_embeddings, normalize
+from clipfit.errors import ConfigValueError
 
 KG_DISTANCES = ("cosine", "euclidean")
 
@@ -36,7 +38,7 @@ KG_DISTANCES = ("cosine", "euclidean")
 def check_kg_distance(distance: str) -> str:
     """``distance`` if it is one of :data:`KG_DISTANCES`; else an error naming the config key."""
     if distance not in KG_DISTANCES:
-        raise ValueError(f"{CFG_PREFIX}KG_DISTANCE is {distance!r}; choose one of {', '.join(KG_DISTANCES)}.")
+        raise ConfigValueError(f"{CFG_PREFIX}KG_DISTANCE is {distance!r}; choose one of {', '.join(KG_DISTANCES)}.")
     return distance
 
 
@@ -115,10 +117,10 @@ class KgCoOpModel(CoOpModel):
     """CoOp plus ``weight * L_kg`` towards the hand-crafted prompt's class features."""
 
     def __init__(self, clip_model: nn.Module, classnames: Sequence[str], template: str = DEFAULT_TEMPLATE,
-                 weight: float = 8.0, distance: str = "cosine", **coop_args: Any):
+                 weight: float = KgCoOpSettings.weight, distance: str = KgCoOpSettings.distance, **coop_args: Any):
         check_kg_distance(distance)
         if not weight >= 0:
-            raise ValueError(f"{CFG_PREFIX}W is {weight}; it must be a number >= 0.")
+            raise ConfigValueError(f"{CFG_PREFIX}W is {weight}; it must be a number >= 0.")
         template = check_template(template, "DATASET.TEMPLATE")
         clip_features = kgcoop_reference_features(clip_model, template, classnames)  # before any tuning
         super().__init__(clip_model, classnames, **coop_args)
@@ -129,10 +131,8 @@ class KgCoOpModel(CoOpModel):
 
     @classmethod
     def from_cfg(cls, clip_model: nn.Module, classnames: Sequence[str], cfg: CfgNode) -> "KgCoOpModel":
-        return cls(
-            clip_model, classnames, resolve_template(cfg), float(cfg.TRAINER.COOP.W),
-            cfg.TRAINER.COOP.KG_DISTANCE, **cls.cfg_args(cfg),
-        )
+        return cls(clip_model, classnames, template=resolve_template(cfg),
+                   **from_node(KgCoOpSettings, cfg.TRAINER.COOP), **cls.cfg_args(cfg))
 
     def regularisers(self, text_features: torch.Tensor) -> Dict[str, Tuple[float, torch.Tensor]]:
         return {"kg": (self.weight, kg_regulariser(text_features, self.clip_text_features, self.distance))}

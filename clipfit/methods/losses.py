@@ -13,7 +13,6 @@ import torch.nn.functional as F
 
 from clipfit.methods.text import normalize
 
-REG_CHOICES = ("kd", "mse", "none")
 
 
 def _fp32(t: torch.Tensor):

@@ -20,8 +20,10 @@ from yacs.config import CfgNode
 
 from clipfit.methods.addon import AddOnClassifier
 from clipfit.methods.backbone import backbone
-from clipfit.methods.prompt_learner import PromptLearner, PromptSettings
+from clipfit.methods.options import MaPLeSettings, PromptSettings, from_node
+from clipfit.methods.prompt_learner import PromptLearner
 from clipfit.methods.text import encode_embeddings, normalize, tokenize
+from clipfit.errors import ConfigValueError
 
 CFG_PREFIX = "TRAINER.MAPLE."
 MAX_INIT_TOKENS = 4  # MaPLe initialises from CTX_INIT only when N_CTX <= 4
@@ -30,16 +32,16 @@ MAX_INIT_TOKENS = 4  # MaPLe initialises from CTX_INIT only when N_CTX <= 4
 class MaPLePromptLearner(PromptLearner):
     """Text context, deep text prompts and their projections to the image encoder."""
 
-    def __init__(self, clip_model: nn.Module, classnames: Sequence[str], n_ctx: int = 2,
-                 ctx_init: str = "a photo of a", depth: int = 9):
+    def __init__(self, clip_model: nn.Module, classnames: Sequence[str], n_ctx: int = MaPLeSettings.n_ctx,
+                 ctx_init: str = MaPLeSettings.ctx_init, depth: int = MaPLeSettings.depth):
         bb = backbone(clip_model)
         refused = bb.image.prompt_support()
         if refused:
-            raise ValueError(f"MaPLe's deep prompts are not defined on this backbone's image encoder: {refused} "
-                             "(MODEL.BACKBONE.NAME).")
+            raise ConfigValueError(f"MaPLe's deep prompts are not defined on this backbone's image encoder: "
+                                   f"{refused} (MODEL.BACKBONE.NAME).")
         n_text = len(bb.text.blocks)
         if not (isinstance(depth, int) and 1 <= depth <= n_text):
-            raise ValueError(f"{CFG_PREFIX}PROMPT_DEPTH is {depth!r}; use an integer from 1 (shallow) to the "
+            raise ConfigValueError(f"{CFG_PREFIX}PROMPT_DEPTH is {depth!r}; use an integer from 1 (shallow) to the "
                              f"{n_text} text layers.")
         settings = PromptSettings(n_ctx=n_ctx, ctx_init=ctx_init, key_prefix=CFG_PREFIX)
         super().__init__(clip_model, classnames, settings)  # draws a random context first, as MaPLe
@@ -64,7 +66,7 @@ class MaPLePromptLearner(PromptLearner):
             return PromptLearner.make_context(embedding, PromptSettings(s.n_ctx, "", key_prefix=s.key_prefix),
                                               n_cls, context_length)
         if s.n_ctx < 1:
-            raise ValueError(f"{s.key_prefix}N_CTX is {s.n_ctx}; use at least 1 context vector.")
+            raise ConfigValueError(f"{s.key_prefix}N_CTX is {s.n_ctx}; use at least 1 context vector.")
         with torch.no_grad():
             tokens = embedding(tokenize([phrase], context_length).tokens.to(embedding.weight.device))
         return tokens[0, 1:1 + s.n_ctx].clone(), phrase
@@ -111,16 +113,16 @@ def encode_image_prompted(visual: nn.Module, images: torch.Tensor, shallow: torc
 class MaPLeModel(AddOnClassifier):
     """Frozen CLIP with MaPLe's coupled prompts."""
 
-    def __init__(self, clip_model: nn.Module, classnames: Sequence[str], n_ctx: int = 2,
-                 ctx_init: str = "a photo of a", depth: int = 9, update_image_ln: bool = False):
+    def __init__(self, clip_model: nn.Module, classnames: Sequence[str], n_ctx: int = MaPLeSettings.n_ctx,
+                 ctx_init: str = MaPLeSettings.ctx_init, depth: int = MaPLeSettings.depth,
+                 update_image_ln: bool = False):
         super().__init__(clip_model, update_image_ln)
         self.prompt_learner = MaPLePromptLearner(clip_model, classnames, n_ctx, ctx_init, depth)
 
     @classmethod
     def from_cfg(cls, clip_model: nn.Module, classnames: Sequence[str], cfg: CfgNode) -> "MaPLeModel":
-        m = cfg.TRAINER.MAPLE
-        return cls(clip_model, classnames, int(m.N_CTX), m.CTX_INIT, int(m.PROMPT_DEPTH),
-                   bool(cfg.TRAINER.UPDATE_IMAGE_LN))
+        return cls(clip_model, classnames, **from_node(MaPLeSettings, cfg.TRAINER.MAPLE),
+                   update_image_ln=bool(cfg.TRAINER.UPDATE_IMAGE_LN))
 
     def class_text_features(self) -> torch.Tensor:
         pl = self.prompt_learner

@@ -11,14 +11,13 @@ import importlib
 import logging
 from types import ModuleType
 
+from clipfit.errors import InstallError
+
 INSTALL = 'pip install "clipfit[open_clip]"'  # the extra pins open_clip_torch (see setup.py)
 
 
-class OpenCLIPMissingError(ImportError):
+class OpenCLIPMissingError(InstallError):
     """``MODEL.BACKBONE.NAME open_clip:...`` without open_clip installed."""
-
-    def __str__(self) -> str:
-        return self.args[0]
 
 
 def available() -> bool:

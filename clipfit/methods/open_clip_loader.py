@@ -28,23 +28,18 @@ import torch.nn as nn
 
 from clipfit.methods import open_clip_lib
 from clipfit.methods.backbone import SPEC_ATTR, OpenCLIPSpec, backbone
+from clipfit.errors import ConfigValueError, MissingFileError
 
 PREFIX = "open_clip:"
 _JIT_EXTRAS = ("input_resolution", "context_length", "vocab_size")
 
 
-class OpenCLIPWeightsNotFoundError(FileNotFoundError):
+class OpenCLIPWeightsNotFoundError(MissingFileError):
     """A pretrained tag whose file is in no local cache (or no weights named at all)."""
 
-    def __str__(self) -> str:
-        return self.args[0]
 
-
-class WeightsMismatchError(ValueError):
+class WeightsMismatchError(ConfigValueError):
     """A weights file that does not fit the named architecture."""
-
-    def __str__(self) -> str:
-        return self.args[0]
 
 
 def is_open_clip(name: str) -> bool:
@@ -58,15 +53,15 @@ def parse_name(name: str) -> Tuple[str, str]:
     arch, _, tag = name[len(PREFIX):].partition(":")
     if oc.get_model_config(arch) is None:
         near = [m for m in oc.list_models() if arch.lower()[:6] in m.lower()][:8]
-        raise ValueError(
+        raise ConfigValueError(
             f"MODEL.BACKBONE.NAME {name!r}: open_clip has no architecture {arch!r}"
             f"{' (similar: ' + ', '.join(near) + ')' if near else ''}. open_clip.list_models() lists them."
         )
     if tag:
         tags = open_clip_lib.submodule("pretrained").list_pretrained_tags_by_model(arch)
         if tag not in tags:
-            raise ValueError(f"MODEL.BACKBONE.NAME {name!r}: {arch} has no pretrained tag {tag!r}; its tags: "
-                             f"{', '.join(tags) or 'none'}.")
+            raise ConfigValueError(f"MODEL.BACKBONE.NAME {name!r}: {arch} has no pretrained tag {tag!r}; its "
+                                   f"tags: {', '.join(tags) or 'none'}.")
     return arch, tag
 
 
@@ -148,13 +143,13 @@ def check_supported(arch: str) -> None:
     cfg = _model_config(arch)
     text = cfg.get("text_cfg", {})
     if text.get("hf_model_name"):
-        raise ValueError(
+        raise ConfigValueError(
             f"open_clip:{arch} has a Hugging Face text tower ({text['hf_model_name']}): not supported. Every method "
             "here needs open_clip's own text transformer (CLIPFit tunes its FFN biases, prompt learners feed its "
             "token embeddings), which this tower does not have.")
     if "multimodal_cfg" in cfg or text.get("embed_cls"):
-        raise ValueError(f"open_clip:{arch} is a CoCa captioning model (class token appended to the text): not "
-                         "supported; pick a contrastive architecture (open_clip.list_models()).")
+        raise ConfigValueError(f"open_clip:{arch} is a CoCa captioning model (class token appended to the text): "
+                               "not supported; pick a contrastive architecture (open_clip.list_models()).")
 
 
 def preprocess_cfg(arch: str, tag: str, size: Any) -> Tuple[Dict[str, Any], List[str]]:

@@ -44,6 +44,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import torch.nn as nn
 
 from clipfit.methods.backbone import IMAGE_NORM_PATTERNS, backbone
+from clipfit.errors import ConfigValueError
 
 TEXT_PRESETS: Dict[str, List[str]] = {
     "proj_bias": ["transformer.resblocks.*.mlp.c_proj.bias"],
@@ -133,7 +134,7 @@ def check_patterns(patterns: Sequence[str], names: Sequence[str], key: str) -> N
         if not isinstance(pattern, str) or not any(matches(n, pattern) for n in names):
             near = near_names(str(pattern), names)
             hint = f" Near names: {', '.join(near)}." if near else ""
-            raise ValueError(
+            raise ConfigValueError(
                 f"{key} pattern {pattern!r} matches no parameter of this CLIP.{hint} {PATTERN_HELP}"
             )
 
@@ -153,7 +154,7 @@ def _layer_spec(layers: Sequence, n: int, key: str, allow_ends: bool) -> Tuple[O
             blocks.add(i % n)
         else:
             extra = ', or "pre"/"post" for the parameters before/after the blocks' if allow_ends else ""
-            raise ValueError(
+            raise ConfigValueError(
                 f"{key} lists {i!r}, but the encoder has {n} blocks: use integers from 0 to "
                 f"{n - 1} (or -{n} to -1 from the end){extra}; [] means all."
             )
@@ -205,9 +206,9 @@ def select_parameters(
 ) -> Selection:
     """The parameters to tune (see the module docstring). Does not change ``model``."""
     if text not in TEXT_CHOICES:
-        raise ValueError(f"{key_prefix}TEXT_PARAMS is {text!r}; choose one of {', '.join(TEXT_CHOICES)}.")
+        raise ConfigValueError(f"{key_prefix}TEXT_PARAMS is {text!r}; choose one of {', '.join(TEXT_CHOICES)}.")
     if image not in IMAGE_CHOICES:
-        raise ValueError(f"{key_prefix}IMAGE_PARAMS is {image!r}; choose one of {', '.join(IMAGE_CHOICES)}.")
+        raise ConfigValueError(f"{key_prefix}IMAGE_PARAMS is {image!r}; choose one of {', '.join(IMAGE_CHOICES)}.")
     names = [n for n, _ in model.named_parameters()]
     check_patterns(include, names, key_prefix + "PARAMS_INCLUDE")
     check_patterns(exclude, names, key_prefix + "PARAMS_EXCLUDE")

@@ -21,13 +21,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode
 
+from clipfit.methods.classifier import LossParts
 from clipfit.methods.coop import CoOpModel
 from clipfit.methods.losses import classification_loss, cosine_logits
-from clipfit.methods.prompt_learner import CFG_PREFIX as COOP_PREFIX, PromptLearner, PromptSettings
+from clipfit.methods.options import PROGRAD_TEMPLATE_INIT, ProGradSettings, PromptSettings, from_node
+from clipfit.methods.prompt_learner import CFG_PREFIX as COOP_PREFIX, PromptLearner
 from clipfit.methods.text import class_text_features, tokenize
+from clipfit.errors import ConfigValueError
 
 CFG_PREFIX = "TRAINER.PROGRAD."
-TEMPLATE_INIT = "template"  # TRAINER.COOP.CTX_INIT value: start from ProGrad's dataset prompt
 # ProGrad's hand-crafted prompts (its trainers/prograd.py), used by the teacher and for "template"
 PROGRAD_TEMPLATES: Dict[str, str] = {
     "OxfordPets": "a type of pet, a photo of a {}.",
@@ -73,13 +75,13 @@ class ProGradPromptLearner(PromptLearner):
 
     def make_context(self, embedding: nn.Embedding, s: PromptSettings, n_cls: int, context_length: int
                      ) -> Tuple[torch.Tensor, str]:
-        if s.ctx_init != TEMPLATE_INIT:
+        if s.ctx_init != PROGRAD_TEMPLATE_INIT:
             return PromptLearner.make_context(embedding, s, n_cls, context_length)
         phrase = self.template_phrase
         n_words = len(phrase.split(" "))
         if s.n_ctx < n_words:
-            raise ValueError(f"{COOP_PREFIX}N_CTX is {s.n_ctx}, fewer than the {n_words} words of ProGrad's "
-                             f"prompt {phrase!r} ({COOP_PREFIX}CTX_INIT {TEMPLATE_INIT!r}): use at least {n_words}.")
+            raise ConfigValueError(f"{COOP_PREFIX}N_CTX is {s.n_ctx}, fewer than the {n_words} words of ProGrad's "
+                             f"prompt {phrase!r} ({COOP_PREFIX}CTX_INIT {PROGRAD_TEMPLATE_INIT!r}): use at least {n_words}.")
         ctx = torch.zeros(s.n_ctx, embedding.embedding_dim, dtype=embedding.weight.dtype, device=embedding.weight.device)
         with torch.no_grad():
             words = embedding(tokenize([phrase], context_length).tokens.to(embedding.weight.device))
@@ -91,14 +93,15 @@ class ProGradModel(CoOpModel):
     """CoOp student plus the zero-shot teacher's class features (computed once)."""
 
     def __init__(self, clip_model: nn.Module, classnames: Sequence[str], prompt: PromptSettings,
-                 dataset: str = "", lam: float = 1.0, temperature: float = 1.0, update_image_ln: bool = False):
+                 dataset: str = "", lam: float = ProGradSettings.lam, temperature: float = ProGradSettings.temperature,
+                 update_image_ln: bool = False):
         if update_image_ln:
-            raise ValueError("TRAINER.UPDATE_IMAGE_LN is True, but ProGrad's teacher shares the frozen image "
+            raise ConfigValueError("TRAINER.UPDATE_IMAGE_LN is True, but ProGrad's teacher shares the frozen image "
                              "encoder with the student: +UL is not available for ProGrad.")
         if not 0.0 <= lam <= 1.0:
-            raise ValueError(f"{CFG_PREFIX}LAMBDA is {lam}; it must lie in [0, 1] (1: ProGrad, 0: CoOp).")
+            raise ConfigValueError(f"{CFG_PREFIX}LAMBDA is {lam}; it must lie in [0, 1] (1: ProGrad, 0: CoOp).")
         if not temperature > 0:
-            raise ValueError(f"{CFG_PREFIX}T is {temperature}; it must be > 0.")
+            raise ConfigValueError(f"{CFG_PREFIX}T is {temperature}; it must be > 0.")
         self.template = prograd_template(dataset)
         teacher = class_text_features(clip_model, self.template, classnames)  # before any tuning
         learner = ProGradPromptLearner(clip_model, classnames, prompt, dataset)
@@ -108,9 +111,8 @@ class ProGradModel(CoOpModel):
 
     @classmethod
     def from_cfg(cls, clip_model: nn.Module, classnames: Sequence[str], cfg: CfgNode) -> "ProGradModel":
-        p = cfg.TRAINER.PROGRAD
-        return cls(clip_model, classnames, PromptSettings.from_cfg(cfg.TRAINER.COOP), cfg.DATASET.NAME,
-                   float(p.LAMBDA), float(p.T), bool(cfg.TRAINER.UPDATE_IMAGE_LN))
+        return cls(clip_model, classnames, prompt=PromptSettings.from_cfg(cfg.TRAINER.COOP), dataset=cfg.DATASET.NAME,
+                   **from_node(ProGradSettings, cfg.TRAINER.PROGRAD), update_image_ln=bool(cfg.TRAINER.UPDATE_IMAGE_LN))
 
     def losses(self, images: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(xe, kl, student logits)`` of a batch."""
@@ -119,6 +121,12 @@ class ProGradModel(CoOpModel):
         with torch.no_grad():
             teacher = cosine_logits(features, self.teacher_features, self.clip.logit_scale)
         return classification_loss(student, labels), soft_cross_entropy(student, teacher, self.temperature), student
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, LossParts]:
+        """``xe`` as the loss; parts ``logits`` (detached) and ``kl_loss`` with its graph, since
+        the gradient of ``xe`` is projected against its gradient (:meth:`projected_gradients`)."""
+        xe, kl, logits = self.losses(images, labels)
+        return xe, {"logits": logits.detach(), "kl_loss": kl}
 
     def projected_gradients(self, xe: torch.Tensor, kl: torch.Tensor) -> List[torch.Tensor]:
         """Gradients of the learned tensors (in :meth:`learned_parameters` order): of ``xe``,

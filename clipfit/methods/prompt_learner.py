@@ -11,36 +11,20 @@ last EOT like every other text path of the project.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-from yacs.config import CfgNode
 
 from clipfit.methods.backbone import backbone
+from clipfit.methods.options import PromptSettings
 from clipfit.methods.templates import class_prompts
 from clipfit.methods.text import TokenizedPrompts, tokenize
+from clipfit.errors import ConfigValueError
 
 POSITIONS = ("end", "middle", "front")
 CFG_PREFIX = "TRAINER.COOP."
 INIT_STD = 0.02  # CoOp's random initialisation
-
-
-@dataclass
-class PromptSettings:
-    """CoOp's prompt options (``TRAINER.COOP.*``)."""
-
-    n_ctx: int = 16  # ignored when ctx_init is given: its tokens decide
-    ctx_init: str = ""
-    csc: bool = False
-    position: str = "end"
-    key_prefix: str = CFG_PREFIX  # config node the options came from (named in errors)
-
-    @classmethod
-    def from_cfg(cls, node: CfgNode) -> "PromptSettings":
-        """From the ``TRAINER.COOP`` config node."""
-        return cls(int(node.N_CTX), node.CTX_INIT, bool(node.CSC), node.CLASS_TOKEN_POSITION)
 
 
 def _class_order(position: str, n_ctx: int, name_lens: Sequence[int], length: int) -> Optional[torch.Tensor]:
@@ -73,14 +57,14 @@ def _initial_context(
         init = tokenize([phrase], context_length)
         n_ctx = int(init.eot[0]) - 1  # the phrase's BPE tokens decide the length
         if n_ctx < 1:
-            raise ValueError(f"{s.key_prefix}CTX_INIT {s.ctx_init!r} has no tokens; give words such as 'a photo of a'.")
+            raise ConfigValueError(f"{s.key_prefix}CTX_INIT {s.ctx_init!r} has no tokens; give words such as 'a photo of a'.")
         with torch.no_grad():
             ctx = embedding(init.tokens.to(device))[0, 1:1 + n_ctx].clone()
         if s.csc:  # every class starts from the phrase (CoOp ignores CSC when CTX_INIT is set)
             ctx = ctx.unsqueeze(0).repeat(n_cls, 1, 1)
         return ctx, phrase
     if s.n_ctx < 1:
-        raise ValueError(f"{s.key_prefix}N_CTX is {s.n_ctx}; use at least 1 context vector.")
+        raise ConfigValueError(f"{s.key_prefix}N_CTX is {s.n_ctx}; use at least 1 context vector.")
     shape = (n_cls, s.n_ctx, embedding.embedding_dim) if s.csc else (s.n_ctx, embedding.embedding_dim)
     ctx = torch.empty(shape, dtype=dtype)  # drawn by the CPU generator, as CoOp does before .cuda()
     nn.init.normal_(ctx, std=INIT_STD)
@@ -92,7 +76,7 @@ def _tokenize_prompts(prompts: List[str], context_length: int, n_ctx: int, key_p
     try:
         return tokenize(prompts, context_length)
     except RuntimeError as err:  # clip.tokenize: a prompt longer than the context
-        raise ValueError(
+        raise ConfigValueError(
             f"{err}. The context ({n_ctx} tokens, {key_prefix}N_CTX or CTX_INIT) plus the "
             f"longest class name exceed CLIP's {context_length} tokens: use fewer context tokens."
         ) from err
@@ -109,14 +93,14 @@ class PromptLearner(nn.Module):
         super().__init__()
         s = settings or PromptSettings()
         if s.position not in POSITIONS:
-            raise ValueError(
+            raise ConfigValueError(
                 f"{s.key_prefix}CLASS_TOKEN_POSITION is {s.position!r}; choose one of {', '.join(POSITIONS)}."
             )
         text = backbone(clip_model).text
         refused = text.prompt_support()
         if refused:
-            raise ValueError(f"Learned prompts ({s.key_prefix}*) are not defined on this backbone: {refused}. "
-                             "Use CLIPFit, CLIP-Adapter, Tip-Adapter or zero-shot CLIP on it.")
+            raise ConfigValueError(f"Learned prompts ({s.key_prefix}*) are not defined on this backbone: "
+                                   f"{refused}. Use CLIPFit, CLIP-Adapter, Tip-Adapter or zero-shot CLIP on it.")
         embedding, context_length = text.token_embedding, text.context_length
         ctx, phrase = self.make_context(embedding, s, len(classnames), context_length)
         self.ctx = nn.Parameter(ctx)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Dict, List, Sequence
 
 from yacs.config import CfgNode
+from clipfit.errors import ConfigValueError
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 
@@ -59,7 +60,7 @@ def check_template(template: str, key: str) -> str:
     except (IndexError, KeyError, ValueError):
         ok = False
     if not ok:
-        raise ValueError(
+        raise ConfigValueError(
             f"{key} is {template!r}: a template needs exactly one '{{}}' where the class name "
             "goes (and no other braces), e.g. 'a photo of a {}.'"
         )

@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from clipfit.methods.openai_clip import CLIP, clip_api
 from clipfit.methods.templates import class_prompts
+from clipfit.errors import UserError
 
 
 @dataclass
@@ -34,7 +35,7 @@ class TokenizedPrompts:
         return self.tokens.shape[0]
 
 
-class PromptTooLongError(RuntimeError):
+class PromptTooLongError(UserError, RuntimeError):
     """A prompt with more tokens than the text encoder's context."""
 
     def __str__(self) -> str:

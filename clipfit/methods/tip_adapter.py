@@ -16,17 +16,17 @@ best accuracy wins (beta outer, alpha inner, as in its code).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from yacs.config import CfgNode
 
 from clipfit.methods.classifier import CLIPClassifier, LossParts
 from clipfit.methods.losses import classification_loss
+from clipfit.methods.options import TipSettings
 from clipfit.methods.text import class_text_features, normalize
+from clipfit.errors import ConfigValueError
 
 CFG_PREFIX = "TRAINER.TIP_ADAPTER."
 # Tip-Adapter's prompts where they differ from the dataset defaults (its datasets/*.py)
@@ -37,46 +37,6 @@ TIP_TEMPLATES: Dict[str, List[str]] = {
         "a {} in a video game.", "art of the {}.", "a photo of the small {}.",
     ],
 }
-
-
-@dataclass
-class TipSettings:
-    """``TRAINER.TIP_ADAPTER.*``: initial alpha/beta, the search grid, cache augmentation."""
-
-    init_alpha: float = 1.0
-    init_beta: float = 1.0
-    search: bool = True
-    search_scale: Tuple[float, float] = (7.0, 3.0)  # (beta, alpha) upper ends
-    search_step: Tuple[int, int] = (200, 20)  # (beta, alpha) grid sizes
-    augment_epoch: int = 10
-    clip_scale: float = 100.0
-
-    @classmethod
-    def from_cfg(cls, node: CfgNode) -> "TipSettings":
-        return cls(float(node.INIT_ALPHA), float(node.INIT_BETA), bool(node.SEARCH),
-                   tuple(float(v) for v in node.SEARCH_SCALE), tuple(node.SEARCH_STEP),
-                   int(node.AUGMENT_EPOCH), float(node.CLIP_SCALE))
-
-    def check(self) -> "TipSettings":
-        """Self, or an error naming the first bad key."""
-        if len(self.search_scale) != 2 or not all(v > 0.1 for v in self.search_scale):
-            raise ValueError(f"{CFG_PREFIX}SEARCH_SCALE is {list(self.search_scale)}; give [beta_max, alpha_max], "
-                             "each above 0.1 (the grid starts at 0.1).")
-        if len(self.search_step) != 2 or not all(isinstance(v, int) and v >= 1 for v in self.search_step):
-            raise ValueError(f"{CFG_PREFIX}SEARCH_STEP is {list(self.search_step)}; give two integers >= 1 "
-                             "(grid sizes for beta and alpha).")
-        if not (isinstance(self.augment_epoch, int) and self.augment_epoch >= 1):
-            raise ValueError(f"{CFG_PREFIX}AUGMENT_EPOCH is {self.augment_epoch!r}; use an integer >= 1.")
-        for key, value in (("INIT_ALPHA", self.init_alpha), ("INIT_BETA", self.init_beta),
-                           ("CLIP_SCALE", self.clip_scale)):
-            if not value >= 0:
-                raise ValueError(f"{CFG_PREFIX}{key} is {value}; it must be a number >= 0.")
-        return self
-
-    def grid(self) -> Tuple[List[float], List[float]]:
-        """Tip-Adapter's beta and alpha candidates."""
-        (bs, as_), (bn, an) = self.search_scale, self.search_step
-        return ([i * (bs - 0.1) / bn + 0.1 for i in range(bn)], [i * (as_ - 0.1) / an + 0.1 for i in range(an)])
 
 
 def tip_templates(dataset: str, default: str) -> List[str]:
@@ -108,7 +68,7 @@ def build_cache(views: Iterable[Iterable[Tuple[torch.Tensor, torch.Tensor]]], en
             sums += feats
             n_views += 1
     if labels is None:
-        raise ValueError(f"The few-shot training set is empty: Tip-Adapter's cache needs it ({CFG_PREFIX}AUGMENT_EPOCH).")
+        raise ConfigValueError(f"The few-shot training set is empty: Tip-Adapter's cache needs it ({CFG_PREFIX}AUGMENT_EPOCH).")
     return normalize(sums / n_views), labels
 
 

@@ -2,6 +2,7 @@
 
     python -m clipfit.testing make dtd eurosat --root DATA       # CoOp layouts, tiny images
     python -m clipfit.testing tiny-clip --out tiny_clip.pt       # a random CLIP, 32 px
+    python -m clipfit.testing suite-stats                        # run the tests, write the count
 
 Then, for example::
 
@@ -20,6 +21,8 @@ import os
 import sys
 from typing import List, Optional
 
+from clipfit import REPO_ROOT
+from clipfit.testing import suite_stats
 from clipfit.testing.fake_datasets import make_dataset, supported_datasets
 from clipfit.testing.tiny_clip import TINY_IMAGE_SIZE, save_tiny_clip
 
@@ -42,12 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--out", required=True, help="file to write (MODEL.BACKBONE.PATH)")
     tiny.add_argument("--format", choices=("state_dict", "jit"), default="state_dict")
     tiny.add_argument("--seed", type=int, default=0)
+    stats = sub.add_parser("suite-stats", help="run the test suite and write its count and time "
+                           "into the docs page that shows them")
+    stats.add_argument("paths", nargs="*", default=["tests"], help="test paths (default: tests)")
+    stats.add_argument("--page", default=os.path.join(REPO_ROOT, "docs", "benchmarks.md"),
+                       help="Markdown page holding the '<!-- begin: suite -->' block "
+                            "(default: docs/benchmarks.md)")
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "suite-stats":
+        return suite_stats.main(args.paths, args.page)
     if args.command == "make":
         unknown = [d for d in args.datasets if d not in supported_datasets()]
         if unknown:

@@ -3,6 +3,9 @@
 ``make_archives("dtd", out)`` fabricates DTD with :func:`make_dataset` and writes
 ``dtd-r1.0.1.tar.gz`` (members ``dtd/images/...``, ``dtd/imdb/``, ``dtd/labels/``) and
 ``split_zhou_DescribableTextures.json`` into ``out``, under the file names a mirror holds.
+It also writes the other copies the maintained addresses serve (:data:`COPIES`): Caltech's
+``caltech-101.zip`` around ``101_ObjectCategories.tar.gz``, and EuroSAT's later release
+``EuroSAT_RGB.zip``, whose folder is ``EuroSAT_RGB/`` rather than ``2750/``.
 The layouts below are written from the archives' documented structure, independently of
 ``clipfit.data.prepare.sources``, so a test of ``prepare`` checks one against the other.
 ImageNet gets ILSVRC 2012's three archives: a tar of per-class tars, a flat validation tar,
@@ -80,6 +83,11 @@ ARCHIVES: Dict[str, Dict[str, Layout]] = {
     "imagenet_a": {"imagenet-a.tar": [("imagenet-a", "imagenet-a")], **CLASSNAMES},
     "imagenet_r": {"imagenet-r.tar": [("imagenet-r", "imagenet-r")], **CLASSNAMES},
 }
+COPIES: Dict[str, Dict[str, str]] = {  # dataset -> {copy: the file it is made from}
+    "caltech101": {"caltech-101.zip": "101_ObjectCategories.tar.gz"},  # the tarball in caltech-101/
+    "eurosat": {"EuroSAT_RGB.zip": "EuroSAT.zip"},  # 2750/ renamed EuroSAT_RGB/
+}
+CALTECH_ZIP_EXTRAS = ("caltech-101/Annotations.tar", "caltech-101/show_annotation.m")  # also in the real zip
 EXTRAS = {  # files of the real archives that the loaders do not read, to be carried along or dropped
     "food-101.tar.gz": ("food-101/README.txt", "food-101/license_agreement.txt"),
     "fgvc-aircraft-2013b.tar.gz": ("fgvc-aircraft-2013b/README.html", FGVC + "families.txt"),
@@ -149,7 +157,19 @@ def make_archives(key: str, out: str, expected_root: str, **make_kwargs) -> Tupl
         else:
             write_archive(path, pack(folder, layout, EXTRAS.get(name, ())))
         written[name] = path
+    for name, made_from in COPIES.get(key, {}).items():
+        written[name] = _copy(key, written[made_from], os.path.join(out, name))
     return folder, written
+
+
+def _copy(key: str, source: str, path: str) -> str:
+    """The copy of archive ``source`` that another address serves (see :data:`COPIES`)."""
+    if key == "caltech101":
+        inner = [("caltech-101/101_ObjectCategories.tar.gz", _read(source))]
+        return write_archive(path, inner + [(name, b"not read\n") for name in CALTECH_ZIP_EXTRAS])
+    with zipfile.ZipFile(source) as zf:
+        entries = [(n.replace("2750/", "EuroSAT_RGB/", 1), zf.read(n)) for n in zf.namelist()]
+    return write_archive(path, entries)
 
 
 def _imagenet_archives(folder: str, out: str) -> Dict[str, str]:

@@ -24,6 +24,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = os.path.join(self.server.folder, name)
         rng = self.headers.get("Range")
         self.server.requests.append((name, rng))
+        self.server.paths.append(self.path)
         if not name or not os.path.isfile(path):
             self.send_error(404)
             return
@@ -60,6 +61,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     folder: str
     requests: List[Tuple[str, Optional[str]]]
+    paths: List[str]
     cut_after: Dict[str, int]
 
 
@@ -70,6 +72,7 @@ class FileServer:
         self.httpd = _Server(("127.0.0.1", 0), _Handler)
         self.httpd.folder = folder
         self.httpd.requests = []
+        self.httpd.paths = []
         self.httpd.cut_after = dict(cut_after or {})
         self.lifetime = lifetime
         self.timer = threading.Timer(lifetime, self.stop)
@@ -85,12 +88,21 @@ class FileServer:
         """(file name, Range header or None) of every request so far."""
         return self.httpd.requests
 
+    @property
+    def paths(self) -> List[str]:
+        """The path of every request so far (host folders included where a test maps hosts onto them)."""
+        return self.httpd.paths
+
+    def serve(self, folder: str) -> None:
+        """Serve ``folder`` from now on."""
+        self.httpd.folder = folder
+
     def cut(self, name: str, after: int) -> None:
         """Drop the connection of the next response for ``name`` after ``after`` bytes."""
         self.httpd.cut_after[name] = after
 
     def __enter__(self) -> "FileServer":
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
         self.timer.start()
         return self
 

@@ -13,6 +13,7 @@ makes open_clip pick SigLIP's tokenizer).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -30,9 +31,10 @@ from clipfit.methods.coop import CoOpModel, KgCoOpModel
 from clipfit.methods.maple import MaPLeModel
 from clipfit.methods.open_clip_loader import build_open_clip
 from clipfit.methods.prograd import ProGradModel
-from clipfit.methods.prompt_learner import PromptSettings
+from clipfit.methods.options import PromptSettings
 from clipfit.methods.templates import DEFAULT_TEMPLATE
 from clipfit.methods.tip_adapter import TipAdapterModel
+from clipfit.errors import UserError
 
 TINY_TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}
 # family -> (architecture name, open_clip model config)
@@ -131,7 +133,7 @@ METHODS: Dict[str, Callable[[torch.nn.Module, Sequence[str]], torch.nn.Module]] 
     "CoCoOp": lambda m, c: CoCoOpModel(m, c),
     "KgCoOp": lambda m, c: KgCoOpModel(m, c),
     "MaPLe": lambda m, c: MaPLeModel(m, c, depth=2),
-    "ProGrad": lambda m, c: ProGradModel(m, c, PromptSettings()),
+    "ProGrad": lambda m, c: ProGradModel(m, c, prompt=PromptSettings()),
     "CLIP_Adapter": lambda m, c: CLIPAdapterModel(m, c),
     "TipAdapter": lambda m, c: _tip(m, c, False),
     "TipAdapterF": lambda m, c: _tip(m, c, True),
@@ -139,13 +141,20 @@ METHODS: Dict[str, Callable[[torch.nn.Module, Sequence[str]], torch.nn.Module]] 
 
 
 def support(family: str) -> Dict[str, str]:
-    """Trainer -> "works" or "refused: <why>" on a tiny model of ``family`` (each method built on a fresh one)."""
+    """Trainer -> "works" or "refused: <why>" on a tiny model of ``family`` (each method built on a fresh
+    one; a refusal is a :class:`~clipfit.errors.UserError`, anything else propagates)."""
+    return dict(_support(family))
+
+
+@functools.lru_cache(maxsize=None)
+def _support(family: str) -> Dict[str, str]:
+    """:func:`support`, computed once per process (the tests and the bench's table share it)."""
     out = {}
     for trainer, build in METHODS.items():
         try:
             build(make_tiny_open_clip(family), ["cat", "dog"])
             out[trainer] = "works"
-        except ValueError as err:
+        except UserError as err:
             out[trainer] = f"refused: {err}"
     return out
 

@@ -26,6 +26,7 @@ from PIL import Image
 from clipfit.fileio import write_json
 
 from .world import PATTERNS, SIZES, UNSEEN_PAIRS, Style, Thing, draw, seen_pairs
+from clipfit.errors import AlreadyExistsError, ConfigValueError
 
 PER_CLASS = {"train": 20, "val": 8, "test": 30}
 META_FILE = "toyworld.json"
@@ -83,7 +84,7 @@ def _metadata(dataset: ToyDataset, seed: int, per_class: Dict[str, int], classes
 
 def _spec(folder: str) -> ToyDataset:
     if folder not in DATASETS:
-        raise ValueError(f"unknown toy dataset {folder!r}; known: {', '.join(DATASETS)}")
+        raise ConfigValueError(f"unknown toy dataset {folder!r}; known: {', '.join(DATASETS)}")
     return DATASETS[folder]
 
 
@@ -101,7 +102,7 @@ def sample(folder: str, per_class: int, image_seed: int, seed: int = 1, classes:
     names = list(classes) or list(makers)
     unknown = [n for n in names if n not in makers]
     if unknown:
-        raise ValueError(f"{folder} has no class {', '.join(unknown)}; its classes: {', '.join(makers)}")
+        raise ConfigValueError(f"{folder} has no class {', '.join(unknown)}; its classes: {', '.join(makers)}")
     rng = random.Random(f"{folder}-{seed}-images-{image_seed}")
     style = _spec(folder).style
     return [(draw(makers[n](rng), style, rng=rng), label, n) for label, n in enumerate(names) for _ in range(per_class)]
@@ -128,13 +129,13 @@ def make_dataset(folder: str, root: str, seed: int = 1, per_class: Dict[str, int
         if same:
             print(f"{target} already holds {dataset.name} drawn with seed {seed}: kept")
             return target
-        raise FileExistsError(
+        raise AlreadyExistsError(
             f"{target} exists but was not drawn by this version with seed {seed} (see {meta_path}). "
             "Runs trained or tested on it measured other images: delete it and those runs, or "
             "choose another --root."
         )
     if set(per_class) != set(PER_CLASS) or min(per_class.values()) < 1:
-        raise ValueError(f"per_class must give at least one image for each of {', '.join(PER_CLASS)}: {per_class}")
+        raise ConfigValueError(f"per_class must give at least one image for each of {', '.join(PER_CLASS)}: {per_class}")
     tmp = f"{target}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:

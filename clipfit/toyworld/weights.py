@@ -17,6 +17,7 @@ from typing import Dict, Iterable
 import torch
 
 from clipfit.fileio import atomic_path
+from clipfit.errors import UserError
 
 TOY_NAME = "toy"  # MODEL.BACKBONE.NAME that loads the shipped weights
 SHIPPED_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "toy_clip.pt.xz")
@@ -27,7 +28,7 @@ _IDS = "token_embedding.ids"
 _FORMAT = "clipfit-toy-clip-v1"
 
 
-class ToyWeightsError(RuntimeError):
+class ToyWeightsError(UserError, RuntimeError):
     """The shipped (or a packed) toy CLIP file is missing or damaged."""
 
 

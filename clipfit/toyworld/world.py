@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
+from clipfit.errors import ConfigValueError
 
 IMAGE_SIZE = 32
 SUPERSAMPLE = 4
@@ -167,7 +168,7 @@ def _background(style: Style, rng: random.Random, nrng: np.random.Generator, siz
         theta = rng.uniform(0, 2 * math.pi)
         ramp = (math.cos(theta) * t[None, :] + math.sin(theta) * t[:, None]) / 1.5 + 0.5
         return a + (b - a) * np.clip(ramp, 0, 1)[..., None]
-    raise ValueError(f"unknown background {style.background!r}: use dark, colour or gradient")
+    raise ConfigValueError(f"unknown background {style.background!r}: use dark, colour or gradient")
 
 
 def draw(
@@ -177,7 +178,7 @@ def draw(
     for name, value, known in (("colour", thing.colour, COLOURS), ("shape", thing.shape, SHAPES),
                                ("size", thing.size, SIZES), ("pattern", thing.pattern, PATTERNS)):
         if value not in known:
-            raise ValueError(f"unknown {name} {value!r}; known: {', '.join(known)}")
+            raise ConfigValueError(f"unknown {name} {value!r}; known: {', '.join(known)}")
     rng = rng or random.Random(seed)
     nrng = np.random.default_rng(rng.randrange(2**32))
     big = IMAGE_SIZE * SUPERSAMPLE

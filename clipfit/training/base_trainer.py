@@ -11,7 +11,10 @@ public behaviour on either engine:
   the tuned tensors) and runs the forward pass under autocast with loss scaling;
   ``fp32``. Without a GPU, fp16 and amp fall back to fp32 with a one-line warning;
 - builds the optimiser and scheduler over the learned tensors only (frozen ones get
-  neither gradients nor optimiser state) and steps the scheduler once per epoch;
+  neither gradients nor optimiser state) and steps the scheduler once per epoch (per batch
+  with ``lr_per_batch``). Hooks: :meth:`CLIPTrainer.build_optimizer` (another optimiser or
+  schedule) and :meth:`CLIPTrainer.compute_gradients` (gradients other than ``loss.backward()``);
+  the optimiser step around them, with amp's loss scaling, stays in the base;
 - stops on a non-finite loss with a message naming epoch, batch and precision;
 - ``test()`` encodes the class prompts once per call, prints Dassl's result block and,
   for the test split, writes ``<OUTPUT_DIR>/metrics.json``;
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os.path as osp
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from tqdm import tqdm
@@ -32,12 +35,13 @@ from clipfit.checkpoint_files import checkpoint_file, has_checkpoint, load_newes
 from clipfit.training import foreign_checkpoint, tuned_checkpoint as ckpt_io
 from clipfit.training.config import cfg_value
 from clipfit.fileio import write_json
-from clipfit.methods.classifier import CLIPClassifier
+from clipfit.methods.classifier import CLIPClassifier, LossParts
 from clipfit.methods.clip_loader import architecture, load_clip, resolve_weights, weights_fingerprint
 from clipfit.methods.backbone import backbone
 from clipfit.engine import (TrainerX, build_lr_scheduler, build_optimizer, capture_rng_state,
                      compute_accuracy, restore_rng_state)
 from clipfit.engine.builtin.checkpoint import save_checkpoint  # atomic on either engine
+from clipfit.errors import ConfigValueError, UserError
 
 PREC_CHOICES = ("fp16", "amp", "fp32")
 METRICS_FILE = "metrics.json"
@@ -55,12 +59,16 @@ def check_preprocessing(cfg, preprocess: Dict[str, Any]) -> None:
     wrong = [k for k in wanted if wanted[k] != given[k]]
     if wrong:
         opts = " ".join(f"{k} \"{wanted[k]}\"" if isinstance(wanted[k], list) else f"{k} {wanted[k]}" for k in wrong)
-        raise ValueError(
+        raise ConfigValueError(
             f"{cfg.MODEL.BACKBONE.NAME} was trained with other preprocessing than this config's ("
             + ", ".join(f"{k} {given[k]} vs {wanted[k]}" for k in wrong) + f"). Add: {opts}")
     if preprocess.get("resize_mode", "shortest") != "shortest":
         print(f"Note: {cfg.MODEL.BACKBONE.NAME} was trained with resize mode '{preprocess['resize_mode']}'; the test "
               "transform resizes the short side and crops the centre (identical for square images)")
+
+
+class TrainingDivergedError(UserError, FloatingPointError):
+    """A non-finite training loss, with the setting to change."""
 
 
 class CLIPTrainer(TrainerX):
@@ -80,7 +88,7 @@ class CLIPTrainer(TrainerX):
     def check_cfg(self, cfg) -> None:
         prec = cfg_value(cfg, self.prec_key)
         if prec not in PREC_CHOICES:
-            raise ValueError(f"{self.prec_key} is {prec!r}; choose one of {', '.join(PREC_CHOICES)}.")
+            raise ConfigValueError(f"{self.prec_key} is {prec!r}; choose one of {', '.join(PREC_CHOICES)}.")
 
     def _resolve_precision(self) -> str:
         requested = cfg_value(self.cfg, self.prec_key)
@@ -106,7 +114,7 @@ class CLIPTrainer(TrainerX):
         bb = backbone(clip_model)
         res = bb.input_size
         if tuple(cfg.INPUT.SIZE) != (res, res):
-            raise ValueError(
+            raise ConfigValueError(
                 f"INPUT.SIZE is {tuple(cfg.INPUT.SIZE)} but the CLIP image encoder of "
                 f"{cfg.MODEL.BACKBONE.NAME} takes {res}x{res} images: set INPUT.SIZE ({res}, {res})."
             )
@@ -133,11 +141,16 @@ class CLIPTrainer(TrainerX):
         learned = self.model.learned_parameters()
         self.scaler = None
         if learned:
-            self.optim = build_optimizer(list(learned.values()), cfg.OPTIM)
-            self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+            self.optim, self.sched = self.build_optimizer()
             self.register_model(self.model_name, self.model, self.optim, self.sched)
             if self.precision == "amp":
                 self.scaler = torch.amp.GradScaler(self.device.type)
+
+    def build_optimizer(self) -> Tuple[torch.optim.Optimizer, Any]:
+        """Hook: the optimiser and learning-rate scheduler over the learned tensors (Dassl's, from
+        ``OPTIM.*``); called once by :meth:`build_model`, which registers them for checkpoints."""
+        optim = build_optimizer(list(self.model.learned_parameters().values()), self.cfg.OPTIM)
+        return optim, build_lr_scheduler(optim, self.cfg.OPTIM)
 
     # Training -------------------------------------------------------------------------
     def parse_batch_train(self, batch):
@@ -150,7 +163,7 @@ class CLIPTrainer(TrainerX):
                 "amp": f"set {self.prec_key} fp32",
                 "fp32": "lower OPTIM.LR",
             }[self.precision]
-            raise FloatingPointError(
+            raise TrainingDivergedError(
                 f"Training stopped: the loss is {loss.item()} at epoch {self.epoch + 1}/{self.max_epoch}, "
                 f"batch {self.batch_idx + 1}/{self.num_batches}, with {self.prec_key} {self.precision}. "
                 f"Try again with {advice}."
@@ -159,22 +172,35 @@ class CLIPTrainer(TrainerX):
     def after_backward(self) -> None:
         """Hook between backward and optimiser step (gradients are unscaled under amp)."""
 
+    def scaled(self, loss: torch.Tensor) -> torch.Tensor:
+        """``loss`` as the gradients are computed from it: scaled by the amp loss scaler, if any."""
+        return loss if self.scaler is None else self.scaler.scale(loss)
+
+    def compute_gradients(self, loss: torch.Tensor, parts: LossParts) -> None:
+        """Hook: set the ``.grad`` of the learned tensors from this batch's ``loss`` and ``parts``
+        (:meth:`CLIPClassifier.loss`), scaled alike through :meth:`scaled`; default: backward."""
+        self.scaled(loss).backward()
+
+    def gradient_step(self, loss: torch.Tensor, parts: LossParts) -> None:
+        """Zero the gradients, :meth:`compute_gradients`, :meth:`after_backward` (on unscaled
+        gradients), then the optimiser step (through the loss scaler under amp)."""
+        self.model_zero_grad()
+        self.compute_gradients(loss, parts)
+        if self.scaler is None:
+            self.after_backward()
+            self.model_update()
+        else:
+            self.scaler.unscale_(self.optim)
+            self.after_backward()
+            self.scaler.step(self.optim)
+            self.scaler.update()
+
     def forward_backward(self, batch) -> Dict[str, float]:
         image, label = self.parse_batch_train(batch)
         with self.autocast():
             loss, parts = self.model.loss(image, label)
         self.detect_anomaly(loss)
-        self.model_zero_grad()
-        if self.scaler is None:
-            loss.backward()
-            self.after_backward()
-            self.model_update()
-        else:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optim)
-            self.after_backward()
-            self.scaler.step(self.optim)
-            self.scaler.update()
+        self.gradient_step(loss, parts)
         summary = {"loss": loss.item(), "acc": compute_accuracy(parts["logits"], label)[0].item()}
         summary.update({k: v.item() for k, v in parts.items() if k != "logits"})
         if self.lr_per_batch or (self.batch_idx + 1) == self.num_batches:

@@ -12,14 +12,16 @@ import sys
 import traceback
 from typing import Callable, Dict, List, Optional, Tuple
 
-import torch
-
 from clipfit.fileio import write_text
-from clipfit.training import run_folder
+from clipfit.training import run_folder, run_spec
 from clipfit.training.config import closest_key, get_cfg, merge_from_file, merge_from_list
+from clipfit.training.precheck import check_arguments, config_path as _config_path
+from clipfit.training.run_header import print_run_start, tuned_line
 from clipfit import REPO_ROOT
+from clipfit.errors import ConfigValueError, UnknownNameError, UserError, check_runtime_imports
 
 DEBUG_ENV = "CLIPFIT_DEBUG"  # 1: show the traceback of user errors too
+WORKER_TRACEBACK = "Original Traceback (most recent call last)"  # torch's re-raise of a worker's error
 # Settings a test run takes over from the config.yaml of the model it loads (--model-dir)
 TAKEN_OVER = ("MODEL.BACKBONE.NAME", "MODEL.BACKBONE.PATH", "INPUT.SIZE", "DATASET.TEMPLATE")
 
@@ -87,19 +89,6 @@ def _reset_cfg(cfg, args: argparse.Namespace) -> None:
         cfg.DETERMINISTIC = True
 
 
-def _config_path(path: str, flag: str) -> str:
-    if not osp.isfile(path):
-        folder = osp.dirname(path) or "."
-        names = sorted(n for n in os.listdir(folder) if n.endswith((".yaml", ".yml"))) \
-            if osp.isdir(folder) else []
-        close = closest_key(osp.basename(path), names)
-        hint = f" Did you mean {osp.join(osp.dirname(path), close)}?" if close else ""
-        listing = f" Files in {folder}: {', '.join(names)}." if names else ""
-        raise FileNotFoundError(f"{flag} {path}: no such file (paths are relative to the current "
-                                f"folder).{hint}{listing}")
-    return path
-
-
 def _taken_over(cfg, model_dir: str, opts: List[str]) -> List[str]:
     """``KEY VALUE`` opts of the trained run's settings (its config.yaml in ``model_dir``) that
     differ from ``cfg``: weights, input size, template, TRAINER.* (precision, method keys);
@@ -108,8 +97,8 @@ def _taken_over(cfg, model_dir: str, opts: List[str]) -> List[str]:
     if not osp.isfile(path):
         return []
     with open(path) as f:
-        trained = run_folder.flat_settings(cfg.load_cfg(f))
-    now, given = run_folder.flat_settings(cfg), set(opts[0::2])
+        trained = run_spec.flat_settings(cfg.load_cfg(f))
+    now, given = run_spec.flat_settings(cfg), set(opts[0::2])
     keys = [k for k in trained if (k in TAKEN_OVER or (k.startswith("TRAINER.") and k != "TRAINER.NAME"))
             and k in now and k not in given and trained[k] != now[k]]
     return [x for k in keys for x in (k, repr(trained[k]))]
@@ -131,10 +120,13 @@ def setup_cfg(args: argparse.Namespace, notes: Optional[List[str]] = None):
     notes = [] if notes is None else notes
     opts = list(args.opts or [])
     cfg = get_cfg()
-    if args.dataset_config_file:
-        merge_from_file(cfg, _config_path(args.dataset_config_file, "--dataset-config-file"))
-    if args.config_file:
-        merge_from_file(cfg, _config_path(args.config_file, "--config-file"))
+    for given, flag in ((args.dataset_config_file, "--dataset-config-file"), (args.config_file, "--config-file")):
+        if given:
+            path = _config_path(given, flag)
+            if path != given:
+                notes.append(f"{flag} {given}: read from {osp.relpath(path)} (this repository keeps that "
+                             "folder's configs there)")
+            merge_from_file(cfg, path, notes, trainer=args.trainer)
     _reset_cfg(cfg, args)
     if args.eval_only and args.model_dir:
         inherited = _taken_over(cfg, args.model_dir, opts)
@@ -143,7 +135,7 @@ def setup_cfg(args: argparse.Namespace, notes: Optional[List[str]] = None):
             pairs = ", ".join(f"{k} {v}" for k, v in zip(inherited[0::2], inherited[1::2]))
             notes.append(f"Settings taken over from the trained run ({args.model_dir}/config.yaml;"
                          f" options on the command line override them): {pairs}")
-    merge_from_list(cfg, opts)
+    merge_from_list(cfg, opts, notes)
     cpus = cpu_count()
     if "DATALOADER.NUM_WORKERS" not in opts[0::2] and cfg.DATALOADER.NUM_WORKERS > cpus:
         notes.append(f"DATALOADER.NUM_WORKERS {cfg.DATALOADER.NUM_WORKERS} capped at {cpus}, the "
@@ -157,16 +149,14 @@ def setup_cfg(args: argparse.Namespace, notes: Optional[List[str]] = None):
     return cfg
 
 
-def settings_of(cfg, args: argparse.Namespace) -> Tuple[Dict[str, object], Optional[dict]]:
-    """The settings that define this run (:func:`run_folder.run_settings`, with the SHA256 of
-    the weights file), and the weights file's fingerprint."""
+def identity_of(cfg, args: argparse.Namespace) -> Tuple[Dict[str, object], Optional[dict]]:
+    """This run's identity (:func:`run_spec.identity`) and the base weights' fingerprint (its
+    SHA256 reused from the folder's record when the file's size and mtime match)."""
     evaluates = args.eval_only or args.no_train
-    settings = run_folder.run_settings(
-        cfg, (args.model_dir, args.load_epoch) if evaluates else None)
     previous = (run_folder.read_record(cfg.OUTPUT_DIR) or {}).get("weights") if cfg.OUTPUT_DIR else None
-    weights = run_folder.weights_fingerprint(run_folder.weights_file(cfg), previous)
-    settings[run_folder.WEIGHTS] = weights["sha256"] if weights else None
-    return settings, weights
+    weights = run_spec.weights_fingerprint(run_spec.weights_file(cfg), previous)
+    ident = run_spec.identity(cfg, (args.model_dir, args.load_epoch) if evaluates else None, weights)
+    return ident, weights
 
 
 def import_plugins(root: str = REPO_ROOT) -> None:
@@ -180,8 +170,22 @@ def import_plugins(root: str = REPO_ROOT) -> None:
                 importlib.import_module(f"{package}.{info.name}")
 
 
+def check_registered(registry, name: str, key: str) -> None:
+    """A :class:`UnknownNameError` when ``name`` is not in ``registry``, on either engine (Dassl's
+    registry would raise a bare ``KeyError``: a traceback)."""
+    if not name:
+        raise ConfigValueError(f"{key} is empty: set it in a config file or on the command line.")
+    known = sorted(registry.registered_names())
+    if name not in known:
+        close = closest_key(name, known)
+        hint = f" Did you mean {close}?" if close else ""
+        raise UnknownNameError(f"{key} is {name!r}, which is not registered.{hint} Known names: {', '.join(known)}.")
+
+
 def set_deterministic() -> None:
     """Deterministic kernels everywhere; errors on ops that have no deterministic version."""
+    import torch
+
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
@@ -193,44 +197,18 @@ def save_config(cfg) -> str:
     return write_text(osp.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
 
 
-def print_args(args: argparse.Namespace, cfg) -> None:
-    print("***************")
-    print("** Arguments **")
-    print("***************")
-    for key in sorted(args.__dict__):
-        print(f"{key}: {args.__dict__[key]}")
-    print("************")
-    print("** Config **")
-    print("************")
-    print(cfg)
-
-
 def user_error_message(err: BaseException) -> Optional[str]:
-    """The message of a known user error (missing data or weights, unknown name or key, bad
-    value, unreadable image, a busy or different run folder), None for anything else.
-
-    Known user errors are the lookup, value and I/O errors this project (or Dassl) raises
-    itself with a message, also when a data-loader worker raised them.
-    """
-    if isinstance(err, run_folder.RunFolderError):
-        return str(err)
-    if not isinstance(err, (LookupError, ValueError, OSError, RuntimeError)):
+    """The message of a :class:`clipfit.errors.UserError` (also one a data-loader worker raised),
+    None for any other exception: that is a bug, shown with its traceback."""
+    if not isinstance(err, UserError):
         return None
-    text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-    if "Original Traceback (most recent call last)" in text:  # re-raised from a loader worker
+    text = str(err)
+    if WORKER_TRACEBACK in text:  # re-raised by the loader: the worker's message follows its last frame
         lines = text.rstrip().splitlines()
         frames = [i for i, line in enumerate(lines) if line.lstrip().startswith('File "')]
-        if not frames or frames[-1] + 2 >= len(lines):
-            return None
-        filename, source = lines[frames[-1]].split('"')[1], lines[frames[-1] + 1]
-        text = "\n".join(lines[frames[-1] + 2:]).split(": ", 1)[-1]
-    else:
-        frames = traceback.extract_tb(err.__traceback__)
-        if not frames:
-            return None
-        filename, source = frames[-1].filename, frames[-1].line or ""
-    ours = osp.abspath(filename).startswith(REPO_ROOT + os.sep) or f"{os.sep}dassl{os.sep}" in filename
-    return text if ours and source.lstrip().startswith("raise") and text else None
+        if frames and frames[-1] + 2 < len(lines):
+            text = "\n".join(lines[frames[-1] + 2:]).split(": ", 1)[-1]
+    return text
 
 
 def _debug() -> bool:
@@ -238,8 +216,9 @@ def _debug() -> bool:
 
 
 def run_user_command(command: Callable[[], Optional[int]]) -> int:
-    """Run ``command``; a known user error prints its message alone, last, on stderr and gives
-    exit status 2 (its traceback goes to the log file, or to stderr with CLIPFIT_DEBUG=1)."""
+    """Run ``command``; a :class:`UserError` prints its message alone, last, on stderr and gives
+    exit status 2 (its traceback goes to the log file, or to stderr with CLIPFIT_DEBUG=1). Any
+    other exception propagates with its traceback (exit status 1)."""
     try:
         return command() or 0
     except Exception as err:
@@ -273,30 +252,50 @@ def _interrupted_line(cfg, evaluating: bool) -> str:
             "to resume from it.")
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    """``train.py``: known user errors end with their message and exit status 2, Ctrl-C with
-    one line saying where the last checkpoint is."""
+def main(argv: Optional[List[str]] = None, lock: Optional[run_folder.FolderLock] = None) -> None:
+    """``train.py``: user errors end with their message and exit status 2, bugs with their
+    traceback and exit status 1, Ctrl-C with one line saying where the last checkpoint is.
+    ``lock``: the lock on ``--output-dir`` that the caller (a script or sweep worker running the
+    run in-process) holds already."""
+    stdout = sys.stdout
     try:
-        code = run_user_command(lambda: _main(argv))
+        code = run_user_command(lambda: _main(argv, lock))
     except Interrupted as stop:
         sys.stdout.flush()
         print(stop.args[0], file=sys.stderr)
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # the caller (a script) sees Ctrl-C too
         os.kill(os.getpid(), signal.SIGINT)
         raise
+    finally:
+        _detach_log(stdout)
     if code:
         sys.exit(code)
 
 
-def _main(argv: Optional[List[str]]) -> None:
+def _detach_log(stdout) -> None:
+    """Stop teeing stdout to the run's ``log.txt`` (a run in-process: what follows is not its)."""
+    tee = sys.stdout
+    if tee is stdout:
+        return
+    tee.flush()
+    if getattr(tee, "file", None) is not None:
+        tee.file.close()
+    tee.console = open(os.devnull, "w")  # Dassl's Logger closes its console when collected
+    sys.stdout = stdout
+
+
+def _main(argv: Optional[List[str]], held: Optional[run_folder.FolderLock]) -> None:
     args = build_parser().parse_args(argv)
+    check_arguments(args)  # before torch is imported: a typo is answered at once
+    check_runtime_imports()  # a torch, torchvision or openai-clip that fails to import: an install problem
     import_plugins()
-    lock = run_folder.acquire(args.output_dir, run_folder.process_line(os.getpid())) \
-        if args.output_dir else None
+    lock = held
+    if lock is None and args.output_dir:
+        lock = run_folder.acquire(args.output_dir, run_folder.process_line(os.getpid()))
     try:
         _run(args, [lock.note] if lock is not None and lock.note else [])
     finally:
-        if lock is not None:
+        if lock is not None and held is None:
             lock.release()
 
 
@@ -308,16 +307,17 @@ def _run(args: argparse.Namespace, notes: List[str]) -> None:
     evaluating = args.eval_only or args.no_train
     folder = cfg.OUTPUT_DIR
     if folder:
-        settings, weights = settings_of(cfg, args)
+        settings, weights = identity_of(cfg, args)
         run = read_run(folder)
-        decision = run_folder.decide(folder, run_folder.EVAL if evaluating else run_folder.TRAIN,
+        decision = run_spec.decide(folder, run_folder.EVAL if evaluating else run_folder.TRAIN,
                                      settings, args.overwrite, run.accuracy if run.finished else None)
         if decision.action == "skip" and args.announce:
             print(decision.line(args.announce, folder))
             return
         if args.overwrite:
             run_folder.clear(folder)
-        if decision.detail and decision.action != "skip":
+        # the scripts' lock step has announced how an unfinished run goes on ("==> resume ...")
+        if decision.detail and decision.action != "skip" and (args.overwrite or not args.announce):
             notes.append(f"{folder}: {decision.detail}")
         run_folder.start_record(folder, run_folder.EVAL if evaluating else run_folder.TRAIN,
                                 settings, weights, " ".join(sys.argv))
@@ -343,6 +343,8 @@ def _run(args: argparse.Namespace, notes: List[str]) -> None:
 
 
 def _train_or_test(engine, cfg, args: argparse.Namespace, notes: List[str]) -> None:
+    import torch  # here, so that the identity of a run (run_spec) is read without torch
+
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         engine.set_random_seed(cfg.SEED)
@@ -352,14 +354,16 @@ def _train_or_test(engine, cfg, args: argparse.Namespace, notes: List[str]) -> N
     elif torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
 
-    print_args(args, cfg)
-    for note in notes:
-        print(note)
+    try:
+        trainer_class = engine.TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
+    except KeyError:  # check_registered below says so, with the known names
+        trainer_class = None
+    print_run_start(args, cfg, notes, engine.ENGINE, engine.collect_env_info,
+                    tuned_line(cfg, args, trainer_class))
     save_config(cfg)
-    print(f"Engine: {engine.ENGINE}")
-    print("Collecting env info ...")
-    print(f"** System info **\n{engine.collect_env_info()}\n")
 
+    check_registered(engine.TRAINER_REGISTRY, cfg.TRAINER.NAME, "TRAINER.NAME (--trainer)")
+    check_registered(engine.DATASET_REGISTRY, cfg.DATASET.NAME, "DATASET.NAME (--dataset-config-file)")
     trainer = engine.build_trainer(cfg)
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)

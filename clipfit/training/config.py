@@ -7,14 +7,50 @@ from __future__ import annotations
 
 import difflib
 import os
-from typing import Any, Iterable, List, Sequence
+import os.path as osp
+from typing import Any, Iterable, List, Optional, Sequence
 
 import yaml
 from yacs.config import CfgNode as CN
 
+from clipfit import REPO_ROOT
 from clipfit.fileio import FileContentError, read_text
+from clipfit.methods.options import NODE_OPTIONS, PROGRAD_TEMPLATE_INIT, defaults_node
+from clipfit.errors import ConfigValueError, UserError
 
 ALLOW_PY_ENV = "CLIPFIT_ALLOW_PY_CONFIG"  # "1" lets yacs execute a .py config file
+# Config folders named as in another repository -> where this one keeps them. The CLIPFit
+# authors' configs/trainers/ClipFit/ differs from our configs/trainers/CLIPFit/ only by case,
+# and two names (vit_b16, vit_b16_ep10) are in both with other epochs: on a case-insensitive
+# file system (macOS, Windows) the two folders are one and one file of each pair would be lost.
+FOREIGN_CONFIG_FOLDERS = {"configs/trainers/ClipFit": "configs/authors/ClipFit"}
+# Keys that another repository's files set to a boolean where ours hold a phrase -> per trainer
+# ("" for any other), the phrase True stands for and whose code reads it so. KgCoOp's train.py
+# defaults TRAINER.COOP.CTX_INIT to False, its configs set True, and its prompt learner then starts
+# from "a photo of a"; ProGrad's code reads True as its dataset prompt ("template" here).
+BOOLEAN_PHRASES = {
+    "TRAINER.COOP.CTX_INIT": {"": ("a photo of a", "KgCoOp"), "ProGrad": (PROGRAD_TEMPLATE_INIT, "ProGrad")},
+}
+
+
+# The keys of a TRAINER.<NODE> that belong to its trainer, not to the method's options
+TRAINER_NODE_KEYS = {
+    "COOP": {
+        "PREC": "fp16",  # fp16, fp32, amp (CoOp, KgCoOp, ProGrad, zero-shot CLIP, the authors' ClipFit)
+        # The CLIPFit authors' train.py adds these and their scripts set them; nothing reads them
+        # (their trainer neither): accepted so their command lines run, logged as without effect.
+        "W1": 1.0,
+        "W2": 1.0,
+    },
+    "COCOOP": {"PREC": "fp16"},
+    "CLIP_ADAPTER": {"PREC": "fp16"},
+    "MAPLE": {"PREC": "fp16"},
+    "TIP_ADAPTER": {"PREC": "fp16"},
+    "CLIPFIT": {
+        "PREC": "fp16",  # fp16, amp, fp32
+        "LOG_GRAD_STATS": False,  # record per-layer gradient statistics
+    },
+}
 
 
 def project_keys() -> CN:
@@ -40,62 +76,9 @@ def project_keys() -> CN:
 
     cfg.TRAINER.UPDATE_IMAGE_LN = False  # "+UL": also tune the image LayerNorms
 
-    cfg.TRAINER.COOP = CN()
-    cfg.TRAINER.COOP.N_CTX = 16  # number of context vectors
-    cfg.TRAINER.COOP.CSC = False  # class-specific context
-    cfg.TRAINER.COOP.CTX_INIT = ""  # initialisation phrase, e.g. "a photo of a"
-    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, amp
-    cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end, middle, front
-    cfg.TRAINER.COOP.W = 8.0  # KgCoOp: weight of the knowledge-guided term
-    cfg.TRAINER.COOP.KG_DISTANCE = "cosine"  # KgCoOp: cosine (its code) or euclidean (its paper)
-    # The CLIPFit authors' train.py adds these and their scripts set them; nothing reads them
-    # (their trainer neither): accepted so their command lines run, logged as without effect.
-    cfg.TRAINER.COOP.W1 = 1.0
-    cfg.TRAINER.COOP.W2 = 1.0
-
-    cfg.TRAINER.COCOOP = CN()
-    cfg.TRAINER.COCOOP.N_CTX = 16
-    cfg.TRAINER.COCOOP.CTX_INIT = ""
-    cfg.TRAINER.COCOOP.PREC = "fp16"
-    cfg.TRAINER.COCOOP.TEXT_BATCH_SIZE = 1000  # most prompts per text-encoder pass (same result)
-
-    cfg.TRAINER.CLIP_ADAPTER = CN()
-    cfg.TRAINER.CLIP_ADAPTER.REDUCTION = 4  # bottleneck reduction factor
-    cfg.TRAINER.CLIP_ADAPTER.RATIO = 0.2  # residual ratio of adapted features
-    cfg.TRAINER.CLIP_ADAPTER.PREC = "fp16"
-
-    cfg.TRAINER.MAPLE = CN()
-    cfg.TRAINER.MAPLE.N_CTX = 2  # learned prompt tokens per layer
-    cfg.TRAINER.MAPLE.CTX_INIT = "a photo of a"  # its first N_CTX tokens start the context
-    cfg.TRAINER.MAPLE.PROMPT_DEPTH = 9  # layers with prompts (1: shallow)
-    cfg.TRAINER.MAPLE.PREC = "fp16"
-
-    cfg.TRAINER.PROGRAD = CN()  # ProGrad; its prompt uses TRAINER.COOP.*
-    cfg.TRAINER.PROGRAD.LAMBDA = 1.0  # share of the conflicting gradient part removed
-    cfg.TRAINER.PROGRAD.T = 1.0  # temperature of the zero-shot teacher's distillation term
-
-    cfg.TRAINER.TIP_ADAPTER = CN()  # TipAdapter and TipAdapterF
-    cfg.TRAINER.TIP_ADAPTER.INIT_ALPHA = 1.0  # residual weight of the cache logits
-    cfg.TRAINER.TIP_ADAPTER.INIT_BETA = 1.0  # sharpness of the cache affinities
-    cfg.TRAINER.TIP_ADAPTER.SEARCH = True  # search alpha and beta on the validation set
-    cfg.TRAINER.TIP_ADAPTER.SEARCH_SCALE = [7.0, 3.0]  # [beta, alpha] upper ends of the grid
-    cfg.TRAINER.TIP_ADAPTER.SEARCH_STEP = [200, 20]  # [beta, alpha] grid sizes
-    cfg.TRAINER.TIP_ADAPTER.AUGMENT_EPOCH = 10  # augmented views averaged per cache key
-    cfg.TRAINER.TIP_ADAPTER.CLIP_SCALE = 100.0  # scale of the zero-shot logits (its code: 100)
-    cfg.TRAINER.TIP_ADAPTER.ADAMW_EPS = 1e-4  # Tip-Adapter-F's AdamW epsilon
-    cfg.TRAINER.TIP_ADAPTER.PREC = "fp16"
-
-    cfg.TRAINER.CLIPFIT = CN()
-    cfg.TRAINER.CLIPFIT.BETA = 8.0  # weight of the regulariser
-    cfg.TRAINER.CLIPFIT.REG = "kd"  # kd, mse, none
-    cfg.TRAINER.CLIPFIT.TEXT_PARAMS = "proj_bias"  # proj_bias, ffn_bias, all_bias, none
-    cfg.TRAINER.CLIPFIT.IMAGE_PARAMS = "layernorm"  # layernorm, bias, none
-    cfg.TRAINER.CLIPFIT.TEXT_LAYERS = []  # block indices to tune; empty: all
-    cfg.TRAINER.CLIPFIT.IMAGE_LAYERS = []  # block indices to tune; empty: all
-    cfg.TRAINER.CLIPFIT.PARAMS_INCLUDE = []  # parameter-name patterns tuned as well, e.g. ["ln_final"]
-    cfg.TRAINER.CLIPFIT.PARAMS_EXCLUDE = []  # parameter-name patterns never tuned
-    cfg.TRAINER.CLIPFIT.PREC = "fp16"  # fp16, amp, fp32
-    cfg.TRAINER.CLIPFIT.LOG_GRAD_STATS = False  # record per-layer gradient statistics
+    for node, classes in NODE_OPTIONS.items():  # each method's keys and defaults (clipfit.methods.options)
+        cfg.TRAINER[node] = CN({k: v for cls in classes for k, v in defaults_node(cls).items()})
+        cfg.TRAINER[node].update(TRAINER_NODE_KEYS.get(node, {}))
     return cfg
 
 
@@ -148,7 +131,7 @@ def closest_key(key: str, known: Iterable[str]) -> str:
     return match[0] if match else ""
 
 
-class ConfigKeyError(KeyError):
+class ConfigKeyError(UserError, KeyError):
     """A config key that does not exist, with the closest known key."""
 
     def __init__(self, key: str, source: str, suggestion: str):
@@ -169,6 +152,17 @@ def _unknown_keys(cfg: CN, other: CN, prefix: str = "") -> List[str]:
         elif isinstance(v, CN) and isinstance(cfg[k], CN):
             missing.extend(_unknown_keys(cfg[k], v, name + "."))
     return missing
+
+
+def config_file_path(path: str) -> str:
+    """Where this repository keeps the config file ``path``: a path into one of
+    :data:`FOREIGN_CONFIG_FOLDERS` of this repository (compared case-sensitively, before the file
+    system, which may not) is moved to its folder here; any other path is returned unchanged."""
+    folder, name = osp.split(osp.abspath(path))
+    for theirs, ours in FOREIGN_CONFIG_FOLDERS.items():
+        if folder == osp.join(REPO_ROOT, theirs):
+            return osp.join(REPO_ROOT, ours, name)
+    return path
 
 
 def load_cfg_file(cfg: CN, path: str) -> CN:
@@ -195,26 +189,55 @@ def load_cfg_file(cfg: CN, path: str) -> CN:
     return type(cfg)(data or {})
 
 
-def merge_from_file(cfg: CN, path: str) -> None:
-    """``cfg.merge_from_file`` with errors naming the file, the unknown key and its closest match."""
+def _boolean_phrase(key: str, value: Any, source: str, trainer: str, notes: Optional[List[str]]) -> Any:
+    """``value``, or for a key of :data:`BOOLEAN_PHRASES` given as a boolean, the phrase True
+    stands for with ``trainer`` (True) or "" (False), said in ``notes``."""
+    if key not in BOOLEAN_PHRASES or not isinstance(value, bool):
+        return value
+    meanings = BOOLEAN_PHRASES[key]
+    phrase, owner = meanings.get(trainer, meanings[""])
+    meant = phrase if value else ""
+    if notes is not None:
+        notes.append(f"{key} {value} (in {source}) read as {meant!r}, as {owner}'s code reads it")
+    return meant
+
+
+def merge_from_file(cfg: CN, path: str, notes: Optional[List[str]] = None, trainer: str = "") -> None:
+    """``cfg.merge_from_file`` (of :func:`config_file_path`) with errors naming the file, the
+    unknown key and its closest match; booleans of :data:`BOOLEAN_PHRASES` become their phrase
+    for ``trainer`` (empty: the file's ``TRAINER.NAME``, else ``cfg``'s)."""
+    path = config_file_path(path)
     other = load_cfg_file(cfg, path)
     missing = _unknown_keys(cfg, other)
     if missing:
         raise ConfigKeyError(missing[0], path, closest_key(missing[0], flat_keys(cfg)))
+    for key in BOOLEAN_PHRASES:
+        *parents, leaf = key.split(".")
+        node = other
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            named = trainer or (other.get("TRAINER") or {}).get("NAME") or cfg.TRAINER.NAME
+            node[leaf] = _boolean_phrase(key, node[leaf], path, named, notes)
     cfg.merge_from_other_cfg(other)
 
 
-def merge_from_list(cfg: CN, opts: Sequence[str]) -> None:
-    """``cfg.merge_from_list`` with an error naming the unknown key and its closest match."""
+def merge_from_list(cfg: CN, opts: Sequence[str], notes: Optional[List[str]] = None) -> None:
+    """``cfg.merge_from_list`` with an error naming the unknown key and its closest match;
+    booleans of :data:`BOOLEAN_PHRASES` become their phrase for the trainer named."""
     if len(opts) % 2:
-        raise ValueError(
+        raise ConfigValueError(
             f"Config opts must come in KEY VALUE pairs, got {len(opts)} items: {list(opts)}"
         )
     known = set(flat_keys(cfg))
-    for key in opts[0::2]:
-        if key not in known:
-            raise ConfigKeyError(key, "command-line opts", closest_key(key, known))
-    cfg.merge_from_list(list(opts))
+    opts = list(opts)
+    for i in range(0, len(opts), 2):
+        if opts[i] not in known:
+            raise ConfigKeyError(opts[i], "command-line opts", closest_key(opts[i], known))
+        if opts[i] in BOOLEAN_PHRASES and opts[i + 1] in ("True", "False"):
+            trainer = dict(zip(opts[0::2], opts[1::2])).get("TRAINER.NAME", cfg.TRAINER.NAME)
+            opts[i + 1] = repr(_boolean_phrase(opts[i], opts[i + 1] == "True", "command-line opts", trainer, notes))
+    cfg.merge_from_list(opts)
 
 
 def get_cfg() -> CN:

@@ -20,7 +20,8 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
-from clipfit.fileio import atomic_path
+from clipfit.fileio import FileContentError, atomic_path
+from clipfit.errors import MissingFileError
 
 FILE_NAME = "grad_stats.pt"
 FORMAT = "clipfit-grad-stats-1"
@@ -95,13 +96,13 @@ def load_grad_stats(path: str) -> Dict[str, Any]:
     if os.path.isdir(path):
         path = os.path.join(path, FILE_NAME)
     if not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"No gradient statistics at {path}. They are recorded only when training runs with "
             "TRAINER.CLIPFIT.LOG_GRAD_STATS True (add it to the trailing opts of train.py or the scripts)."
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a gradient-statistics file of this toolkit ('{FORMAT}').")
+        raise FileContentError(f"{path} is not a gradient-statistics file of this toolkit ('{FORMAT}').")
     if not len(state["iterations"]):
-        raise ValueError(f"{path} holds no iterations: the run stopped before its first update.")
+        raise FileContentError(f"{path} holds no iterations: the run stopped before its first update.")
     return state

@@ -20,7 +20,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Set
 
-from clipfit.data.prepare.download import DamagedFile, PrepareError
+from clipfit.data.prepare.errors import DamagedFile, PrepareError, check_free
 
 TMP_SUFFIX = ".extract.tmp"  # hidden work folders: .<name>.extract.tmp
 MAX_NAMED = 10  # unsafe members named one by one before the rest are counted
@@ -182,6 +182,32 @@ def extract_member(tf: tarfile.TarFile, member: tarfile.TarInfo, dest: str) -> N
         tf.extract(member, dest, filter="data")
     else:
         tf.extract(member, dest)
+
+
+def extract_file(path: str, member: str, dest: str) -> None:
+    """Write the regular file ``member`` of archive ``path`` to ``dest`` (through ``dest.part``)."""
+    members = list_members(path)
+    check_safe(path, members)
+    found = [m for m in members if m.path == member and m.kind == "file"]
+    if not found:
+        raise DamagedFile(
+            f"{path} does not hold {member}; its top entries are {', '.join(top_entries(members, '')[:10]) or 'none'}. "
+            "It is laid out otherwise than sources.json says: delete it and get the file from a mirror (--mirror)."
+        )
+    check_free(os.path.dirname(dest), found[0].size, f"taking {member} out of {os.path.basename(path)}")
+    part = dest + ".part"
+    try:
+        with reading(path), open(part, "wb") as out:
+            if is_zip(path):
+                with zipfile.ZipFile(path) as zf, zf.open(found[0].name) as f:
+                    shutil.copyfileobj(f, out)
+            else:
+                with tarfile.open(path, "r:*") as tf:
+                    shutil.copyfileobj(tf.extractfile(found[0].name), out)
+        os.replace(part, dest)
+    finally:
+        if os.path.exists(part):
+            os.remove(part)
 
 
 def fresh_temp(parent: str, name: str) -> str:

@@ -1,22 +1,31 @@
-"""``python -m clipfit.data prepare DATASET... --root DATA``: download, lay out and check datasets.
+"""``python -m clipfit.data prepare DATASET... [--root DATA]``: download, lay out and check datasets.
 
-For each dataset it fetches what is missing (official sources of CoOp's DATASETS.md, a
-mirror, or a folder of archives), checks each file's SHA-256, extracts it into the layout
-the loaders read, and runs the doctor on the result. A rerun does only what is missing.
+For each dataset it fetches what is missing (each file's maintained address, then CoOp's, then
+a mirror; or a folder of archives), checks each file's published or recorded checksum before
+extracting it into the layout the loaders read, and runs the doctor on the result. A rerun
+does only what is missing. ``--list`` shows what is there, ``--sources`` every file's
+addresses and checksums, ``--dry-run`` what a run would do.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import json
 import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from tabulate import tabulate
 
-from clipfit.data.prepare.download import MIRROR_ENV, DamagedFile, Fetcher, ManualStep, PrepareError, human
+from clipfit.data.prepare import imagenet
+from clipfit.data.prepare.download import MIRROR_ENV, Fetcher, describe, display, is_url
+from clipfit.data.prepare.errors import DamagedFile, ManualStep, PrepareError, human
 from clipfit.data.prepare.layout import STEPS, is_done, needs_file, remove_leftovers
 from clipfit.data.prepare.sources import (
+    CHECKSUM_NAME,
+    FILES,
     IMAGENET_LOGIN,
     SPECS,
     DatasetSpec,
@@ -27,6 +36,10 @@ from clipfit.data.prepare.sources import (
 )
 
 DOCS_HINT = "DATASETS.md"
+DATA_ENV = "DATA"  # the data root of CoOp's scripts
+FORMATS = ("table", "md", "csv", "json")
+LIST_WIDTHS = {"Folder": 21, "What is there": 40}  # the terminal table stays within ~100 columns
+SOURCE_WIDTHS = {"Dataset": 12, "File": 18, "Address": 26, "Address from": 18, "Checksum": 16}
 
 
 def log(*parts: object) -> None:
@@ -41,40 +54,155 @@ def select(names: Sequence[str]) -> List[DatasetSpec]:
     return [s for s in SPECS if s.key in keys]
 
 
-def status(root: str, spec: DatasetSpec) -> Tuple[str, List[str]]:
-    """``present``, ``partial`` or ``missing``, and the entries still missing."""
+def default_root() -> Tuple[str, str]:
+    """``$DATA``, else ``./data``, and where it came from."""
+    if os.environ.get(DATA_ENV):
+        return os.environ[DATA_ENV], f"${DATA_ENV}"
+    return "data", "the default ./data"
+
+
+def entries(root: str, spec: DatasetSpec) -> Dict[str, List[str]]:
+    """Each entry the dataset's files provide, by what is really there: present, unfinished (ImageNet
+    work extracted by hand, to finish in place) or absent."""
     folder = os.path.join(root, spec.folder)
-    missing = sorted({p for s in spec.sources if not is_done(folder, s) for p in s.provides})
-    if not missing:
-        return "present", []
-    entries = set(os.listdir(folder)) if os.path.isdir(folder) else set()
-    return ("partial" if entries else "missing"), missing
+    state: Dict[str, str] = {}
+    for src in spec.sources:
+        pending = imagenet.in_place(folder, src.step)
+        for entry in src.provides:
+            there = os.path.lexists(os.path.join(folder, entry))
+            state[entry] = "unfinished" if pending and there else "present" if there else "absent"
+    return {kind: [e for e, s in state.items() if s == kind] for kind in ("present", "unfinished", "absent")}
 
 
-def list_datasets(root: str, specs: Sequence[DatasetSpec]) -> None:
+def status(root: str, spec: DatasetSpec) -> Tuple[str, bool]:
+    """``complete``, ``usable`` (what the loader reads is there, not the rest), ``partial`` or
+    ``missing``; and whether the loader can use the dataset."""
+    folder = os.path.join(root, spec.folder)
+    present = entries(root, spec)["present"]
+    usable = all(e in present for e in spec.reads)
+    if all(is_done(folder, s) for s in spec.sources):
+        return "complete", usable
+    if usable:
+        return "usable", True
+    return ("partial" if os.path.isdir(folder) and os.listdir(folder) else "missing"), False
+
+
+def list_records(root: str, specs: Sequence[DatasetSpec]) -> List[dict]:
+    records = []
+    for spec in specs:
+        state, usable = status(root, spec)
+        found = entries(root, spec)
+        absent = [e if e in spec.reads else f"{e} (not read)" for e in found["absent"]]
+        records.append(
+            {
+                "Dataset": spec.key,
+                "Folder": spec.folder + "/",
+                "Status": state,
+                "Loader can use it": "yes" if usable else "no",
+                "Present": found["present"],
+                "To finish": found["unfinished"],
+                "Absent": absent,
+                "Note": spec.note,
+            }
+        )
+    return records
+
+
+def compact_list(records: Sequence[dict]) -> List[dict]:
+    """The terminal table: one column says what is there (and what is absent)."""
+    rows = []
+    for r in records:
+        parts = [f"{k.lower()}: {', '.join(r[k])}" for k in ("Present", "To finish", "Absent") if r[k]]
+        there = "; ".join(parts) if r["Status"] != "missing" else "nothing"
+        rows.append({**{k: r[k] for k in ("Dataset", "Folder", "Status")}, "Loader": r["Loader can use it"],
+                     "What is there": there})
+    return rows
+
+
+def render(records: Sequence[dict], fmt: str, widths: Optional[Dict[str, int]] = None) -> str:
+    """``records`` (dicts with the same keys) as a terminal table (wrapped to ``widths``), a Markdown
+    table, CSV or JSON; list values are joined with commas except in JSON."""
+    if fmt == "json":
+        return json.dumps(list(records), indent=1)
+    headers = list(records[0]) if records else []
+    rows = [[", ".join(v) if isinstance(v, list) else v for v in r.values()] for r in records]
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerows([headers] + rows)
+        return buf.getvalue().rstrip("\n")
+    if fmt == "md":
+        return tabulate(rows, headers=headers, tablefmt="github")
+    return tabulate(rows, headers=headers, maxcolwidths=[(widths or {}).get(h) for h in headers])
+
+
+def list_datasets(root: str, source: str, specs: Sequence[DatasetSpec], fmt: str) -> None:
+    records = list_records(root, specs)
+    if fmt != "table":
+        log(render(records, fmt))
+        return
+    log(render(compact_list(records), fmt, LIST_WIDTHS))
+    log("usable: the loader has all it reads, not all the archives hold.\n(not read): the loader never reads it.")
+    for spec in specs:
+        if spec.note:
+            log(f"{spec.key}: {spec.note}")
+    log(f"Data root: {root} ({source}).")
+
+
+def source_records(specs: Sequence[DatasetSpec], checksums) -> List[dict]:
+    """One row per address of every file: where the address comes from and the checksum checked."""
     rows = []
     for spec in specs:
-        state, missing = status(root, spec)
-        rows.append([spec.key, spec.folder + "/", state, ", ".join(missing), spec.note])
-    log(tabulate(rows, headers=["Dataset", "Folder", "Status", "Missing", "Note"]))
+        for src in spec.sources:
+            for name in src.names:
+                expected = checksums.get(name, [])
+                for address in FILES[name].addresses:
+                    rows.append(
+                        {
+                            "Dataset": spec.key,
+                            "File": name if name == src.name else f"{name} (holds {src.name})"
+                            if dict(FILES[name].holds).get(src.name) else name,
+                            "Address": display(address.url),
+                            "Address from": address.source,
+                            "Checksum": "; ".join(f"{CHECKSUM_NAME[c.algorithm]} ({c.kind}: {c.source})"
+                                                  for c in expected) or "none",
+                        }
+                    )
+    return rows
 
 
 def dry_run(root: str, specs: Sequence[DatasetSpec], fetcher: Fetcher) -> None:
-    rows = []
+    """Each file: where it goes, and every place it would come from with the checksum it must have."""
     for spec in specs:
         folder = os.path.join(root, spec.folder)
+        log(f"== {spec.key} -> {folder}")
         for src in spec.sources:
-            origin = fetcher.origin(spec, src)
-            size = f"{human(os.path.getsize(origin))}" if os.path.isfile(origin) else f"~{human(src.size)}"
+            dest = "(labels to sort images/val)" if src.step == "imagenet_devkit" else ", ".join(src.provides)
+            local = fetcher.found(spec, src)
+            size = human(os.path.getsize(local[0])) if local else f"~{human(src.size)}"
             if is_done(folder, src):
                 action = "present, skip"
             elif not needs_file(folder, src):
                 action = "finish in place"
+            elif local:
+                action = f"{src.step} from {local[0]}"
+            elif fetcher.from_archives:
+                action = f"missing from {fetcher.from_archives}"
             else:
-                action = {"(by": "fetch by hand", "(mi": "missing"}.get(origin[:3], src.step)
-            dest = "(labels to sort images/val)" if src.step == "imagenet_devkit" else ", ".join(src.provides)
-            rows.append([spec.key, src.name, size, origin, dest, action])
-    log(tabulate(rows, headers=["Dataset", "File", "Size", "From", "To (under the dataset folder)", "Action"]))
+                action = src.step
+            log(f"  {src.name} ({size}) -> {dest}: {action}")
+            if action != src.step:
+                continue
+            if fetcher.mirror and not is_url(fetcher.mirror):
+                log(f"    not in the mirror folder {fetcher.mirror}; then:")
+            for i, (name, address) in enumerate(fetcher.addresses(src), start=1):
+                copy = "" if name == src.name else f"  [{name}]"
+                log(f"    {i}. {display(address.url)}{copy}")
+                log(f"       address from: {address.source}")
+                log(f"       {describe(fetcher.checksums.get(name, []))}")
+            if src.manual:
+                log(f"    by hand, after signing in at {IMAGENET_LOGIN}")
+                log(f"       {describe(fetcher.checksums.get(src.name, []))}")
     log(f"Dataset folders are under {root}. Nothing was downloaded or written (--dry-run).")
 
 
@@ -188,18 +316,23 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m clipfit.data prepare", description=__doc__.split("\n\n")[1].replace("\n", " ")
     )
     parser.add_argument("datasets", nargs="*", metavar="DATASET", help="config names (dtd, oxford_pets, ...) or all")
-    parser.add_argument("--root", required=True, help="the data root (train.py's --root)")
+    parser.add_argument(
+        "--root", default=None, help=f"the data root (train.py's --root); default ${DATA_ENV}, else ./data"
+    )
     parser.add_argument(
         "--mirror",
         default=None,
-        help=f"take every file from this URL or folder (same file names) instead; default: ${MIRROR_ENV}",
+        help=f"a URL or folder holding the files under their names, tried after their addresses "
+        f"(a folder: before them); default: ${MIRROR_ENV}",
     )
     parser.add_argument("--from-archives", default=None, metavar="FOLDER", help="use only files already in FOLDER")
     parser.add_argument("--download-only", action="store_true", help="fetch the files, extract nothing")
-    parser.add_argument("--dry-run", action="store_true", help="list every file, size, source and destination")
-    parser.add_argument("--list", action="store_true", help="show which datasets are present, partial or missing")
+    parser.add_argument("--dry-run", action="store_true", help="each file's destination, addresses and checksum")
+    parser.add_argument("--list", action="store_true", help="show what is there for each dataset")
+    parser.add_argument("--sources", action="store_true", help="every file's addresses, their source and checksum")
+    parser.add_argument("--format", choices=FORMATS, default="table", help="of --list and --sources (full width)")
     parser.add_argument("--keep-archives", action="store_true", help="keep downloaded archives after extracting")
-    parser.add_argument("--checksums", default=None, help="JSON file of extra SHA-256 per file name")
+    parser.add_argument("--checksums", default=None, help="JSON file of extra SHA-256 (or MD5) per file name")
     parser.add_argument("--retries", type=int, default=3, help="resumes after a cut connection (default 3)")
     parser.add_argument("--max-images", type=int, default=200, help="images the doctor opens per dataset")
     parser.add_argument("--skip-counts", action="store_true", help="the doctor skips CoOp's published sizes")
@@ -208,22 +341,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    root = os.path.abspath(os.path.expanduser(args.root))
+    given, where = (args.root, "--root") if args.root else default_root()
+    root = os.path.abspath(os.path.expanduser(given))
+    chosen = select(args.datasets) if args.datasets else SPECS
     if args.list:
-        list_datasets(root, select(args.datasets) if args.datasets else SPECS)
+        list_datasets(root, where, chosen, args.format)
+        return 0
+    if args.sources:
+        records = source_records(chosen, load_checksums(args.checksums))
+        log(render(records, args.format, SOURCE_WIDTHS))
         return 0
     if not args.datasets:
         raise SystemExit("Name the datasets to prepare (or all); --list shows what is there.")
-    specs = select(args.datasets)
     mirror = args.mirror or os.environ.get(MIRROR_ENV) or None
     if args.from_archives and not os.path.isdir(args.from_archives):
         raise SystemExit(f"--from-archives {args.from_archives}: no such folder.")
     fetcher = Fetcher(root, mirror, args.from_archives, load_checksums(args.checksums), args.retries, log=log)
     if args.dry_run:
-        dry_run(root, specs, fetcher)
+        dry_run(root, chosen, fetcher)
         return 0
+    log(f"Data root: {root} ({where}).")
     failed = []
-    for spec in specs:
+    for spec in chosen:
         try:
             ok = prepare_one(spec, fetcher, args)
         except PrepareError as e:

@@ -1,8 +1,8 @@
-"""Getting each file: an earlier download, a local folder, a mirror, or its official address.
+"""Getting each file: an earlier download, a local folder, its addresses in order, or a mirror.
 
 HTTP downloads go to ``<name>.part`` and resume with a ``Range`` request after a cut
 connection (within a run, and in the next run); Google Drive files go through ``gdown``.
-Every file is checked against the SHA-256 recorded for it before it is used.
+Every file with a published or recorded checksum is checked against it before it is used.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import hashlib
 import http.client
 import os
 import re
-import shutil
 import socket
 import sys
 import time
@@ -22,7 +21,18 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
-from clipfit.data.prepare.sources import CHECKSUMS, GDRIVE, DatasetSpec, Source
+from clipfit.data.prepare.archives import extract_file
+from clipfit.data.prepare.errors import ManualStep, PrepareError, check_free
+from clipfit.data.prepare.sources import (
+    CHECKSUM_NAME,
+    FILES,
+    GDRIVE,
+    SOURCES_JSON,
+    Address,
+    Checksum,
+    DatasetSpec,
+    Source,
+)
 
 MIRROR_ENV = "CLIPFIT_DATA_MIRROR"
 DOWNLOADS = ".download"  # inside each dataset folder
@@ -32,45 +42,24 @@ GDOWN_HINT = "pip install gdown (or pip install 'clipfit[prepare]')"
 FATAL_HTTP = (401, 403, 404, 410)  # retrying cannot help
 
 
-class PrepareError(Exception):
-    """A step failed; the message says what to do."""
-
-
-class ManualStep(PrepareError):
-    """A file that must be fetched by hand (licence or login)."""
-
-
-class DamagedFile(PrepareError):
-    """A fetched file that is not what it should be (truncated archive, a web page instead of JSON, ...)."""
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
-def check_free(folder: str, needed: int, what: str) -> None:
-    """Raise when the filesystem of ``folder`` has less than ``needed`` bytes free."""
-    probe = folder
-    while not os.path.isdir(probe):
-        probe = os.path.dirname(probe)
-    free = shutil.disk_usage(probe).free
-    if needed > free:
-        raise PrepareError(
-            f"Not enough disk space for {what} in {folder}: {human(needed)} ({needed:,} bytes) needed, "
-            f"{human(free)} free. Free some space (or link the dataset folder to a larger disk) and run again."
-        )
-
-
-def sha256(path: str) -> str:
-    digest = hashlib.sha256()
+def digests(path: str, algorithms: Sequence[str]) -> Dict[str, str]:
+    """The hex digest of ``path`` for each of ``algorithms`` (md5, sha256), in one pass."""
+    hashes = {a: hashlib.new(a) for a in algorithms}
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+            for h in hashes.values():
+                h.update(block)
+    return {a: h.hexdigest() for a, h in hashes.items()}
+
+
+def describe(checksums: Sequence[Checksum]) -> str:
+    """The expected checksum(s) of a file, for --dry-run."""
+    return "; ".join(c.describe() for c in checksums) or "no published checksum"
+
+
+def display(url: str) -> str:
+    """An address as a person can open it."""
+    return GDRIVE_PAGE + url[len(GDRIVE) :] if url.startswith(GDRIVE) else url
 
 
 def is_url(location: str) -> bool:
@@ -122,8 +111,13 @@ def http_download(
             last = e
         got = os.path.getsize(part) if os.path.exists(part) else 0
         if attempt < retries:
-            log(f"  connection lost at {got:,} bytes ({last}); resuming (retry {attempt + 1} of {retries})")
+            lost = f"connection lost at {got:,} bytes ({last}); resuming" if got else f"no answer ({last}); trying again"
+            log(f"  {lost} (retry {attempt + 1} of {retries})")
             time.sleep(backoff * min(2**attempt, 30))
+    if not got:
+        if os.path.exists(part):
+            os.remove(part)
+        raise PrepareError(f"Could not download {url}: {last}.")
     raise PrepareError(
         f"Could not download {url}: {last}. What arrived ({got:,} bytes) is kept in {part}; "
         "run the same command again to resume from there."
@@ -185,7 +179,7 @@ class Fetcher:
     root: str
     mirror: Optional[str] = None
     from_archives: Optional[str] = None
-    checksums: Dict[str, str] = field(default_factory=dict)
+    checksums: Dict[str, List[Checksum]] = field(default_factory=dict)
     retries: int = 3
     backoff: float = 1.0
     log: Callable = print
@@ -194,36 +188,41 @@ class Fetcher:
     def download_dir(self, spec: DatasetSpec) -> str:
         return os.path.join(self.root, spec.folder, DOWNLOADS)
 
-    def local_candidates(self, spec: DatasetSpec, src: Source) -> List[str]:
-        """Paths where the file may already be, in the order they are tried."""
-        paths = [os.path.join(self.download_dir(spec), src.name)]
+    def local_candidates(self, spec: DatasetSpec, src: Source) -> List[Tuple[str, str]]:
+        """(path, file name) where the file or a copy of it may already be, in the order they are tried."""
+        names = [src.name] + [n for n in src.names if n != src.name]
+        paths = [(os.path.join(self.download_dir(spec), n), n) for n in names]
         folder = self.from_archives or (self.mirror if self.mirror and not is_url(self.mirror) else None)
         if folder:  # flat, by dataset folder, or a data root filled by --download-only
-            paths += [os.path.join(folder, *sub, src.name) for sub in ((), (spec.folder,), (spec.folder, DOWNLOADS))]
-        paths += [os.path.join(self.root, p) for p in src.shared]
+            subs = ((), (spec.folder,), (spec.folder, DOWNLOADS))
+            paths += [(os.path.join(folder, *sub, n), n) for n in names for sub in subs]
+        paths += [(os.path.join(self.root, p), src.name) for p in src.shared]
         return paths
 
-    def mirror_url(self, src: Source) -> str:
-        return f"{self.mirror.rstrip('/')}/{src.name}"
+    def found(self, spec: DatasetSpec, src: Source) -> Optional[Tuple[str, str]]:
+        """The first local copy (path, file name), or None."""
+        return next(((p, n) for p, n in self.local_candidates(spec, src) if os.path.isfile(p)), None)
 
-    def origin(self, spec: DatasetSpec, src: Source) -> str:
-        """Where the file would come from, without touching the network (for --dry-run)."""
-        for path in self.local_candidates(spec, src):
-            if os.path.isfile(path):
-                return path
-        if self.from_archives:
-            return f"(missing from {self.from_archives})"
-        if self.mirror:
-            return self.mirror_url(src) if is_url(self.mirror) else f"(missing from {self.mirror})"
-        if src.manual:
-            return f"(by hand: {src.url})"
-        if src.url.startswith(GDRIVE):
-            return GDRIVE_PAGE + src.url[len(GDRIVE) :]
-        return src.url
+    def addresses(self, src: Source) -> List[Tuple[str, Address]]:
+        """(file name, address) to download from, in order: each copy's addresses, then a mirror URL.
+
+        A file behind a login has none but the mirror's."""
+        tried = [] if src.manual else [(n, a) for n in src.names for a in FILES[n].addresses]
+        if self.mirror and is_url(self.mirror):
+            source = f"mirror (--mirror or ${MIRROR_ENV})"
+            tried += [(n, Address(f"{self.mirror.rstrip('/')}/{n}", source)) for n in src.names]
+        return tried
 
     def check_gdown(self, spec: DatasetSpec, sources: List[Source]) -> None:
-        """Fail before any download when a file must come from Google Drive and gdown is missing."""
-        drive = [s.name for s in sources if self.origin(spec, s).startswith(GDRIVE_PAGE)]
+        """Fail before any download when a file can only come from Google Drive and gdown is missing."""
+        drive = [
+            s.name
+            for s in sources
+            if self.found(spec, s) is None
+            and not self.from_archives
+            and self.addresses(s)
+            and all(a.url.startswith(GDRIVE) for _, a in self.addresses(s))
+        ]
         if drive:
             require_gdown(drive)
 
@@ -231,34 +230,55 @@ class Fetcher:
         """A checked local copy of ``src`` and whether it lies in the dataset's download folder.
 
         Tried in order: an earlier download, ``--from-archives`` (nothing else then), a mirror
-        folder, a copy elsewhere under DATA, a mirror URL, the official address.
+        folder, a copy elsewhere under DATA, then each address of each copy (the maintained
+        one first, then CoOp's), then a mirror URL. A file that fails its checksum stops
+        everything; a copy that holds the file (a zip around a tarball) is opened after its check.
         """
-        for path in self.local_candidates(spec, src):
-            if os.path.isfile(path):
-                ours = os.path.dirname(path) == self.download_dir(spec)
-                self.verify(path, src, ours)
-                return path, ours
+        local = self.found(spec, src)
+        if local is not None:
+            path, name = local
+            ours = os.path.dirname(path) == self.download_dir(spec)
+            self.verify(path, name, ours, origin=path)
+            return self.unwrap(spec, src, path, name, ours)
         if self.from_archives:
-            raise self.missing(spec, src, f"{src.name} is not in {self.from_archives}")
+            raise self.missing(src, f"{' or '.join(src.names)} is not in {self.from_archives}")
+        failures = []
         if self.mirror and not is_url(self.mirror):
-            raise self.missing(spec, src, f"{src.name} is not in the mirror folder {self.mirror}")
-        dest = os.path.join(self.download_dir(spec), src.name)
-        if self.mirror:
-            url = self.mirror_url(src)
-            self.log(f"  downloading {url}")
+            failures.append(f"the mirror folder {self.mirror}")
+        for name, address in self.addresses(src):
+            dest = os.path.join(self.download_dir(spec), name)
+            self.log(f"  downloading {display(address.url)}")
             try:
-                http_download(url, dest, self.retries, backoff=self.backoff, log=self.log)
+                if address.url.startswith(GDRIVE):
+                    gdrive_download(address.url[len(GDRIVE) :], dest)
+                else:
+                    http_download(address.url, dest, self.retries, backoff=self.backoff, log=self.log)
             except PrepareError as e:
-                raise self.missing(spec, src, str(e)) if src.manual else e
-        elif src.manual:
-            raise self.missing(spec, src, f"{src.name} needs a login")
-        elif src.url.startswith(GDRIVE):
-            self.log(f"  downloading {src.name} from Google Drive ({src.url[len(GDRIVE):]})")
-            gdrive_download(src.url[len(GDRIVE):], dest)
-        else:
-            self.log(f"  downloading {src.url}")
-            http_download(src.url, dest, self.retries, backoff=self.backoff, log=self.log)
-        self.verify(dest, src, ours=True)
+                self.log(f"  failed: {e}")
+                failures.append(display(address.url))
+                continue
+            self.verify(dest, name, ours=True, origin=display(address.url))
+            return self.unwrap(spec, src, dest, name, True)
+        if src.manual:
+            raise self.missing(src, f"{src.name} needs a login")
+        raise PrepareError(
+            f"Could not get {src.name} from {', '.join(failures)} (see above). Put a copy of "
+            f"{' or '.join(src.names)} in a folder or on a server and pass it with --mirror "
+            f"(see DATASETS.md, section \"{spec.section}\")."
+        )
+
+    def unwrap(self, spec: DatasetSpec, src: Source, path: str, name: str, ours: bool) -> Tuple[str, bool]:
+        """The file ``src`` itself: taken out of the copy ``name`` when that copy holds it (the copy,
+        when downloaded, is then deleted), else the copy as it is."""
+        member = dict(FILES[name].holds).get(src.name) if name != src.name else None
+        if member is None:
+            return path, ours
+        dest = os.path.join(self.download_dir(spec), src.name)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        self.log(f"  taking {member} out of {name}")
+        extract_file(path, member, dest)
+        if ours:
+            os.remove(path)
         return dest, True
 
     def record_hint(self) -> str:
@@ -267,28 +287,33 @@ class Fetcher:
             return ""
         entries = ",\n".join(f'  "{name}": "{digest}"' for name, digest in sorted(self.unrecorded.items()))
         return (
-            f"No SHA-256 was recorded for {len(self.unrecorded)} file(s). Check them against their source if you "
-            f"can, then record them by adding these entries to {CHECKSUMS} (or to a JSON file passed with "
-            f"--checksums):\n{entries}"
+            f"No checksum is published or recorded for {len(self.unrecorded)} file(s). Check them against their "
+            f"source if you can, then record them in {SOURCES_JSON} (as sha256, with a checksum_source), or in a "
+            f"JSON file passed with --checksums:\n{{\n{entries}\n}}"
         )
 
-    def missing(self, spec: DatasetSpec, src: Source, why: str) -> PrepareError:
+    def missing(self, src: Source, why: str) -> PrepareError:
         return ManualStep(why) if src.manual else PrepareError(why + ".")
 
-    def verify(self, path: str, src: Source, ours: bool) -> None:
-        """Compare the SHA-256 of ``path`` with the recorded one; print it when none is recorded."""
+    def verify(self, path: str, name: str, ours: bool, origin: str) -> None:
+        """Compare ``path`` (file ``name``, from ``origin``) with each checksum expected of it; print its
+        SHA-256 when none is. A mismatch deletes a downloaded file and raises."""
+        expected = self.checksums.get(name, [])
         self.log(f"  checking {path}")
-        digest = sha256(path)
-        expected = self.checksums.get(src.name)
-        if expected is None:
-            self.log(f"  SHA-256 {digest} (none recorded for {src.name})")
-            self.unrecorded[src.name] = digest
-        elif digest != expected:
-            if ours:
-                os.remove(path)
-            fate = "It was deleted; run again to download it again" if ours else "Replace it"
-            raise PrepareError(
-                f"wrong checksum: {path} has SHA-256 {digest}, but {expected} is recorded for {src.name}: "
-                "the file is damaged "
-                f"or not the expected one. {fate} (or, if the file changed upstream, record its new hash)."
-            )
+        actual = digests(path, sorted({c.algorithm for c in expected} | ({"sha256"} if not expected else set())))
+        if not expected:
+            self.log(f"  SHA-256 {actual['sha256']} (no checksum published or recorded for {name})")
+            self.unrecorded[name] = actual["sha256"]
+            return
+        for checksum in expected:
+            if actual[checksum.algorithm] != checksum.value:
+                if ours:
+                    os.remove(path)
+                fate = "It was deleted, and nothing was extracted" if ours else "Nothing was extracted; replace it"
+                raise PrepareError(
+                    f"wrong checksum for {name} (from {origin}): {CHECKSUM_NAME[checksum.algorithm]} "
+                    f"{actual[checksum.algorithm]}, expected {checksum.value} ({checksum.kind}: {checksum.source}). "
+                    f"The file is damaged or not the expected one. {fate}; run again to download it again "
+                    "(if the file changed upstream, check it and record its new checksum)."
+                )
+            self.log(f"  {CHECKSUM_NAME[checksum.algorithm]} ok ({checksum.kind}: {checksum.source})")

@@ -26,7 +26,7 @@ from clipfit.data.prepare.archives import (
     reading,
     tar_member,
 )
-from clipfit.data.prepare.download import ManualStep, PrepareError, check_free
+from clipfit.data.prepare.errors import ManualStep, PrepareError, check_free
 from clipfit.data.prepare.sources import IMAGENET_FILES, Source
 
 TRAIN_TARS = "train.tars"  # images/train of class tars, renamed while they are unpacked (kept afterwards)

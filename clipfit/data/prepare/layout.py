@@ -23,7 +23,7 @@ from clipfit.data.prepare.archives import (
     top_entries,
     under,
 )
-from clipfit.data.prepare.download import DamagedFile, PrepareError, check_free
+from clipfit.data.prepare.errors import DamagedFile, PrepareError, check_free
 from clipfit.data.prepare.sources import Source
 from clipfit.fileio import atomic_path
 

@@ -1,42 +1,125 @@
 """Where every dataset file comes from and where it goes: the registry ``prepare`` works from.
 
-The addresses are those of CoOp's DATASETS.md (KaiyangZhou/CoOp, commit ff61507, 8 Oct 2022),
-or of the page it links where it names a page rather than a file. None of them could be
-reached from the machines this project is built on; the sizes are approximate.
+The facts about each file (its addresses in the order they are tried, where each comes from,
+its checksum and its size) are data, in ``sources.json``; this module adds what ``prepare``
+does with each file (the layout the loaders read). The maintained addresses are those
+torchvision's dataset classes download (a test compares them with the installed torchvision);
+CoOp's DATASETS.md (KaiyangZhou/CoOp, commit ff61507, 8 Oct 2022) gives the others.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
+
+from clipfit.training.config import closest_key
 
 GDRIVE = "gdrive:"  # url prefix of a Google Drive file id
-CHECKSUMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checksums.json")
+SOURCES_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sources.json")
 IMAGENET_LOGIN = "https://image-net.org/download-images.php"
+HEX_LENGTH = {"md5": 32, "sha256": 64}
+CHECKSUM_NAME = {"md5": "MD5", "sha256": "SHA-256"}
+
+
+@dataclass(frozen=True)
+class Checksum:
+    """An expected digest: MD5 where upstream publishes one, SHA-256 where this project records one."""
+
+    algorithm: str  # md5 or sha256
+    value: str
+    source: str  # where the value comes from
+
+    @property
+    def kind(self) -> str:
+        return "published" if self.algorithm == "md5" else "recorded"
+
+    def describe(self) -> str:
+        return f"{CHECKSUM_NAME[self.algorithm]} {self.value} ({self.kind}: {self.source})"
+
+
+@dataclass(frozen=True)
+class Address:
+    url: str  # https://..., or gdrive:<file id>
+    source: str  # where the address comes from
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What ``sources.json`` says about one file."""
+
+    name: str
+    size: int  # approximate bytes (for --dry-run; the disk check uses the real sizes)
+    addresses: Tuple[Address, ...]
+    checksum: Optional[Checksum] = None
+    torchvision: str = ""  # the torchvision.datasets class that downloads the same file
+    holds: Tuple[Tuple[str, str], ...] = ()  # (file name, member of this archive that is that file)
+
+
+def _facts(name: str, entry: dict, path: str) -> FileFacts:
+    """One entry of ``sources.json``, checked."""
+    where = f"{path}, file {name!r}"
+    try:
+        addresses = tuple(Address(a["url"], a["source"]) for a in entry["addresses"])
+        size = int(entry["size"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{where}: needs size and addresses of {{url, source}} ({e!r}).") from e
+    algorithms = [a for a in HEX_LENGTH if a in entry]
+    if not addresses or len(algorithms) > 1:
+        raise ValueError(f"{where}: needs at least one address and at most one of md5, sha256.")
+    checksum = None
+    if algorithms:
+        algorithm = algorithms[0]
+        value = str(entry[algorithm]).lower()
+        if not re.fullmatch(f"[0-9a-f]{{{HEX_LENGTH[algorithm]}}}", value) or not entry.get("checksum_source"):
+            raise ValueError(f"{where}: {algorithm} must be {HEX_LENGTH[algorithm]} hex digits, with checksum_source.")
+        checksum = Checksum(algorithm, value, entry["checksum_source"])
+    holds = tuple(sorted(entry.get("holds", {}).items()))
+    return FileFacts(name, size, addresses, checksum, entry.get("torchvision", ""), holds)
+
+
+def load_files(path: str = SOURCES_JSON) -> Dict[str, FileFacts]:
+    """Every file of ``sources.json`` by name."""
+    with open(path) as f:
+        data = json.load(f)
+    return {name: _facts(name, entry, path) for name, entry in data["files"].items()}
+
+
+FILES: Dict[str, FileFacts] = load_files()
 
 
 @dataclass(frozen=True)
 class Source:
-    """One file to fetch.
+    """One file a dataset needs (its facts: ``FILES[name]``).
 
     ``step`` says what to do with it: ``"file"`` places it at ``provides[0]``; ``"extract"``
     extracts the members under the first of ``prefixes`` that holds every provided entry and
     moves each top entry below that prefix into the dataset folder (renamed by ``rename``);
     other steps are the ImageNet ones of :mod:`clipfit.data.prepare.layout`.
     ``provides`` are the paths (relative to the dataset folder) whose presence means done.
+    ``copies`` are the files that can stand for it, in the order tried (default: itself): an
+    archive that holds it (``FileFacts.holds``) or another release with the same step.
     """
 
     name: str  # the file name, also its name in a mirror
-    url: str  # https://..., or gdrive:<file id>
-    size: int  # approximate bytes (for --dry-run; the disk check uses the real sizes)
     provides: Tuple[str, ...]
     step: str = "extract"
     prefixes: Tuple[str, ...] = ("",)
     rename: Tuple[Tuple[str, str], ...] = ()
     manual: bool = False  # behind a licence or login: never downloaded from its official site
     shared: Tuple[str, ...] = ()  # the same file elsewhere under DATA, used before downloading
+    copies: Tuple[str, ...] = ()
+
+    @property
+    def names(self) -> Tuple[str, ...]:
+        """The file names that can provide this file, in the order tried."""
+        return self.copies or (self.name,)
+
+    @property
+    def size(self) -> int:
+        return FILES[self.name].size
 
 
 @dataclass(frozen=True)
@@ -46,6 +129,7 @@ class DatasetSpec:
     folder: str  # the loader's dataset_dir
     section: str  # DATASETS.md section
     sources: Tuple[Source, ...]
+    reads: Tuple[str, ...]  # the entries the loader reads (with CoOp's split file present)
     note: str = ""
 
     @property
@@ -53,29 +137,20 @@ class DatasetSpec:
         return any(s.manual for s in self.sources)
 
 
-def _split(registry: str, file_id: str, size: int = 2_000_000) -> Source:
+def _split(registry: str) -> Source:
     name = f"split_zhou_{registry}.json"
-    return Source(name, GDRIVE + file_id, size, (name,), step="file")
+    return Source(name, (name,), step="file")
 
 
 def _classnames() -> Source:
-    return Source(
-        "classnames.txt",
-        GDRIVE + "1-61f_ol79pViBFDG_IDlUQSwoLcn2XXF",
-        21_000,
-        ("classnames.txt",),
-        step="file",
-        shared=("imagenet/classnames.txt",),
-    )
+    return Source("classnames.txt", ("classnames.txt",), step="file", shared=("imagenet/classnames.txt",))
 
 
-def _archive(name: str, url: str, size: int, *provides: str, **kw) -> Source:
-    return Source(name, url, size, tuple(provides), **kw)
+def _archive(name: str, *provides: str, **kw) -> Source:
+    return Source(name, tuple(provides), **kw)
 
 
-VGG = "https://www.robots.ox.ac.uk/~vgg/data"
-CARS = "http://ai.stanford.edu/~jkrause/car196"
-BERKELEY = "https://people.eecs.berkeley.edu/~hendrycks"
+FGVC_FILES = ("images", "variants.txt", "images_variant_train.txt", "images_variant_val.txt", "images_variant_test.txt")
 IMAGENET_FILES = "ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar", "ILSVRC2012_devkit_t12.tar.gz"
 
 SPECS: Tuple[DatasetSpec, ...] = (
@@ -86,13 +161,12 @@ SPECS: Tuple[DatasetSpec, ...] = (
         "ImageNet",
         (
             _classnames(),
-            _archive(
-                IMAGENET_FILES[0], IMAGENET_LOGIN, 147_897_477_120, "images/train", step="imagenet_train", manual=True
-            ),
-            _archive(IMAGENET_FILES[1], IMAGENET_LOGIN, 6_744_924_160, "images/val", step="imagenet_val", manual=True),
+            _archive(IMAGENET_FILES[0], "images/train", step="imagenet_train", manual=True),
+            _archive(IMAGENET_FILES[1], "images/val", step="imagenet_val", manual=True),
             # its validation labels sort the val images into class folders; nothing of it is kept
-            _archive(IMAGENET_FILES[2], IMAGENET_LOGIN, 2_568_145, "images/val", step="imagenet_devkit", manual=True),
+            _archive(IMAGENET_FILES[2], "images/val", step="imagenet_devkit", manual=True),
         ),
+        ("images/train", "images/val", "classnames.txt"),
         note="needs a login at image-net.org",
     ),
     DatasetSpec(
@@ -101,25 +175,23 @@ SPECS: Tuple[DatasetSpec, ...] = (
         "caltech-101",
         "Caltech101",
         (
+            # data.caltech.edu's caltech-101.zip holds the tarball CoOp's address served
             _archive(
                 "101_ObjectCategories.tar.gz",
-                "http://www.vision.caltech.edu/Image_Datasets/Caltech101/101_ObjectCategories.tar.gz",
-                131_740_031,
                 "101_ObjectCategories",
+                copies=("caltech-101.zip", "101_ObjectCategories.tar.gz"),
             ),
-            _split("Caltech101", "1hyarUivQE36mY6jSomru6Fjd-JzwcCzN"),
+            _split("Caltech101"),
         ),
+        ("101_ObjectCategories", "split_zhou_Caltech101.json"),
     ),
     DatasetSpec(
         "oxford_pets",
         "OxfordPets",
         "oxford_pets",
         "OxfordPets",
-        (
-            _archive("images.tar.gz", f"{VGG}/pets/data/images.tar.gz", 791_918_971, "images"),
-            _archive("annotations.tar.gz", f"{VGG}/pets/data/annotations.tar.gz", 19_173_078, "annotations"),
-            _split("OxfordPets", "1501r8Ber4nNKvmlFVQZ8SeUHTcdTTEqs"),
-        ),
+        (_archive("images.tar.gz", "images"), _archive("annotations.tar.gz", "annotations"), _split("OxfordPets")),
+        ("images", "split_zhou_OxfordPets.json"),
     ),
     DatasetSpec(
         "stanford_cars",
@@ -127,19 +199,14 @@ SPECS: Tuple[DatasetSpec, ...] = (
         "stanford_cars",
         "StanfordCars",
         (
-            _archive("cars_train.tgz", f"{CARS}/cars_train.tgz", 979_269_282, "cars_train"),
-            _archive("cars_test.tgz", f"{CARS}/cars_test.tgz", 977_350_468, "cars_test"),
-            _archive("car_devkit.tgz", "https://ai.stanford.edu/~jkrause/cars/car_devkit.tgz", 330_960, "devkit"),
-            Source(
-                "cars_test_annos_withlabels.mat",
-                f"{CARS}/cars_test_annos_withlabels.mat",
-                185_758,
-                ("cars_test_annos_withlabels.mat",),
-                step="file",
-            ),
-            _split("StanfordCars", "1ObCFbaAgVu0I-k_Au-gIUcefirdAuizT"),
+            _archive("cars_train.tgz", "cars_train"),
+            _archive("cars_test.tgz", "cars_test"),
+            _archive("car_devkit.tgz", "devkit"),
+            Source("cars_test_annos_withlabels.mat", ("cars_test_annos_withlabels.mat",), step="file"),
+            _split("StanfordCars"),
         ),
-        note="the Stanford page has been offline for years: use --mirror with a copy of these files",
+        ("cars_train", "cars_test", "split_zhou_StanfordCars.json"),
+        note="its page has been offline for years: use --mirror with a copy (DATASETS.md)",
     ),
     DatasetSpec(
         "oxford_flowers",
@@ -147,35 +214,20 @@ SPECS: Tuple[DatasetSpec, ...] = (
         "oxford_flowers",
         "Flowers102",
         (
-            _archive("102flowers.tgz", f"{VGG}/flowers/102/102flowers.tgz", 344_862_509, "jpg"),
-            Source("imagelabels.mat", f"{VGG}/flowers/102/imagelabels.mat", 502, ("imagelabels.mat",), step="file"),
-            Source(
-                "cat_to_name.json",
-                GDRIVE + "1AkcxCXeK_RCGCEC_GvmWxjcjaNhu-at0",
-                2_218,
-                ("cat_to_name.json",),
-                step="file",
-            ),
-            _split("OxfordFlowers", "1Pp0sRXzZFZq15zVOzKjKBu4A9i01nozT"),
+            _archive("102flowers.tgz", "jpg"),
+            Source("imagelabels.mat", ("imagelabels.mat",), step="file"),
+            Source("cat_to_name.json", ("cat_to_name.json",), step="file"),
+            _split("OxfordFlowers"),
         ),
+        ("jpg", "split_zhou_OxfordFlowers.json"),
     ),
     DatasetSpec(
         "food101",
         "Food101",
         "food-101",
         "Food101",
-        (
-            # the archive linked from the page CoOp names (data.vision.ee.ethz.ch/cvl/datasets_extra/food-101/)
-            _archive(
-                "food-101.tar.gz",
-                "http://data.vision.ee.ethz.ch/cvl/food-101.tar.gz",
-                4_996_278_331,
-                "images",
-                "meta",
-                prefixes=("food-101/",),
-            ),
-            _split("Food101", "1QK0tGi096I0Ba6kggatX1ee6dJFIcEJl", 8_000_000),
-        ),
+        (_archive("food-101.tar.gz", "images", "meta", prefixes=("food-101/",)), _split("Food101")),
+        ("images", "split_zhou_Food101.json"),
     ),
     DatasetSpec(
         "fgvc_aircraft",
@@ -185,16 +237,11 @@ SPECS: Tuple[DatasetSpec, ...] = (
         (
             _archive(
                 "fgvc-aircraft-2013b.tar.gz",
-                f"{VGG}/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz",
-                2_753_340_328,
-                "images",
-                "variants.txt",
-                "images_variant_train.txt",
-                "images_variant_val.txt",
-                "images_variant_test.txt",
+                *FGVC_FILES,
                 prefixes=("fgvc-aircraft-2013b/data/",),
             ),
         ),
+        FGVC_FILES,
     ),
     DatasetSpec(
         "sun397",
@@ -202,38 +249,25 @@ SPECS: Tuple[DatasetSpec, ...] = (
         "sun397",
         "SUN397",
         (
-            _archive(
-                "SUN397.tar.gz", "http://vision.princeton.edu/projects/2010/SUN/SUN397.tar.gz", 37_000_000_000, "SUN397"
-            ),
+            _archive("SUN397.tar.gz", "SUN397"),
             _archive(
                 "Partitions.zip",
-                "https://vision.princeton.edu/projects/2010/SUN/download/Partitions.zip",
-                1_200_000,
                 "ClassName.txt",
                 "Training_01.txt",
                 "Testing_01.txt",
                 prefixes=("", "Partitions/"),  # flat or in one folder: not checked online
             ),
-            _split("SUN397", "1y2RD81BYuiyvebdN-JymPfyWYcd8_MUq", 4_000_000),
+            _split("SUN397"),
         ),
+        ("SUN397", "split_zhou_SUN397.json"),
     ),
     DatasetSpec(
         "dtd",
         "DescribableTextures",
         "dtd",
         "DTD",
-        (
-            _archive(
-                "dtd-r1.0.1.tar.gz",
-                f"{VGG}/dtd/download/dtd-r1.0.1.tar.gz",
-                625_239_812,
-                "images",
-                "imdb",
-                "labels",
-                prefixes=("dtd/",),
-            ),
-            _split("DescribableTextures", "1u3_QfB467jqHgNXC00UIzbLZRQCg2S7x"),
-        ),
+        (_archive("dtd-r1.0.1.tar.gz", "images", "imdb", "labels", prefixes=("dtd/",)), _split("DescribableTextures")),
+        ("images", "split_zhou_DescribableTextures.json"),
     ),
     DatasetSpec(
         "eurosat",
@@ -241,28 +275,21 @@ SPECS: Tuple[DatasetSpec, ...] = (
         "eurosat",
         "EuroSAT",
         (
-            # the later release (Zenodo) names the folder EuroSAT_RGB/: renamed to CoOp's 2750/
+            # the authors' later release (Zenodo) names the folder EuroSAT_RGB/: renamed to CoOp's 2750/
             _archive(
-                "EuroSAT.zip",
-                "http://madm.dfki.de/files/sentinel/EuroSAT.zip",
-                94_280_567,
-                "2750",
-                rename=(("EuroSAT_RGB", "2750"),),
+                "EuroSAT.zip", "2750", rename=(("EuroSAT_RGB", "2750"),), copies=("EuroSAT.zip", "EuroSAT_RGB.zip")
             ),
-            _split("EuroSAT", "1Ip7yaCWFi0eaOFUGga0lUdVi_DDQth1o"),
+            _split("EuroSAT"),
         ),
+        ("2750", "split_zhou_EuroSAT.json"),
     ),
     DatasetSpec(
         "ucf101",
         "UCF101",
         "ucf101",
         "UCF101",
-        (
-            _archive(
-                "UCF-101-midframes.zip", GDRIVE + "10Jqome3vtUA2keJkNanAiFpgbyC9Hc2O", 200_000_000, "UCF-101-midframes"
-            ),
-            _split("UCF101", "1I0S0q91hJfsV9Gf4xDIjgDq4AqBNJb1y"),
-        ),
+        (_archive("UCF-101-midframes.zip", "UCF-101-midframes"), _split("UCF101")),
+        ("UCF-101-midframes", "split_zhou_UCF101.json"),
     ),
     DatasetSpec(
         "imagenetv2",
@@ -270,57 +297,41 @@ SPECS: Tuple[DatasetSpec, ...] = (
         "imagenetv2",
         "ImageNetV2",
         (
-            _archive(
-                "imagenetv2-matched-frequency.tar.gz",
-                "https://s3-us-west-2.amazonaws.com/imagenetv2public/imagenetv2-matched-frequency.tar.gz",
-                1_260_000_000,
-                "imagenetv2-matched-frequency-format-val",
-            ),
+            _archive("imagenetv2-matched-frequency.tar.gz", "imagenetv2-matched-frequency-format-val"),
             _classnames(),
         ),
+        ("imagenetv2-matched-frequency-format-val", "classnames.txt"),
     ),
     DatasetSpec(
         "imagenet_sketch",
         "ImageNetSketch",
         "imagenet-sketch",
         "ImageNet-Sketch",
-        (
-            # the Google Drive file of github.com/HaohanWang/ImageNet-Sketch (the page CoOp names)
-            _archive(
-                "ImageNet-Sketch.zip",
-                GDRIVE + "1Mj0i5HBthqH1p_yeXzsg22gZduvgoNeA",
-                7_800_000_000,  # "zip file is 7.8 GB" (the repository's README)
-                "images",
-                rename=(("sketch", "images"),),
-            ),
-            _classnames(),
-        ),
+        (_archive("ImageNet-Sketch.zip", "images", rename=(("sketch", "images"),)), _classnames()),
+        ("images", "classnames.txt"),
     ),
     DatasetSpec(
         "imagenet_a",
         "ImageNetA",
         "imagenet-adversarial",
         "ImageNet-A",
-        (
-            # linked from github.com/hendrycks/natural-adv-examples (the page CoOp names)
-            _archive("imagenet-a.tar", f"{BERKELEY}/imagenet-a.tar", 687_000_000, "imagenet-a"),
-            _classnames(),
-        ),
+        (_archive("imagenet-a.tar", "imagenet-a"), _classnames()),
+        ("imagenet-a", "classnames.txt"),
     ),
     DatasetSpec(
         "imagenet_r",
         "ImageNetR",
         "imagenet-rendition",
         "ImageNet-R",
-        (
-            # linked from github.com/hendrycks/imagenet-r (the page CoOp names)
-            _archive("imagenet-r.tar", f"{BERKELEY}/imagenet-r.tar", 2_100_000_000, "imagenet-r"),
-            _classnames(),
-        ),
+        (_archive("imagenet-r.tar", "imagenet-r"), _classnames()),
+        ("imagenet-r", "classnames.txt"),
     ),
 )
 
 BY_KEY: Dict[str, DatasetSpec] = {s.key: s for s in SPECS}
+UNKNOWN_FILES = sorted({n for spec in SPECS for src in spec.sources for n in (src.name, *src.names)} - set(FILES))
+if UNKNOWN_FILES:  # a registry edited without its facts
+    raise ValueError(f"{SOURCES_JSON} lacks the file(s) {', '.join(UNKNOWN_FILES)}.")
 
 
 def find_spec(name: str) -> DatasetSpec:
@@ -328,7 +339,9 @@ def find_spec(name: str) -> DatasetSpec:
     for spec in SPECS:
         if name in (spec.key, spec.registry, spec.folder):
             return spec
-    raise SystemExit(f"Unknown dataset {name!r}; use one of: {', '.join(BY_KEY)} (or all).")
+    close = closest_key(name, [*BY_KEY, "all"])
+    hint = f" Did you mean {close}?" if close else ""
+    raise SystemExit(f"Unknown dataset {name!r}.{hint} Use one of: {', '.join(BY_KEY)} (or all).")
 
 
 def downloadable() -> Tuple[DatasetSpec, ...]:
@@ -336,18 +349,22 @@ def downloadable() -> Tuple[DatasetSpec, ...]:
     return tuple(s for s in SPECS if not s.manual)
 
 
-def load_checksums(extra: Optional[str] = None) -> Dict[str, str]:
-    """SHA-256 per file name: the project's ``checksums.json``, updated by the JSON file ``extra``."""
-    table: Dict[str, str] = {}
-    for path in (CHECKSUMS, extra):
-        if not path:
-            continue
-        try:
-            with open(path) as f:
-                data = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise SystemExit(f"Cannot read the checksum file {path}: {e}. It must map file names to SHA-256.")
-        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-            raise SystemExit(f"{path} must be a JSON object of file name -> SHA-256 hex string.")
-        table.update({k: v.lower() for k, v in data.items() if not k.startswith("_")})
+def load_checksums(extra: Optional[str] = None) -> Dict[str, List[Checksum]]:
+    """The digests each file must have: those of ``sources.json``, plus those of the JSON file ``extra``
+    (file name -> SHA-256, or MD5 when 32 hex digits long)."""
+    table = {name: [facts.checksum] for name, facts in FILES.items() if facts.checksum}
+    if not extra:
+        return table
+    try:
+        with open(extra) as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f"Cannot read the checksum file {extra}: {e}. It must map file names to SHA-256.")
+    by_length = {length: algorithm for algorithm, length in HEX_LENGTH.items()}
+    if not isinstance(data, dict) or not all(
+        isinstance(v, str) and re.fullmatch("[0-9a-fA-F]+", v) and len(v) in by_length for v in data.values()
+    ):
+        raise SystemExit(f"{extra} must be a JSON object of file name -> SHA-256 (or MD5) hex string.")
+    for name, value in data.items():
+        table.setdefault(name, []).append(Checksum(by_length[len(value)], value.lower(), f"--checksums {extra}"))
     return table

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset as TorchDataset
 from .registry import build_dataset
 from .tools import read_image
 from .transforms import build_transform
+from clipfit.errors import ConfigValueError, MissingFileError
 
 
 class Datum:
@@ -22,7 +23,7 @@ class Datum:
         if not isinstance(impath, str):
             raise TypeError(f"impath must be a str, got {type(impath).__name__}")
         if not osp.isfile(impath):
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"Image listed in the dataset is missing: {impath}. Check DATASET.ROOT and that "
                 "the split file matches the images on disk (see DATASETS.md)."
             )
@@ -138,7 +139,7 @@ def build_sampler(sampler_type: str, cfg=None, data_source=None, batch_size: int
         return torch.utils.data.RandomSampler(data_source)
     if sampler_type == "SequentialSampler":
         return torch.utils.data.SequentialSampler(data_source)
-    raise ValueError(
+    raise ConfigValueError(
         f"Sampler '{sampler_type}' is not implemented by the built-in engine "
         "(RandomSampler, SequentialSampler); install Dassl.pytorch for the others."
     )

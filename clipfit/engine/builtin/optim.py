@@ -11,6 +11,7 @@ from typing import Any, Dict, Iterable, List, Optional, Union
 import torch
 import torch.nn as nn
 from torch.optim.lr_scheduler import LRScheduler
+from clipfit.errors import ConfigValueError
 
 AVAI_OPTIMS = ["adam", "amsgrad", "sgd", "rmsprop", "adamw"]
 AVAI_SCHEDS = ["single_step", "multi_step", "cosine"]
@@ -20,7 +21,7 @@ def build_optimizer(model: Union[nn.Module, Iterable], optim_cfg, param_groups=N
     """Optimizer named ``OPTIM.NAME`` over ``model``'s parameters (or ``param_groups``)."""
     name = optim_cfg.NAME
     if name not in AVAI_OPTIMS:
-        raise ValueError(f"OPTIM.NAME must be one of {AVAI_OPTIMS}, but got '{name}'")
+        raise ConfigValueError(f"OPTIM.NAME must be one of {AVAI_OPTIMS}, but got '{name}'")
     lr, wd = optim_cfg.LR, optim_cfg.WEIGHT_DECAY
     if param_groups is not None and optim_cfg.STAGED_LR:
         warnings.warn("staged_lr is ignored when param_groups are given")
@@ -112,7 +113,7 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, optim_cfg) -> LRSchedul
     """Scheduler named ``OPTIM.LR_SCHEDULER`` (stepped once per epoch), with optional warm-up."""
     kind, stepsize, gamma = optim_cfg.LR_SCHEDULER, optim_cfg.STEPSIZE, optim_cfg.GAMMA
     if kind not in AVAI_SCHEDS:
-        raise ValueError(f"OPTIM.LR_SCHEDULER must be one of {AVAI_SCHEDS}, but got '{kind}'")
+        raise ConfigValueError(f"OPTIM.LR_SCHEDULER must be one of {AVAI_SCHEDS}, but got '{kind}'")
     if kind == "single_step":
         if isinstance(stepsize, (list, tuple)):
             stepsize = stepsize[-1]
@@ -137,5 +138,5 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, optim_cfg) -> LRSchedul
             scheduler = LinearWarmupScheduler(optimizer, scheduler, optim_cfg.WARMUP_EPOCH,
                                               optim_cfg.WARMUP_MIN_LR)
         else:
-            raise ValueError(f"OPTIM.WARMUP_TYPE must be 'constant' or 'linear', got '{optim_cfg.WARMUP_TYPE}'")
+            raise ConfigValueError(f"OPTIM.WARMUP_TYPE must be 'constant' or 'linear', got '{optim_cfg.WARMUP_TYPE}'")
     return scheduler

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 from typing import Any, Callable, Dict, List, Optional
+from clipfit.errors import ConfigValueError, UnknownNameError
 
 
 class Registry:
@@ -32,7 +33,7 @@ class Registry:
             known = self.registered_names()
             close = difflib.get_close_matches(name, known, n=1)
             hint = f' Did you mean "{close[0]}"?' if close else ""
-            raise KeyError(
+            raise UnknownNameError(
                 f'Unknown {self._name.lower()} name "{name}". Known names: {", ".join(sorted(known))}.{hint}'
             )
         return self._obj_map[name]
@@ -51,7 +52,7 @@ EVALUATOR_REGISTRY = Registry("EVALUATOR")
 
 def _check_name(registry: Registry, name: Optional[str], key: str) -> str:
     if not name:
-        raise ValueError(f"{key} is empty: set it in a config file or on the command line")
+        raise ConfigValueError(f"{key} is empty: set it in a config file or on the command line")
     registry.get(name)  # raises with the known names
     return name
 

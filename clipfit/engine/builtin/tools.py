@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from clipfit import fileio
+from clipfit.errors import MissingFileError, UnreadableFileError
 
 
 def mkdir_if_missing(dirname: str) -> None:
@@ -51,9 +52,9 @@ def read_image(path: str) -> Image.Image:
         with Image.open(path) as img:
             return img.convert("RGB")
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"Image not found: {path}") from e
+        raise MissingFileError(f"Image not found: {path}") from e
     except OSError as e:
-        raise OSError(
+        raise UnreadableFileError(
             f"Cannot read image {path} ({e}). Replace it with a readable image of the same "
             "name (the split file lists it, so deleting it is an error too); python -m "
             "clipfit.data doctor --root DATA lists every unreadable image."

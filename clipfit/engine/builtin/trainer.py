@@ -18,6 +18,7 @@ from .checkpoint import capture_rng_state, load_checkpoint, resume_from_checkpoi
 from .data import DataManager
 from .registry import build_evaluator
 from .tools import AverageMeter, MetricMeter, mkdir_if_missing, tolist_if_not
+from clipfit.errors import MissingFileError
 
 
 class TrainerBase:
@@ -87,7 +88,7 @@ class TrainerBase:
         for name in self.get_model_names():
             model_path = osp.join(directory, name, model_file)
             if not osp.exists(model_path):
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"No model at {model_path}. Check --model-dir and --load-epoch "
                     "(the epoch must be one that was saved, e.g. OPTIM.MAX_EPOCH).")
             checkpoint = load_checkpoint(model_path)

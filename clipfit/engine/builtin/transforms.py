@@ -5,6 +5,7 @@ from typing import Optional, Sequence
 
 import torchvision.transforms as T
 from torchvision.transforms.functional import InterpolationMode
+from clipfit.errors import ConfigValueError
 
 INTERPOLATION_MODES = {
     "bilinear": InterpolationMode.BILINEAR,
@@ -28,12 +29,12 @@ AVAI_CHOICES = [
 def _check(cfg, choices: Sequence[str]) -> None:
     unknown = [c for c in choices if c not in AVAI_CHOICES]
     if unknown:
-        raise ValueError(
+        raise ConfigValueError(
             f"INPUT.TRANSFORMS has {unknown}, which the built-in engine does not implement. "
             f"Supported: {AVAI_CHOICES}. Install Dassl.pytorch for its other transforms."
         )
     if cfg.INPUT.INTERPOLATION not in INTERPOLATION_MODES:
-        raise ValueError(
+        raise ConfigValueError(
             f"INPUT.INTERPOLATION '{cfg.INPUT.INTERPOLATION}' is unknown; use one of "
             f"{list(INTERPOLATION_MODES)}"
         )
