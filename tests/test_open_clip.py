@@ -270,14 +270,16 @@ def test_every_trainer_trains_saves_reloads_or_is_refused(data, weights, tmp_pat
 def test_a_checkpoint_is_refused_by_another_backbone_or_other_weights(data, weights, tmp_path, run_main, capsys):
     run_main(_argv(data, weights, "vit", "CLIP_Adapter", tmp_path / "train"))
     flags = ["--eval-only", "--model-dir", str(tmp_path / "train"), "--load-epoch", "1"]
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         run_main(_argv(data, weights, "convnext", "CLIP_Adapter", tmp_path / "eval", flags=flags))
+    assert exit_.value.code == 2  # a user error: its message, no traceback
     err = capsys.readouterr().err
     assert f"MODEL.BACKBONE.NAME: checkpoint {name('vit')}, current {name('convnext')}" in err
     assert "architecture arch: checkpoint clipfit-tiny-ViT, current clipfit-tiny-convnext" in err
     other = dict(weights, vit=save_tiny_open_clip("vit", str(tmp_path / "other.pt"), seed=4))  # same architecture
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         run_main(_argv(data, other, "vit", "CLIP_Adapter", tmp_path / "eval2", flags=flags))
+    assert exit_.value.code == 2
     assert "was tuned from pre-trained weights" in capsys.readouterr().err
 
 
@@ -307,9 +309,10 @@ def test_preprocessing_comes_from_the_tags_and_a_config_with_other_values_is_ref
 
     siglip, _ = preprocess_cfg("ViT-B-16-SigLIP", "", 224)  # every tag of the architecture agrees
     assert siglip["mean"] == [0.5, 0.5, 0.5] and siglip["resize_mode"] == "squash" and siglip["size"] == 224
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         run_main(_argv(data, weights, "vit", "ZeroshotCLIP", tmp_path, flags=["--no-train"])
                  + ["INPUT.PIXEL_MEAN", "[0.5, 0.5, 0.5]", "INPUT.INTERPOLATION", "bilinear"])
+    assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert 'INPUT.PIXEL_MEAN "[0.48145466, 0.4578275, 0.40821073]"' in err and "INPUT.INTERPOLATION bicubic" in err
 
