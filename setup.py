@@ -30,5 +30,9 @@ setup(
         "scikit-learn",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest"], "tensorboard": ["tensorboard"], "prepare": ["gdown>=4.7"]},
+    extras_require={
+        "test": ["pytest"], "tensorboard": ["tensorboard"], "prepare": ["gdown>=4.7"],
+        # open_clip backbones (MODEL.BACKBONE.NAME open_clip:<arch>); timm for its SigLIP/EVA02/ConvNeXt towers
+        "open_clip": ["open_clip_torch>=3.3.0,<4", "timm>=1.0"],
+    },
 )

@@ -7,6 +7,7 @@ from typing import Any, Iterator, List, Sequence, Tuple
 import torch
 
 from clipfit.engine import TRAINER_REGISTRY, build_data_loader, build_transform
+from clipfit.methods.backbone import backbone
 from clipfit.methods.templates import resolve_template
 from clipfit.methods.tip_adapter import CFG_PREFIX, TipAdapterModel, TipSettings, build_cache, tip_templates
 from clipfit.training.base_trainer import CLIPTrainer
@@ -44,8 +45,7 @@ class TipAdapterTrainer(CLIPTrainer):
         settings = TipSettings.from_cfg(cfg.TRAINER.TIP_ADAPTER)
         templates = [cfg.DATASET.TEMPLATE] if cfg.DATASET.TEMPLATE else tip_templates(
             cfg.DATASET.NAME, resolve_template(cfg))
-        encode = lambda images: clip_model.encode_image(images.type(clip_model.dtype))  # noqa: E731
-        keys, labels = build_cache(self.cache_views(clip_model), encode)
+        keys, labels = build_cache(self.cache_views(clip_model), backbone(clip_model).image.encode)
         return TipAdapterModel(clip_model, classnames, templates, keys, labels, settings, self.learn_keys)
 
     @torch.no_grad()

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from clipfit.methods.backbone import backbone
 from clipfit.methods.losses import classification_loss, cosine_logits
 from clipfit.methods.text import class_text_features
 
@@ -60,14 +61,15 @@ class CLIPClassifier(nn.Module):
         tuned = any(p.requires_grad for p in self.clip.visual.parameters())
         grad = contextlib.nullcontext() if tuned else torch.no_grad()
         with grad:
-            return self.clip.encode_image(images)
+            return backbone(self.clip).image.encode(images)
 
     def logits(self, images: torch.Tensor, text_features: torch.Tensor = None) -> torch.Tensor:
-        """``exp(logit_scale) * cos`` between images and classes (fp32). Pass precomputed
+        """``exp(logit_scale) * cos`` (+ the model's logit bias) between images and classes (fp32). Pass precomputed
         ``text_features`` to avoid re-encoding the class prompts."""
         if text_features is None:
             text_features = self.class_text_features()
-        return cosine_logits(self.image_features(images), text_features, self.clip.logit_scale)
+        bb = backbone(self.clip)
+        return cosine_logits(self.image_features(images), text_features, bb.logit_scale, bb.logit_bias)
 
     def loss(self, images: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, LossParts]:
         """The training loss of every method: ``CE + sum(weight * term)`` over :meth:`regularisers`.

@@ -15,6 +15,7 @@ import torch.nn as nn
 from yacs.config import CfgNode
 
 from clipfit.methods.addon import AddOnClassifier
+from clipfit.methods.backbone import backbone
 from clipfit.methods.options import CLIPAdapterSettings, from_node
 from clipfit.methods.templates import DEFAULT_TEMPLATE, check_template, resolve_template
 from clipfit.methods.text import class_text_features
@@ -56,7 +57,7 @@ class CLIPAdapterModel(AddOnClassifier):
         text_features = class_text_features(clip_model, template, classnames)
         super().__init__(clip_model, update_image_ln)
         self.template = template
-        self.adapter = ResidualAdapter(int(clip_model.text_projection.shape[1]), reduction, ratio)
+        self.adapter = ResidualAdapter(backbone(clip_model).image.embed_dim, reduction, ratio)
         self.register_buffer("text_features", text_features, persistent=False)
 
     @classmethod

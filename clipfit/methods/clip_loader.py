@@ -9,6 +9,8 @@ Where the weights come from, in order:
    ``CLIPFIT_CLIP_CACHE`` moves the cache directory.
 3. A download into that cache directory (skipped when ``CLIPFIT_CLIP_OFFLINE=1``).
 
+A name ``open_clip:<arch>[:<tag>]`` loads through open_clip instead
+(:mod:`clipfit.methods.open_clip_loader`; the name decides the architecture, the path only the weights).
 The name ``toy`` (with no path) loads the toy CLIP shipped in :mod:`clipfit.toyworld`,
 checked against its SHA-256; a packed toy file also loads from ``MODEL.BACKBONE.PATH``.
 Otherwise :class:`CLIPWeightsNotFoundError` names the path looked at, the URL and
@@ -21,11 +23,13 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from typing import Dict, Union
+from typing import Dict, Tuple, Union
 
 import torch
+import torch.nn as nn
 from yacs.config import CfgNode
 
+from clipfit.methods import open_clip_loader
 from clipfit.methods.openai_clip import CLIP, build_model, clip_api
 from clipfit.toyworld import weights as toy_weights
 from clipfit.errors import ConfigValueError, UserError
@@ -65,7 +69,15 @@ def download_url(name: str) -> str:
 
 
 def cached_weights_path(name: str) -> str:
-    """Where the ``clip`` package stores (and we look for) the weights of ``name``."""
+    """Where the ``clip`` package stores (and we look for) the weights of ``name``; for
+    ``open_clip:<arch>:<tag>``, the tag's file in open_clip's caches (the first place looked at
+    when it is in none)."""
+    if open_clip_loader.is_open_clip(name):
+        arch, tag = open_clip_loader.parse_name(name)
+        paths = open_clip_loader.tag_cache_paths(arch, tag) if tag else []
+        if not paths:
+            raise ConfigValueError(f"{name} names no pretrained tag, so it has no cached weights file.")
+        return next((p for p in paths if os.path.isfile(p)), paths[0])
     return os.path.join(clip_cache_dir(), os.path.basename(download_url(name)))
 
 
@@ -79,6 +91,8 @@ def _sha256_matches(path: str, url: str) -> bool:
 
 def resolve_weights(name: str, path: str = "") -> str:
     """The local weights file for backbone ``name`` (see the module docstring for the order)."""
+    if open_clip_loader.is_open_clip(name):
+        return open_clip_loader.resolve_weights(name, path)
     if path:
         path = os.path.expanduser(path)
         if not os.path.isfile(path):
@@ -111,15 +125,14 @@ def resolve_weights(name: str, path: str = "") -> str:
     )
 
 
-def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """The OpenAI-format state dict in ``path`` (JIT archive, saved state dict or packed toy CLIP)."""
-    if toy_weights.is_packed(path):
-        return toy_weights.unpack(path)
+def read_any_state_dict(path: str) -> Tuple[Dict[str, torch.Tensor], bool]:
+    """The tensors in ``path`` (a TorchScript archive or a saved state dict, any key names) and
+    whether it was a TorchScript archive (the format OpenAI publishes its weights in)."""
     with open(path, "rb") as f:
         try:
             with warnings.catch_warnings():  # torch's "torch.jit.load is deprecated" notice
                 warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated")
-                state_dict = torch.jit.load(f, map_location="cpu").state_dict()
+                return dict(torch.jit.load(f, map_location="cpu").state_dict()), True
         except RuntimeError:
             f.seek(0)
             try:
@@ -129,21 +142,34 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
                     f"{path} is neither a TorchScript archive nor a saved state dict ({err}). "
                     "If it is a partial download, delete it and load again."
                 ) from err
-    if not isinstance(state_dict, dict) or any(k not in state_dict for k in _REQUIRED_KEYS):
-        keys = list(state_dict)[:5] if isinstance(state_dict, dict) else type(state_dict).__name__
+    if not isinstance(state_dict, dict):
+        raise CLIPWeightsFileError(f"{path} holds a {type(state_dict).__name__}, not a state dict: save the "
+                                   "model's state_dict() itself.")
+    return dict(state_dict), False
+
+
+def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """The OpenAI-format state dict in ``path`` (JIT archive, saved state dict or packed toy CLIP)."""
+    if toy_weights.is_packed(path):
+        return toy_weights.unpack(path)
+    state_dict, _ = read_any_state_dict(path)
+    if any(k not in state_dict for k in _REQUIRED_KEYS):
         raise CLIPWeightsFileError(
             f"{path} does not hold CLIP weights with OpenAI key names (expected keys such as "
-            f"{', '.join(_REQUIRED_KEYS)}; found {keys}). Save the model's state_dict() itself."
+            f"{', '.join(_REQUIRED_KEYS)}; found {list(state_dict)[:5]}). Save the model's state_dict() itself."
         )
-    return dict(state_dict)
+    return state_dict
 
 
-def load_clip(source: Union[CfgNode, str], path: str = "") -> CLIP:
-    """A CLIP model in fp32 on the CPU, from a config (``MODEL.BACKBONE``) or a backbone name."""
+def load_clip(source: Union[CfgNode, str], path: str = "") -> nn.Module:
+    """A CLIP model in fp32 on the CPU, from a config (``MODEL.BACKBONE``) or a backbone name
+    (``open_clip:<arch>[:<tag>]`` loads through :mod:`clipfit.methods.open_clip_loader`)."""
     if isinstance(source, CfgNode):
         name, path = source.MODEL.BACKBONE.NAME, source.MODEL.BACKBONE.PATH
     else:
         name = source
+    if open_clip_loader.is_open_clip(name):
+        return open_clip_loader.load_open_clip(name, path)
     weights = resolve_weights(name, path)
     print(f"Loading CLIP (backbone: {name}) from {weights}")
     if weights == toy_weights.SHIPPED_FILE:  # checked against its recorded SHA-256
@@ -175,8 +201,11 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def architecture(model: CLIP) -> Dict[str, Union[str, int]]:
-    """The dimensions ``build_model`` infers from the weights: identifies an architecture."""
+def architecture(model: nn.Module) -> Dict[str, Union[str, int]]:
+    """The dimensions ``build_model`` infers from the weights: identifies an architecture
+    (open_clip models: :func:`clipfit.methods.open_clip_loader.architecture`)."""
+    if not isinstance(model, CLIP):
+        return open_clip_loader.architecture(model)
     visual = model.visual
     vit = hasattr(visual, "conv1") and hasattr(visual, "ln_pre")
     if vit:

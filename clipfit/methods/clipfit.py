@@ -22,12 +22,13 @@ from typing import Any, Dict, List, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from clipfit.methods.backbone import backbone
 from clipfit.methods.classifier import CLIPClassifier
 from clipfit.methods.losses import kd_regulariser, mse_regulariser
 from clipfit.methods.options import CLIPFitSettings
 from clipfit.methods.params import Selection, freeze_all_except, select_parameters
 from clipfit.methods.templates import DEFAULT_TEMPLATE, check_template
-from clipfit.methods.text import TokenizedPrompts, encode_tokens, normalize, tokenize_classes
+from clipfit.methods.text import TokenizedPrompts, encode_tokens, normalize
 from clipfit.errors import ConfigValueError
 
 CFG_PREFIX = "TRAINER.CLIPFIT."
@@ -48,8 +49,8 @@ class CLIPFitModel(CLIPClassifier):
         self.settings.check()
         self.template = check_template(template, CFG_PREFIX + "TEMPLATE")
         self.classnames = list(classnames)
-        device = clip_model.positional_embedding.device
-        prompts = tokenize_classes(self.template, classnames, clip_model.context_length).to(device)
+        text = backbone(clip_model).text
+        prompts = text.tokenize_classes(self.template, classnames).to(text.positional_embedding.device)
         self.register_buffer("prompt_tokens", prompts.tokens, persistent=False)
         self.register_buffer("prompt_eot", prompts.eot, persistent=False)
 

@@ -24,6 +24,7 @@ import torch.nn as nn
 from yacs.config import CfgNode
 
 from clipfit.methods.addon import AddOnClassifier
+from clipfit.methods.backbone import backbone
 from clipfit.methods.options import CoCoOpSettings, PromptSettings, from_node
 from clipfit.methods.prompt_learner import PromptLearner
 from clipfit.methods.text import encode_embeddings, normalize
@@ -39,12 +40,13 @@ class CoCoOpPromptLearner(PromptLearner):
                  ctx_init: str = CoCoOpSettings.ctx_init):
         settings = PromptSettings(n_ctx=n_ctx, ctx_init=ctx_init, key_prefix=CFG_PREFIX)
         super().__init__(clip_model, classnames, settings)  # draws the context first, as CoCoOp
-        vis_dim, ctx_dim = int(clip_model.visual.output_dim), int(clip_model.token_embedding.embedding_dim)
+        bb = backbone(clip_model)
+        vis_dim, ctx_dim = bb.image.embed_dim, bb.text.width
         self.meta_net = nn.Sequential(OrderedDict([
             ("linear1", nn.Linear(vis_dim, vis_dim // 16)),
             ("relu", nn.ReLU(inplace=True)),
             ("linear2", nn.Linear(vis_dim // 16, ctx_dim)),
-        ])).to(clip_model.token_embedding.weight.device)
+        ])).to(bb.text.token_embedding.weight.device)
 
     def conditional(self, image_features: torch.Tensor) -> torch.Tensor:
         """Prompt embeddings ``[B, n_cls, L, width]`` for normalised image features ``[B, d]``."""
@@ -98,7 +100,9 @@ class CoCoOpModel(AddOnClassifier):
         """``exp(logit_scale) * cos(image_i, class_k | image_i)`` (fp32); ``text_features`` is ignored."""
         image = normalize(self.image_features(images).float())
         text = self.conditional_text_features(image)
-        return self.clip.logit_scale.float().exp() * torch.einsum("bd,bkd->bk", image, text)
+        bb = backbone(self.clip)
+        logits = bb.logit_scale.float().exp() * torch.einsum("bd,bkd->bk", image, text)
+        return logits if bb.logit_bias is None else logits + bb.logit_bias.float()
 
     def checkpoint_settings(self) -> Dict[str, Any]:
         return {**super().checkpoint_settings(), CFG_PREFIX + "N_CTX": self.prompt_learner.n_ctx}

@@ -29,7 +29,7 @@ from clipfit.methods.openai_clip import clip_api, convert_weights
 from clipfit.methods.options import KgCoOpSettings, PromptSettings, from_node
 from clipfit.methods.prompt_learner import CFG_PREFIX, PromptLearner
 from clipfit.methods.templates import DEFAULT_TEMPLATE, check_template, class_prompts, resolve_template
-from clipfit.methods.text import encode_embeddings, normalize
+from clipfit.methods.text import class_text_features, encode_embeddings, normalize
 from clipfit.errors import ConfigValueError
 
 KG_DISTANCES = ("cosine", "euclidean")
@@ -99,7 +99,10 @@ def _draw_like_kgcoop(clip_model: nn.Module, dtype: torch.dtype) -> None:
 
 def kgcoop_reference_features(clip_model: nn.Module, template: str, classnames: Sequence[str]) -> torch.Tensor:
     """The hand-crafted class features as KgCoOp's code computes them, whatever the run's
-    precision: by a CLIP in half precision (its second CLIP is never cast to fp32)."""
+    precision: by a CLIP in half precision (its second CLIP is never cast to fp32). KgCoOp's code
+    exists for OpenAI's CLIP only; other backbones use the model's own text path and precision."""
+    if not isinstance(clip_model, CLIP):
+        return class_text_features(clip_model, template, classnames)
     half = copy.deepcopy(clip_model)
     convert_weights(half)
     tokens = clip_api.tokenize(class_prompts(template, classnames), context_length=half.context_length)
@@ -121,7 +124,8 @@ class KgCoOpModel(CoOpModel):
         template = check_template(template, "DATASET.TEMPLATE")
         clip_features = kgcoop_reference_features(clip_model, template, classnames)  # before any tuning
         super().__init__(clip_model, classnames, **coop_args)
-        _draw_like_kgcoop(clip_model, self.prompt_learner.ctx.dtype)
+        if isinstance(clip_model, CLIP):  # replays KgCoOp's random draws (its code runs on OpenAI's CLIP only)
+            _draw_like_kgcoop(clip_model, self.prompt_learner.ctx.dtype)
         self.template, self.weight, self.distance = template, float(weight), distance
         self.register_buffer("clip_text_features", clip_features, persistent=False)
 

@@ -6,7 +6,7 @@ the loss.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,10 +20,13 @@ def _fp32(t: torch.Tensor):
     return torch.autocast(device_type=t.device.type, enabled=False)
 
 
-def cosine_logits(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """``exp(logit_scale) * cos(image_i, text_k)`` in fp32; ``text_features`` must be normalised."""
+def cosine_logits(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
+                  logit_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``exp(logit_scale) * cos(image_i, text_k) (+ logit_bias)`` in fp32; ``text_features`` must be
+    normalised. The bias (SigLIP's) shifts every logit alike: softmax and argmax ignore it."""
     with _fp32(image_features):
-        return logit_scale.float().exp() * normalize(image_features.float()) @ text_features.float().t()
+        logits = logit_scale.float().exp() * normalize(image_features.float()) @ text_features.float().t()
+        return logits if logit_bias is None else logits + logit_bias.float()
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

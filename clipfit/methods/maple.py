@@ -19,6 +19,7 @@ import torch.nn as nn
 from yacs.config import CfgNode
 
 from clipfit.methods.addon import AddOnClassifier
+from clipfit.methods.backbone import backbone
 from clipfit.methods.options import MaPLeSettings, PromptSettings, from_node
 from clipfit.methods.prompt_learner import PromptLearner
 from clipfit.methods.text import encode_embeddings, normalize, tokenize
@@ -33,17 +34,19 @@ class MaPLePromptLearner(PromptLearner):
 
     def __init__(self, clip_model: nn.Module, classnames: Sequence[str], n_ctx: int = MaPLeSettings.n_ctx,
                  ctx_init: str = MaPLeSettings.ctx_init, depth: int = MaPLeSettings.depth):
-        n_text = len(clip_model.transformer.resblocks)
+        bb = backbone(clip_model)
+        refused = bb.image.prompt_support()
+        if refused:
+            raise ConfigValueError(f"MaPLe's deep prompts are not defined on this backbone's image encoder: "
+                                   f"{refused} (MODEL.BACKBONE.NAME).")
+        n_text = len(bb.text.blocks)
         if not (isinstance(depth, int) and 1 <= depth <= n_text):
             raise ConfigValueError(f"{CFG_PREFIX}PROMPT_DEPTH is {depth!r}; use an integer from 1 (shallow) to the "
                              f"{n_text} text layers.")
-        if not hasattr(clip_model.visual, "transformer"):
-            raise ConfigValueError("MaPLe prompts a ViT image encoder; MODEL.BACKBONE.NAME is a ResNet.")
         settings = PromptSettings(n_ctx=n_ctx, ctx_init=ctx_init, key_prefix=CFG_PREFIX)
         super().__init__(clip_model, classnames, settings)  # draws a random context first, as MaPLe
-        text_width = clip_model.ln_final.weight.shape[0]
-        vis_width = clip_model.visual.conv1.out_channels
-        device = clip_model.token_embedding.weight.device
+        text_width, vis_width = bb.text.width, bb.image.width
+        device = bb.text.token_embedding.weight.device
         self.depth = depth
         self.proj = nn.Linear(text_width, vis_width).to(device)
         self.compound_prompts_text = nn.ParameterList(
@@ -88,9 +91,10 @@ def replace_prompts(deep: Sequence[torch.Tensor], start: Optional[int]):
 
 
 def encode_image_prompted(visual: nn.Module, images: torch.Tensor, shallow: torch.Tensor,
-                          deep: Sequence[torch.Tensor]) -> torch.Tensor:
+                          deep: Sequence[torch.Tensor], batch_first: bool = False) -> torch.Tensor:
     """CLIP's ViT forward with ``shallow`` (``[n, width]``) appended after the patch tokens and
-    the last ``n`` tokens replaced by ``deep[i-1]`` before block ``i >= 1``."""
+    the last ``n`` tokens replaced by ``deep[i-1]`` before block ``i >= 1`` (``batch_first``: the
+    blocks take ``[B, L, width]``, as open_clip's)."""
     dtype = visual.conv1.weight.dtype
     x = visual.conv1(images.type(dtype))
     x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
@@ -100,7 +104,8 @@ def encode_image_prompted(visual: nn.Module, images: torch.Tensor, shallow: torc
     x = visual.ln_pre(x).permute(1, 0, 2)
     hook = replace_prompts(deep, None)
     for i, block in enumerate(visual.transformer.resblocks):
-        x = block(hook(i, x))
+        x = hook(i, x)
+        x = block(x.transpose(0, 1)).transpose(0, 1) if batch_first else block(x)
     x = visual.ln_post(x.permute(1, 0, 2)[:, 0, :])
     return x @ visual.proj if visual.proj is not None else x
 
@@ -127,7 +132,7 @@ class MaPLeModel(AddOnClassifier):
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """Prompted image features (not normalised), with gradient to the prompts."""
         shallow, _, deep_image = self.prompt_learner.deep_prompts()
-        return encode_image_prompted(self.clip.visual, images, shallow, deep_image)
+        return encode_image_prompted(self.clip.visual, images, shallow, deep_image, backbone(self.clip).image.batch_first)
 
     def checkpoint_settings(self) -> Dict[str, Any]:
         pl = self.prompt_learner

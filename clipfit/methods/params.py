@@ -1,4 +1,4 @@
-"""Which parameters of a plain ``clip.model.CLIP`` are tuned: data, not code.
+"""Which parameters of a CLIP (OpenAI's, or an open_clip backbone) are tuned: data, not code.
 
 A selection is a list of parameter-name patterns, as PEFT's ``target_modules``. A pattern
 is a glob (``*``, ``?``, ``[...]``; ``*`` also crosses dots) matched against a parameter's
@@ -17,6 +17,11 @@ full name, e.g. ``transformer.resblocks.*.mlp.c_fc.bias``; a pattern that names 
                         gains and biases are tuned instead, running statistics frozen.
          ``bias``       every bias (with the text ``all_bias``: Table 5 (a), BitFit)
          ``none``
+On open_clip backbones the same presets apply per family (:func:`image_presets`,
+:data:`clipfit.methods.backbone.IMAGE_NORM_PATTERNS`): ``layernorm`` is every normalisation layer
+of the image tower (timm ViT trunks: ``norm1``/``norm2`` and the trunk's other norms; ConvNeXt:
+its LayerNorms), and the text patterns start with ``text.`` on custom-text models (SigLIP, EVA02).
+
 ``TEXT_LAYERS``/``IMAGE_LAYERS`` restrict the presets to block indices (negative counts
 from the end; empty: all). Image blocks are ViT residual blocks or, for ResNets, the
 bottlenecks in forward order. Image parameters outside the blocks are tuned when the list
@@ -38,23 +43,30 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch.nn as nn
 
-from clipfit.methods.openai_clip import CLIP, ModifiedResNet
+from clipfit.methods.backbone import IMAGE_NORM_PATTERNS, backbone
 from clipfit.errors import ConfigValueError
 
-_VIT_LAYERNORMS = ["visual.ln_pre", "visual.transformer.resblocks.*.ln_[12]", "visual.ln_post"]
 TEXT_PRESETS: Dict[str, List[str]] = {
     "proj_bias": ["transformer.resblocks.*.mlp.c_proj.bias"],
     "ffn_bias": ["transformer.resblocks.*.mlp.c_fc.bias", "transformer.resblocks.*.mlp.c_proj.bias"],
     "all_bias": ["transformer.resblocks.*bias"],  # ".bias" and the attention's "in_proj_bias"
     "none": [],
 }
-IMAGE_PRESETS: Dict[str, List[str]] = {"layernorm": _VIT_LAYERNORMS, "bias": ["visual.*bias"], "none": []}
-RESNET_IMAGE_PRESETS: Dict[str, List[str]] = {
-    # BatchNorm: bn1-bn3 of the stem and of each bottleneck, and each downsampling branch's norm
-    "layernorm": ["visual.bn[123]", "visual.layer*.bn[123]", "visual.layer*.downsample.1"],
-    "bias": ["visual.*bias"],
-    "none": [],
-}
+IMAGE_PRESETS: Dict[str, List[str]] = {"layernorm": IMAGE_NORM_PATTERNS["vit"], "bias": ["visual.*bias"], "none": []}
+RESNET_IMAGE_PRESETS: Dict[str, List[str]] = {**IMAGE_PRESETS, "layernorm": IMAGE_NORM_PATTERNS["resnet"]}
+
+
+def image_presets(kind: str) -> Dict[str, List[str]]:
+    """The image presets of an image family (:data:`clipfit.methods.backbone.IMAGE_NORM_PATTERNS`):
+    ``layernorm`` is every normalisation layer of the family (ConvNeXt's norms, ResNets' BatchNorms)."""
+    return {**IMAGE_PRESETS, "layernorm": list(IMAGE_NORM_PATTERNS[kind])}
+
+
+def text_presets(prefix: str) -> Dict[str, List[str]]:
+    """:data:`TEXT_PRESETS` for a text tower whose parameters start with ``prefix`` (``text.`` for
+    open_clip's custom-text models such as SigLIP and EVA02)."""
+    return {k: [prefix + p for p in v] for k, v in TEXT_PRESETS.items()}
+
 TEXT_CHOICES = tuple(TEXT_PRESETS)
 IMAGE_CHOICES = tuple(IMAGE_PRESETS)
 PATTERN_HELP = (
@@ -149,25 +161,16 @@ def _layer_spec(layers: Sequence, n: int, key: str, allow_ends: bool) -> Tuple[O
     return blocks, ends
 
 
-def _image_end(name: str) -> str:
-    """Which end of the image encoder a parameter outside the blocks belongs to."""
-    after = ("visual.ln_post.", "visual.attnpool.")
-    return "post" if name.startswith(after) or name == "visual.proj" else "pre"
-
-
-def _block_prefixes(model: CLIP, encoder: str) -> List[str]:
+def _block_prefixes(model: nn.Module, encoder: str) -> List[List[str]]:
+    """Per block in forward order, the name prefixes of its parameters."""
+    bb = backbone(model)
     if encoder == "text":
-        return [f"transformer.resblocks.{i}." for i in range(len(model.transformer.resblocks))]
-    visual = model.visual
-    if isinstance(visual, ModifiedResNet):
-        return [
-            f"visual.layer{s}.{j}." for s in range(1, 5) for j in range(len(getattr(visual, f"layer{s}")))
-        ]
-    return [f"visual.transformer.resblocks.{i}." for i in range(len(visual.transformer.resblocks))]
+        return [[f"{bb.text.prefix}transformer.resblocks.{i}."] for i in range(len(bb.text.blocks))]
+    return bb.image.block_prefixes()
 
 
 def _select(
-    model: CLIP,
+    model: nn.Module,
     encoder: str,
     rule: Callable[[str], bool],
     layers: Sequence[int],
@@ -176,16 +179,14 @@ def _select(
 ) -> Dict[str, nn.Parameter]:
     blocks = _block_prefixes(model, encoder)
     wanted, ends = _layer_spec(layers, len(blocks), key, allow_ends=include_outside_blocks)
-    in_encoder = (lambda n: n.startswith("visual.")) if encoder == "image" else (
-        lambda n: n.startswith("transformer.")
-    )
+    start = "visual." if encoder == "image" else backbone(model).text.prefix + "transformer."
     chosen = {}
     for name, p in model.named_parameters():
-        if not in_encoder(name) or not rule(name):
+        if not name.startswith(start) or not rule(name):
             continue
-        block = next((i for i, pre in enumerate(blocks) if name.startswith(pre)), None)
+        block = next((i for i, pres in enumerate(blocks) if name.startswith(tuple(pres))), None)
         if block is None:
-            keep = include_outside_blocks and _image_end(name) in ends
+            keep = include_outside_blocks and backbone(model).image.end(name) in ends
         else:
             keep = wanted is None or block in wanted
         if keep:
@@ -194,7 +195,7 @@ def _select(
 
 
 def select_parameters(
-    model: CLIP,
+    model: nn.Module,
     text: str = "proj_bias",
     image: str = "layernorm",
     text_layers: Sequence[int] = (),
@@ -211,10 +212,11 @@ def select_parameters(
     names = [n for n, _ in model.named_parameters()]
     check_patterns(include, names, key_prefix + "PARAMS_INCLUDE")
     check_patterns(exclude, names, key_prefix + "PARAMS_EXCLUDE")
-    resnet = isinstance(model.visual, ModifiedResNet)
+    bb = backbone(model)
+    resnet = bb.image.kind == "resnet"
     patterns = {
-        "text": list(TEXT_PRESETS[text]),
-        "image": list((RESNET_IMAGE_PRESETS if resnet else IMAGE_PRESETS)[image]),
+        "text": list(text_presets(bb.text.prefix)[text]),
+        "image": list(image_presets(bb.image.kind)[image]),
         "include": list(include),
         "exclude": list(exclude),
     }
@@ -244,7 +246,7 @@ def select_parameters(
     return Selection(groups, labels, notes, patterns)
 
 
-def image_layernorm_parameters(model: CLIP) -> Selection:
+def image_layernorm_parameters(model: nn.Module) -> Selection:
     """The image encoder's LayerNorms only (BatchNorm affine for ResNets): the "+UL" variant."""
     return select_parameters(model, text="none", image="layernorm")
 

@@ -16,6 +16,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from clipfit.methods.backbone import backbone
 from clipfit.methods.options import PromptSettings
 from clipfit.methods.templates import class_prompts
 from clipfit.methods.text import TokenizedPrompts, tokenize
@@ -95,7 +96,12 @@ class PromptLearner(nn.Module):
             raise ConfigValueError(
                 f"{s.key_prefix}CLASS_TOKEN_POSITION is {s.position!r}; choose one of {', '.join(POSITIONS)}."
             )
-        embedding, context_length = clip_model.token_embedding, clip_model.context_length
+        text = backbone(clip_model).text
+        refused = text.prompt_support()
+        if refused:
+            raise ConfigValueError(f"Learned prompts ({s.key_prefix}*) are not defined on this backbone: "
+                                   f"{refused}. Use CLIPFit, CLIP-Adapter, Tip-Adapter or zero-shot CLIP on it.")
+        embedding, context_length = text.token_embedding, text.context_length
         ctx, phrase = self.make_context(embedding, s, len(classnames), context_length)
         self.ctx = nn.Parameter(ctx)
         self.n_cls, self.n_ctx, self.csc, self.position = len(classnames), ctx.shape[-2], s.csc, s.position

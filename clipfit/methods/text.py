@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
+import torch.nn as nn
 
 from clipfit.methods.openai_clip import CLIP, clip_api
 from clipfit.methods.templates import class_prompts
@@ -87,9 +88,19 @@ def causal_mask(length: int, dtype: torch.dtype, device: torch.device) -> torch.
 BlockHook = Callable[[int, torch.Tensor], torch.Tensor]
 
 
-def encode_embeddings(model: CLIP, embeddings: torch.Tensor, eot: torch.Tensor,
+def encode_embeddings(model: nn.Module, embeddings: torch.Tensor, eot: torch.Tensor,
                       before_block: Optional[BlockHook] = None) -> torch.Tensor:
-    """Text features (not normalised) of prompt embeddings ``[K, L, width]``.
+    """Text features (not normalised) of prompt embeddings ``[K, L, width]`` through the text tower
+    of ``model`` (any backbone, :mod:`clipfit.methods.backbone`); arguments as
+    :func:`openai_encode_embeddings`."""
+    from clipfit.methods.backbone import backbone  # backbone builds on this module
+
+    return backbone(model).text.encode_embeddings(embeddings, eot, before_block)
+
+
+def openai_encode_embeddings(model: CLIP, embeddings: torch.Tensor, eot: torch.Tensor,
+                             before_block: Optional[BlockHook] = None) -> torch.Tensor:
+    """Text features (not normalised) of prompt embeddings ``[K, L, width]`` on OpenAI's CLIP.
 
     ``L`` may be shorter than the context length as long as every EOT position is
     below it; ``eot`` holds each row's EOT position. Same arithmetic as
@@ -111,9 +122,12 @@ def encode_embeddings(model: CLIP, embeddings: torch.Tensor, eot: torch.Tensor,
     return x[torch.arange(x.shape[0], device=x.device), eot] @ model.text_projection
 
 
-def encode_tokens(model: CLIP, prompts: TokenizedPrompts) -> torch.Tensor:
-    """Text features (not normalised) of tokenised prompts."""
-    return encode_embeddings(model, model.token_embedding(prompts.tokens), prompts.eot)
+def encode_tokens(model: nn.Module, prompts: TokenizedPrompts) -> torch.Tensor:
+    """Text features (not normalised) of prompts tokenised by the model's own tokenizer."""
+    from clipfit.methods.backbone import backbone
+
+    text = backbone(model).text
+    return text.encode_embeddings(text.token_embedding(prompts.tokens), prompts.eot)
 
 
 def normalize(features: torch.Tensor) -> torch.Tensor:
@@ -121,10 +135,11 @@ def normalize(features: torch.Tensor) -> torch.Tensor:
     return features / features.norm(dim=-1, keepdim=True)
 
 
-def class_text_features(model: CLIP, template: str, classnames: Sequence[str]) -> torch.Tensor:
+def class_text_features(model: nn.Module, template: str, classnames: Sequence[str]) -> torch.Tensor:
     """Normalised text features ``[K, embed_dim]`` of the class prompts (no gradient)."""
-    prompts = tokenize_classes(template, classnames, model.context_length).to(
-        model.positional_embedding.device
-    )
+    from clipfit.methods.backbone import backbone
+
+    text = backbone(model).text
+    prompts = text.tokenize_classes(template, classnames).to(text.positional_embedding.device)
     with torch.no_grad():
         return normalize(encode_tokens(model, prompts))

@@ -34,13 +34,33 @@ from clipfit.training.config import cfg_value
 from clipfit.fileio import write_json
 from clipfit.methods.classifier import CLIPClassifier, LossParts
 from clipfit.methods.clip_loader import architecture, load_clip, resolve_weights, weights_fingerprint
-from clipfit.methods.openai_clip import convert_weights
+from clipfit.methods.backbone import backbone
 from clipfit.engine import (TrainerX, build_lr_scheduler, build_optimizer, capture_rng_state,
                      compute_accuracy, restore_rng_state)
 from clipfit.engine.builtin.checkpoint import save_checkpoint  # atomic on either engine
 from clipfit.errors import ConfigValueError, UserError
 
 METRICS_FILE = "metrics.json"
+
+
+def check_preprocessing(cfg, preprocess: Dict[str, Any]) -> None:
+    """Refuse ``INPUT.PIXEL_MEAN/PIXEL_STD/INTERPOLATION`` other than the backbone's, naming the opts
+    that fix them; say when its resize mode is not the one Dassl's test transform applies."""
+    wanted = {"INPUT.PIXEL_MEAN": [round(float(v), 8) for v in preprocess["mean"]],
+              "INPUT.PIXEL_STD": [round(float(v), 8) for v in preprocess["std"]],
+              "INPUT.INTERPOLATION": preprocess["interpolation"]}
+    given = {"INPUT.PIXEL_MEAN": [round(float(v), 8) for v in cfg.INPUT.PIXEL_MEAN],
+             "INPUT.PIXEL_STD": [round(float(v), 8) for v in cfg.INPUT.PIXEL_STD],
+             "INPUT.INTERPOLATION": cfg.INPUT.INTERPOLATION}
+    wrong = [k for k in wanted if wanted[k] != given[k]]
+    if wrong:
+        opts = " ".join(f"{k} \"{wanted[k]}\"" if isinstance(wanted[k], list) else f"{k} {wanted[k]}" for k in wrong)
+        raise ConfigValueError(
+            f"{cfg.MODEL.BACKBONE.NAME} was trained with other preprocessing than this config's ("
+            + ", ".join(f"{k} {given[k]} vs {wanted[k]}" for k in wrong) + f"). Add: {opts}")
+    if preprocess.get("resize_mode", "shortest") != "shortest":
+        print(f"Note: {cfg.MODEL.BACKBONE.NAME} was trained with resize mode '{preprocess['resize_mode']}'; the test "
+              "transform resizes the short side and crops the centre (identical for square images)")
 
 
 class TrainingDivergedError(UserError, FloatingPointError):
@@ -79,16 +99,19 @@ class CLIPTrainer(TrainerX):
             "fingerprint": weights_fingerprint(clip_model),
             "source": resolve_weights(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH),
         }
-        res = clip_model.visual.input_resolution
+        bb = backbone(clip_model)
+        res = bb.input_size
         if tuple(cfg.INPUT.SIZE) != (res, res):
             raise ConfigValueError(
                 f"INPUT.SIZE is {tuple(cfg.INPUT.SIZE)} but the CLIP image encoder of "
                 f"{cfg.MODEL.BACKBONE.NAME} takes {res}x{res} images: set INPUT.SIZE ({res}, {res})."
             )
+        if bb.family != "openai":
+            check_preprocessing(cfg, bb.preprocess)
         self.precision = self._resolve_precision()
         clip_model.to(self.device)
         if self.precision == "fp16":
-            convert_weights(clip_model)
+            bb.to_half()
         print(f"Precision: {self.precision} ({self.prec_key})")
         with self.autocast():
             self.model = self.build_classifier(clip_model, self.dm.dataset.classnames)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import os.path as osp
 import random
@@ -61,8 +62,10 @@ def read_image(path: str) -> Image.Image:
         ) from e
 
 
+@functools.lru_cache(maxsize=1)
 def collect_env_info() -> str:
-    """Environment summary printed at the start of each run."""
+    """Environment summary printed at the start of each run (collected once per process: it shells
+    out for ~1 s, and a process running several runs, a test session or a sweep worker, sees one environment)."""
     import PIL
     from torch.utils.collect_env import get_pretty_env_info
 
