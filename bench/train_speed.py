@@ -33,8 +33,9 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -155,9 +156,9 @@ def measure_mode(mode: Mode, classes: int, args: argparse.Namespace) -> Dict[str
     return {"first_s": first, "step_s": median(steps[args.warmup:]), "peak_mb": peak_bytes(device) / 2**20}
 
 
-def _run_worker(variant: str, classes: int, argv: List[str]) -> Dict[str, float]:
+def _run_worker(variant: str, classes: int, argv: List[str], env: Optional[Dict[str, str]] = None) -> Dict[str, float]:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", variant, str(classes), *argv]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"worker {variant} K={classes} failed:\n{proc.stdout}\n{proc.stderr}")
@@ -222,7 +223,8 @@ def run_modes(args: argparse.Namespace, argv: List[str]) -> int:
     results: Dict[str, Dict[str, float]] = {}
     for mode in modes:
         start = time.time()
-        results[str(mode)] = _run_worker(f"mode:{mode}", k, shared)
+        with tempfile.TemporaryDirectory() as cache:  # an empty inductor cache: the first step compiles cold
+            results[str(mode)] = _run_worker(f"mode:{mode}", k, shared, {"TORCHINDUCTOR_CACHE_DIR": cache})
         print(f"  measured {mode} ({time.time() - start:.0f} s)", flush=True)
     table, ok = mode_table(results)
     print(table)
