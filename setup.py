@@ -6,6 +6,8 @@ shadow Hugging Face ``datasets``.
 """
 from setuptools import find_packages, setup
 
+OPEN_CLIP = ["open_clip_torch>=3.3.0,<4", "timm>=1.0"]
+
 setup(
     name="clipfit",
     version="0.1.0",
@@ -31,8 +33,9 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest"], "tensorboard": ["tensorboard"], "prepare": ["gdown>=4.7"],
         # open_clip backbones (MODEL.BACKBONE.NAME open_clip:<arch>); timm for its SigLIP/EVA02/ConvNeXt towers
-        "open_clip": ["open_clip_torch>=3.3.0,<4", "timm>=1.0"],
+        "open_clip": OPEN_CLIP,
+        "test": ["pytest", *OPEN_CLIP],  # the open_clip tests run in the suite
+        "tensorboard": ["tensorboard"], "prepare": ["gdown>=4.7"],
     },
 )

@@ -95,7 +95,8 @@ def _readme_commands():
 def test_ci_ends_with_the_readmes_test_command_and_the_readme_starts_with_install_and_demo():
     install_demo, tests = _readme_commands()[:2]
     assert install_demo == "bash scripts/install.sh && bash scripts/demo.sh"
-    assert tests == "bash scripts/install.sh --test && python -m pytest -q tests"
+    assert tests == ("bash scripts/install.sh --test && python -m pytest -q -m slurm tests"
+                     " && python -m pytest -q tests")  # the cluster group, then the suite
     lines = [ln for ln in (ROOT / ".ci" / "run").read_text().splitlines() if ln.strip()]
     assert lines[-1] == tests
 
