@@ -10,7 +10,7 @@
 # Each sweep runs its runs in workers forked from one python that imported torch once.
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 export DEMO="${DEMO:-$OUT/demo}"
-export DATA="$DEMO/data" OUT="$DEMO/output" CLIPFIT_ENGINE=builtin CKPT_FREQ=0
+export DATA="$DEMO/data" OUT="$DEMO" CLIPFIT_ENGINE=builtin CKPT_FREQ=0  # runs in $DEMO/base2new
 export CFG=  # scripts/_common.sh picks configs/trainers/<TRAINER>/toy.yaml for toy datasets
 JOBS="${JOBS:-2}"
 DATASET=toy_shapes
