@@ -409,7 +409,7 @@ def test_several_methods_share_one_sweep(env, tmp_path):
     out = sweep(env, *args, "--slurm", "--dry-run", check=0).stdout
     assert "TRAINER=CLIPFit, TRAINER=CoOp CFG=vit_b16_ep50" in out and "SLURM array of 2 jobs" in out
     tasks = read_tasks(str(next((Path(env["OUT"]) / "sweeps/base2new/CLIPFit/slurm").glob("*.json"))))
-    assert [t.name for t in tasks] == ["dtd-seed1", "CoOp-vit_b16_ep50-dtd-seed1"]  # names fit a file name
+    assert [t.name for t in tasks] == ["CLIPFit-dtd-seed1", "CoOp-vit_b16_ep50-dtd-seed1"]  # names fit a file name
     assert {(s.trainer, s.cfg) for s in tasks[1].specs} == {("CoOp", "vit_b16_ep50")}  # each task runs its method
     out = sweep(env, *args, "--jobs", "2", check=0).stdout
     assert "2 ran ok" in out and "[done]  CoOp/vit_b16_ep50:dtd-seed1" in out
