@@ -158,3 +158,21 @@ def test_a_bad_option_shows_its_error_and_is_not_submitted_again(slurm_cluster, 
     again = paper("status", *sel, "--resubmit", *bad, check=False)
     assert "held back (a user error)" in again.stdout and "0 to start" in again.stdout
     assert len(job_ids(tmp_path)) == 1
+
+
+def test_the_sweeps_slurm_array_runs_through_the_same_backend(slurm_cluster, toy, tmp_path):
+    """``sweep --slurm`` submits the paper runner's array (tasks file, ``task`` command), and its
+    task ends with the same numbers as the paper runner's task of the same runs."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CLIPFIT_ENGINE": "builtin",
+           "TRAINER": "CLIPFit", "CFG": "toy", "DATA": str(toy), "OUT": str(tmp_path / "sweep")}
+    proc = subprocess.run([sys.executable, "-m", "clipfit.experiments.sweep", "base2new", "--datasets", "toy_shapes",
+                           "--seeds", "1", "--slurm", "--gres", "none", "--cpus-per-task", "1", *SHORT],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "Submitted array job" in proc.stdout, proc.stdout + proc.stderr
+    wait_for_queue(slurm_cluster)
+    paper("run", *SELECT, "--trainers", "CLIPFit", "--seeds", 1, "--data", toy, "--out", tmp_path / "paper",
+          "--jobs", 1, *SHORT)
+    for part in ("train_base", "test_new"):
+        swept, here = (out / "base2new" / part / "toy_shapes" / "shots_16" / "CLIPFit" / "toy" / "seed1"
+                       for out in (tmp_path / "sweep", tmp_path / "paper"))
+        assert metrics(swept) == metrics(here)
