@@ -240,7 +240,8 @@ def test_compare_paper_of_parse_test_res_prints_no_difference_on_data_the_paper_
     toy = render([base2new_table(runs("toy_shapes"), 16, paper=PaperReference())], "table")
     assert "(paper)" not in toy and "83.72" not in toy  # the paper's CLIPFit Average
     dtd = render([base2new_table(runs("dtd"), 16, paper=PaperReference())], "table")
-    assert "CLIPFit (paper) Base" in dtd
+    assert "CLIPFit (paper)" in dtd and "81.97 (+0.03)" in dtd  # the paper's DTD, compared
+    assert "83.72 " in dtd and "83.72 (" not in dtd  # its 11-dataset Average is shown, not compared to 1 dataset
 
 
 def test_status_shows_a_running_run_with_its_epoch_and_an_interrupted_one_as_left(tmp_path):

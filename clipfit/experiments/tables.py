@@ -55,7 +55,13 @@ def _paper_note(paper: Optional[PaperReference], setting: str, averaged: Sequenc
     if paper.same_average(setting, averaged):
         return lines
     return lines + [f"(paper) Average is the paper's, over {len(paper.average_of(setting))} datasets; "
-            f"yours is over {len(averaged)}, so the two averages do not compare."]
+            f"yours is over {len(averaged)}, so no difference is shown for it."]
+
+
+def _comparable(paper: Optional[PaperReference], setting: str, averaged: Sequence[str],
+                ours: Optional[float]) -> Optional[float]:
+    """``ours`` where your average covers the paper's datasets, else None (no difference shown)."""
+    return ours if paper is not None and paper.same_average(setting, averaged) else None
 
 
 def _paper_value(paper: Optional[PaperReference], trainer: str, setting: str, dataset: str,
@@ -123,8 +129,8 @@ def base2new_table(runs: Dict[RunKey, RunResult], shots: int, use_ci95: bool = F
                "cfg": "", "dataset": "average"}
         if is_paper:
             rec["method"] = f"{m.label} (paper)"
-            row += [cells.paper(_paper_value(paper, m.trainer, "base2new", "Average", metric,
-                                             shots), ours[metric], {**rec, "metric": metric})
+            row += [cells.paper(_paper_value(paper, m.trainer, "base2new", "Average", metric, shots),
+                                _comparable(paper, "base2new", datasets, ours[metric]), {**rec, "metric": metric})
                     for metric in ("base", "new", "hm")]
             continue
         avg = averages[m.label]
@@ -202,8 +208,8 @@ def fewshot_table(runs: Dict[RunKey, RunResult], use_ci95: bool = False,
         if m is None:
             row.append(DASH)
         elif is_paper:
-            row.append(cells.paper(_paper_value(paper, m.trainer, "fewshot", "Average",
-                                                "accuracy", s), ours_fs.get((label, s)),
+            row.append(cells.paper(_paper_value(paper, m.trainer, "fewshot", "Average", "accuracy", s),
+                                   _comparable(paper, "fewshot", datasets, ours_fs.get((label, s))),
                                    {**rec, "method": f"{label} (paper)"}))
         else:
             covered = len(per_column[i])
@@ -265,8 +271,9 @@ def transfer_table(setting: str, runs: Dict[RunKey, RunResult], shots: int,
             rec = {"setting": setting, "shots": shots, "method": label, "trainer": m.trainer,
                    "cfg": "", "dataset": "average", "metric": "accuracy"}
             if is_paper:
-                row.append(cells.paper(_paper_value(paper, m.trainer, setting, "Average",
-                                                    "accuracy", shots), ours_tr.get("average"), rec))
+                row.append(cells.paper(_paper_value(paper, m.trainer, setting, "Average", "accuracy", shots),
+                                       _comparable(paper, setting, [d for _, d in averaged], ours_tr.get("average")),
+                                       rec))
             else:
                 present = [means[d] for _, d in averaged if means[d] is not None]
                 mark = " *" if len(present) < len(averaged) else ""
