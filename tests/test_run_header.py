@@ -128,4 +128,6 @@ def test_trainer_names_read_from_the_source_are_the_registered_ones():
     if engine.ENGINE != "builtin":
         pytest.skip("Dassl's registry holds Dassl's own trainers too")
     import_plugins()
-    assert sorted(trainer_names()) == sorted(engine.TRAINER_REGISTRY.registered_names())
+    registry = engine.TRAINER_REGISTRY
+    plugins = [n for n in registry.registered_names() if registry.get(n).__module__.startswith("trainers.")]
+    assert sorted(trainer_names()) == sorted(plugins)  # other tests may register trainers of their own
