@@ -239,24 +239,48 @@ def test_findings_without_their_runs_are_not_checked():
         findings.check_findings(means, 0, 16)
 
 
+TOY_RUNS = {("ZeroshotCLIP", "toy"): (25.0, 25.0), ("CoOp", "toy"): (26.0, 15.0), ("CLIPFit", "toy"): (36.0, 30.0),
+            ("CLIPFit", "toy_reg_none"): (35.0, 28.0)}
+
+
+def _write_toy_runs(root, runs=TOY_RUNS) -> None:
+    """Finished base2new runs under ``root/base2new``: seeds 1 and 2 at each (Base, New) -1 and +1."""
+    for (trainer, cfg), (base, new) in runs.items():
+        for seed, shift in ((1, -1.0), (2, 1.0)):
+            for part, accuracy in (("train_base", base), ("test_new", new)):
+                run = root / "base2new" / part / "toy_shapes" / "shots_16" / trainer / cfg / f"seed{seed}"
+                run.mkdir(parents=True)
+                (run / "metrics.json").write_text(json.dumps({"split": "test", "accuracy": accuracy + shift}))
+
+
 def test_findings_command_reads_the_runs_of_each_config_apart(tmp_path, capsys):
     """CLIPFit's toy and toy_reg_none runs are two methods, not one mean."""
     from clipfit.toyworld.__main__ import main
 
-    def write(role: str, trainer: str, cfg: str, seed: int, accuracy: float) -> None:
-        part = {"base": "train_base", "new": "test_new"}[role]
-        run = tmp_path / "base2new" / part / "toy_shapes" / "shots_16" / trainer / cfg / f"seed{seed}"
-        run.mkdir(parents=True)
-        (run / "metrics.json").write_text(json.dumps({"split": "test", "accuracy": accuracy}))
-
-    for (trainer, cfg), (base, new) in {("ZeroshotCLIP", "toy"): (25.0, 25.0), ("CoOp", "toy"): (26.0, 15.0),
-                                        ("CLIPFit", "toy"): (36.0, 30.0),
-                                        ("CLIPFit", "toy_reg_none"): (35.0, 28.0)}.items():
-        for seed, shift in ((1, -1.0), (2, 1.0)):
-            write("base", trainer, cfg, seed, base + shift)
-            write("new", trainer, cfg, seed, new + shift)
+    _write_toy_runs(tmp_path)
     assert main(["findings", str(tmp_path / "base2new"), "--dataset", "toy_shapes"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[2] == "2. CoOp New below zero-shot New: yes, 15.0 < 25.0"
     assert out[4] == "4. KD protects New (CLIPFit vs REG none): yes, 30.0 >= 28.0 + 1"
     assert out[-1] == "5 of 5 checked findings hold (of 5)."
+
+
+def test_table_command_puts_the_draws_side_by_side_with_the_findings_of_each(tmp_path, capsys):
+    """Each draw is a column; a finding that fails on one draw says NO in that column only."""
+    from clipfit.toyworld.__main__ import main
+
+    _write_toy_runs(tmp_path / "draw1")
+    _write_toy_runs(tmp_path / "draw2", {**TOY_RUNS, ("CoOp", "toy"): (26.0, 31.0)})  # CoOp's New rises
+    _write_toy_runs(tmp_path / "draw3", {k: v for k, v in TOY_RUNS.items() if k[1] != "toy_reg_none"})
+    roots = [str(tmp_path / f"draw{k}" / "base2new") for k in (1, 2, 3)]
+    assert main(["table", *roots, "--dataset", "toy_shapes"]) == 0
+    rows = {line.split(" | ")[0].lstrip("| "): line.rstrip(" |").split(" | ")[1:]
+            for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+    assert rows["Base / New / HM"] == ["draw1", "draw2", "draw3"]
+    assert rows["CoOp"] == ["26.0 / 15.0 / 19.0", "26.0 / 31.0 / 28.3", "26.0 / 15.0 / 19.0"]
+    assert rows["CLIPFit (toy_reg_none)"] == ["35.0 / 28.0 / 31.1", "35.0 / 28.0 / 31.1", "-"]
+    assert rows["2. CoOp New < zero-shot New"] == ["yes", "NO", "yes"]
+    assert rows["4. CLIPFit New >= `REG none` New + 1"] == ["yes", "yes", "not checked"]
+    assert rows["findings that hold (of those checked)"] == ["5 of 5", "4 of 5", "4 of 4"]
+    assert main(["table", *roots, "--labels", "a", "a", "b"]) == 2
+    assert "one distinct label per folder" in capsys.readouterr().err

@@ -1,14 +1,18 @@
-"""``python -m clipfit.toyworld pretrain|make-data|explain|findings``: remake the toy CLIP, draw
-the toy datasets, say what a toy base-to-new table shows and which of the paper's findings hold."""
+"""``python -m clipfit.toyworld pretrain|make-data|explain|findings|table``: remake the toy CLIP, draw
+the toy datasets, say what a toy base-to-new table shows and which of the paper's findings hold
+(``table``: several draws side by side)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import fields
 from typing import List, Optional
 
 import torch
+
+from clipfit.errors import ConfigValueError
 
 
 def _pretrain(args: argparse.Namespace) -> None:
@@ -49,6 +53,24 @@ def _findings(args: argparse.Namespace) -> None:
     print("\n".join(finding_lines(base2new_means(args.root, args.dataset), *base_new_counts(args.dataset))))
 
 
+def _table(args: argparse.Namespace) -> None:
+    from .downstream import base_new_counts
+    from .explain import base2new_means
+    from .findings import finding_lines, side_by_side
+
+    labels = args.labels or [os.path.basename(os.path.dirname(os.path.abspath(r))) for r in args.roots]
+    if len(labels) != len(args.roots) or len(set(labels)) != len(labels):
+        raise ConfigValueError(f"--labels needs one distinct label per folder ({len(args.roots)} folders), got {labels}")
+    tables = {label: base2new_means(root, args.dataset) for label, root in zip(labels, args.roots)}
+    counts = base_new_counts(args.dataset)
+    print(f"Base-to-new on {args.dataset}, side by side (means over the finished seeds; chance "
+          f"{100 / counts[0]:.2f}% on Base, {100 / counts[1]:.2f}% on New):")
+    print("\n".join(side_by_side(tables, *counts)))
+    for label, means in tables.items():
+        print(f"\nThe findings on {label}:")
+        print("\n".join(finding_lines(means, *counts)))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from .pretrain import PretrainConfig
 
@@ -75,6 +97,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     f.add_argument("root", help="the base2new output folder ($OUT/base2new)")
     f.add_argument("--dataset", default="toy_shapes", help="which dataset's runs")
     f.set_defaults(func=_findings)
+    t = sub.add_parser("table", help="several toy tables (e.g. one per data draw) side by side, with the findings")
+    t.add_argument("roots", nargs="+", help="base2new output folders, one per column")
+    t.add_argument("--dataset", default="toy_shapes", help="which dataset's runs")
+    t.add_argument("--labels", nargs="+", help="column names (default: each folder's parent, e.g. draw2)")
+    t.set_defaults(func=_table)
     args = parser.parse_args(argv)
     from clipfit.training.cli import run_user_command
 

@@ -104,3 +104,36 @@ def finding_lines(means: Means, n_base: int, n_new: int) -> List[str]:
     held = sum(f.holds is True for f in findings)
     checked = sum(f.holds is not None for f in findings)
     return [f.line for f in findings] + [f"{held} of {checked} checked findings hold (of 5)."]
+
+
+METHOD_ORDER = (ZERO_SHOT, COOP, CLIPFIT, CLIPFIT_NO_REG)  # first in the side-by-side table; others follow sorted
+FINDING_NAMES = (
+    f"1. CLIPFit Base >= zero-shot Base + {BASE_GAIN:g}",
+    "2. CoOp New < zero-shot New",
+    f"3. CLIPFit New >= zero-shot New - {NEW_TOLERANCE:g}, best HM",
+    f"4. CLIPFit New >= `REG none` New + {KD_NEW_GAIN:g}",
+    f"5. zero-shot >= {CHANCE_FACTOR:g}x chance",
+)
+
+
+def _cell(m: Optional[Mapping[str, float]]) -> str:
+    return "-" if m is None else f"{m['base']:.1f} / {m['new']:.1f} / {_hm(m):.1f}"
+
+
+def _verdict(f: Finding) -> str:
+    return "not checked" if f.holds is None else _yes(f.holds)
+
+
+def side_by_side(tables: Mapping[str, Means], n_base: int, n_new: int) -> List[str]:
+    """A Markdown table with one column per draw (label -> means): Base / New / HM per method, then the findings."""
+    labels = list(tables)
+    methods = [m for m in METHOD_ORDER if any(m in t for t in tables.values())]
+    methods += sorted({m for t in tables.values() for m in t} - set(methods))
+    checks = {label: check_findings(tables[label], n_base, n_new) for label in labels}
+    lines = ["| Base / New / HM | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    lines += [f"| {m} | " + " | ".join(_cell(tables[label].get(m)) for label in labels) + " |" for m in methods]
+    lines += [f"| {name} | " + " | ".join(_verdict(checks[label][i]) for label in labels) + " |"
+              for i, name in enumerate(FINDING_NAMES)]
+    held = [f"{sum(f.holds is True for f in checks[label])} of {sum(f.holds is not None for f in checks[label])}"
+            for label in labels]
+    return lines + ["| findings that hold (of those checked) | " + " | ".join(held) + " |"]
