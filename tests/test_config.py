@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from clipfit.errors import ConfigValueError
 from clipfit.training.config import ConfigKeyError, get_cfg, merge_from_file, merge_from_list
 from clipfit.training.cli import build_parser, setup_cfg
 
@@ -20,6 +21,19 @@ def test_unknown_opt_names_closest_key():
         merge_from_list(cfg, ["DATASET.NUM_SHOT", "16"])
     with pytest.raises(ValueError, match="KEY VALUE pairs"):
         merge_from_list(cfg, ["DATASET.NUM_SHOTS"])
+
+
+def test_an_integer_for_a_float_key_is_that_float_and_other_types_are_a_clear_error(tmp_path):
+    cfg = get_cfg()
+    merge_from_list(cfg, ["TRAINER.CLIPFIT.BETA", "16", "OPTIM.MAX_EPOCH", "3"])  # yacs alone refuses BETA 16
+    assert cfg.TRAINER.CLIPFIT.BETA == 16.0 and isinstance(cfg.TRAINER.CLIPFIT.BETA, float)
+    with pytest.raises(ConfigValueError, match=r"TRAINER\.CLIPFIT\.BETA in command-line opts is abc \(type str\), "
+                                               r"but the key takes values of type float \(default 16\.0\)"):
+        merge_from_list(cfg, ["TRAINER.CLIPFIT.BETA", "abc"])
+    f = tmp_path / "epochs.yaml"
+    f.write_text("OPTIM:\n  MAX_EPOCH: 2.5\n")
+    with pytest.raises(ConfigValueError, match=r"OPTIM\.MAX_EPOCH in .*epochs\.yaml is 2\.5 \(type float\)"):
+        merge_from_file(cfg, str(f))
 
 
 def test_unknown_file_key_names_file_and_closest_key(tmp_path):

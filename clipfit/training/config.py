@@ -8,7 +8,9 @@ from __future__ import annotations
 import difflib
 import os
 import os.path as osp
-from typing import Any, Iterable, List, Optional, Sequence
+import re
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator, List, Optional, Sequence
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -208,6 +210,25 @@ def _boolean_phrase(key: str, value: Any, source: str, trainer: str, notes: Opti
     return meant
 
 
+_INTEGER = re.compile(r"[+-]?\d+")
+_TYPE_MISMATCH = re.compile(r"Type mismatch \(<class '(\w+)'> vs\. <class '(\w+)'>\) with values \((.*) vs\. (.*)\) "
+                            r"for config key: (\S+)")
+
+
+@contextmanager
+def _typed_values(source: str) -> Iterator[None]:
+    """yacs's type mismatch as a :class:`ConfigValueError` that names the key, both types and the fix."""
+    try:
+        yield
+    except ValueError as e:
+        m = _TYPE_MISMATCH.search(str(e))
+        if not m:
+            raise
+        want, got, default, given = m.group(1), m.group(2), m.group(3), m.group(4)
+        raise ConfigValueError(f"{m.group(5)} in {source} is {given} (type {got}), but the key takes values of "
+                               f"type {want} (default {default}); give one of type {want}.") from e
+
+
 def merge_from_file(cfg: CN, path: str, notes: Optional[List[str]] = None, trainer: str = "") -> None:
     """``cfg.merge_from_file`` (of :func:`config_file_path`) with errors naming the file, the
     unknown key and its closest match; booleans of :data:`BOOLEAN_PHRASES` become their phrase
@@ -225,12 +246,14 @@ def merge_from_file(cfg: CN, path: str, notes: Optional[List[str]] = None, train
         if isinstance(node, dict) and leaf in node:
             named = trainer or (other.get("TRAINER") or {}).get("NAME") or cfg.TRAINER.NAME
             node[leaf] = _boolean_phrase(key, node[leaf], path, named, notes)
-    cfg.merge_from_other_cfg(other)
+    with _typed_values(path):
+        cfg.merge_from_other_cfg(other)
 
 
 def merge_from_list(cfg: CN, opts: Sequence[str], notes: Optional[List[str]] = None) -> None:
     """``cfg.merge_from_list`` with an error naming the unknown key and its closest match;
-    booleans of :data:`BOOLEAN_PHRASES` become their phrase for the trainer named."""
+    booleans of :data:`BOOLEAN_PHRASES` become their phrase for the trainer named, and an integer
+    given for a float key is that float."""
     if len(opts) % 2:
         raise ConfigValueError(
             f"Config opts must come in KEY VALUE pairs, got {len(opts)} items: {list(opts)}"
@@ -243,7 +266,10 @@ def merge_from_list(cfg: CN, opts: Sequence[str], notes: Optional[List[str]] = N
         if opts[i] in BOOLEAN_PHRASES and opts[i + 1] in ("True", "False"):
             trainer = dict(zip(opts[0::2], opts[1::2])).get("TRAINER.NAME", cfg.TRAINER.NAME)
             opts[i + 1] = repr(_boolean_phrase(opts[i], opts[i + 1] == "True", "command-line opts", trainer, notes))
-    cfg.merge_from_list(opts)
+        elif isinstance(cfg_value(cfg, opts[i]), float) and _INTEGER.fullmatch(opts[i + 1]):
+            opts[i + 1] += ".0"  # BETA 16 means 16.0 (yacs would refuse the int)
+    with _typed_values("command-line opts"):
+        cfg.merge_from_list(opts)
 
 
 def get_cfg() -> CN:
