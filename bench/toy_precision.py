@@ -10,8 +10,9 @@ machine and command.
 
     python bench/toy_precision.py [--dataset toy_shapes] [--seeds 1 2 3] [--jobs 2]
 
-Datasets are drawn into ``--data`` when missing; runs go under ``--out`` (rerunning reuses
-finished runs, read from their ``log.txt``).
+Datasets are drawn into ``--data`` when missing; runs go under ``--out`` (rerunning skips
+finished runs whose settings, data and weights are the same; train.py refuses a folder that
+holds other ones).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ sys.path.insert(0, REPO)
 import torch  # noqa: E402
 
 from clipfit.docs_blocks import measured_line, write_block  # noqa: E402
+from clipfit.experiments.results import read_run  # noqa: E402
 from speed_modes import machine  # noqa: E402
 
 TRAINERS = {  # trainer -> (toy config, precision key)
@@ -53,19 +55,20 @@ def _accuracy(log: str) -> float:
 
 
 def _run(argv: List[str], out: str) -> float:
-    """Run ``train.py argv`` unless ``out/log.txt`` already holds its result; the accuracy."""
-    log = os.path.join(out, "log.txt")
-    if os.path.exists(log):
-        with open(log) as f:
-            text = f.read()
-        if ACCURACY.search(text):
-            return _accuracy(text)
+    """Run ``train.py argv`` into ``out``; its accuracy. A finished run with the same settings is
+    skipped by train.py's run model (which refuses a folder holding other settings), and its
+    accuracy read from the folder."""
     env = {"OMP_NUM_THREADS": "1", **os.environ, "PYTHONPATH": REPO}  # one thread per run unless set
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "train.py"), *argv], cwd=REPO,
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "train.py"), "--announce", "toy_precision run", *argv],
+                          cwd=REPO, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"train.py {' '.join(argv)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return _accuracy(proc.stdout)
+    if ACCURACY.search(proc.stdout):
+        return _accuracy(proc.stdout)
+    run = read_run(out)
+    if not run.finished:
+        raise RuntimeError(f"train.py {' '.join(argv)} neither ran nor found a finished run:\n{proc.stdout[-2000:]}")
+    return run.accuracy
 
 
 def base_to_new(args: argparse.Namespace, trainer: str, prec: str, seed: int) -> Tuple[float, float]:

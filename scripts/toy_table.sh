@@ -8,6 +8,7 @@
 # Draw k is drawn into $TOY_DATA/draw<k> (default $DATA/toy_draws/draw<k>) when missing, with
 # make-data --seed k; its runs go to $TOY_OUT/draw<k> (default $OUT/toy/draw<k>). Rerunning skips
 # finished runs. Each sweep runs its runs in workers forked from one python that imported torch.
+# TOY_DOCS=docs/toy-world.md writes the side-by-side tables into that page's toy-table-<dataset> blocks.
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 TOY_DATASETS="${TOY_DATASETS:-toy_shapes toy_cold}"
 DRAWS="${DRAWS:-1 2 3}"
@@ -31,6 +32,7 @@ for k in "${draws[@]}"; do
     "$PYTHON" parse_test_res.py --base2new "$OUT/base2new" --format markdown
     roots+=("$OUT/base2new")
 done
-for d in "${datasets[@]}"; do echo; "$PYTHON" -m clipfit.toyworld table "${roots[@]}" --dataset "$d"; done
+docs=(); [ -n "${TOY_DOCS:-}" ] && docs=(--docs "$TOY_DOCS" --measured-by "DRAWS='$DRAWS' TOY_DATASETS='$TOY_DATASETS' bash scripts/toy_table.sh")
+for d in "${datasets[@]}"; do echo; "$PYTHON" -m clipfit.toyworld table "${roots[@]}" --dataset "$d" "${docs[@]}"; done
 echo
 echo "Wall time of the table: $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s ($JOBS jobs at a time, $(nproc) CPUs)"

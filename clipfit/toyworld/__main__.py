@@ -53,19 +53,35 @@ def _findings(args: argparse.Namespace) -> None:
     print("\n".join(finding_lines(base2new_means(args.root, args.dataset), *base_new_counts(args.dataset))))
 
 
+def _labels(roots: List[str]) -> List[str]:
+    """Column names: each folder above ``base2new``, as a path from the folder they share (e.g. draw2)."""
+    parents = [os.path.dirname(os.path.abspath(r)) for r in roots]
+    if len(parents) == 1:
+        return [os.path.basename(parents[0])]
+    common = os.path.commonpath(parents)
+    return [os.path.relpath(p, common) for p in parents]
+
+
 def _table(args: argparse.Namespace) -> None:
     from .downstream import base_new_counts
     from .explain import base2new_means
     from .findings import finding_lines, side_by_side
 
-    labels = args.labels or [os.path.basename(os.path.dirname(os.path.abspath(r))) for r in args.roots]
+    labels = args.labels or _labels(args.roots)
     if len(labels) != len(args.roots) or len(set(labels)) != len(labels):
         raise ConfigValueError(f"--labels needs one distinct label per folder ({len(args.roots)} folders), got {labels}")
     tables = {label: base2new_means(root, args.dataset) for label, root in zip(labels, args.roots)}
     counts = base_new_counts(args.dataset)
     print(f"Base-to-new on {args.dataset}, side by side (means over the finished seeds; chance "
           f"{100 / counts[0]:.2f}% on Base, {100 / counts[1]:.2f}% on New):")
-    print("\n".join(side_by_side(tables, *counts)))
+    table = side_by_side(tables, *counts)
+    print("\n".join(table))
+    if args.docs:
+        from clipfit.docs_blocks import measured_line, write_block
+
+        command = args.measured_by or "python -m clipfit.toyworld " + " ".join(sys.argv[1:])
+        write_block(args.docs, f"toy-table-{args.dataset}", "\n".join(
+            table + ["", "Base / New / HM in %, means over run seeds 1-3. " + measured_line(command)]))
     for label, means in tables.items():
         print(f"\nThe findings on {label}:")
         print("\n".join(finding_lines(means, *counts)))
@@ -100,7 +116,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     t = sub.add_parser("table", help="several toy tables (e.g. one per data draw) side by side, with the findings")
     t.add_argument("roots", nargs="+", help="base2new output folders, one per column")
     t.add_argument("--dataset", default="toy_shapes", help="which dataset's runs")
-    t.add_argument("--labels", nargs="+", help="column names (default: each folder's parent, e.g. draw2)")
+    t.add_argument("--labels", nargs="+", help="column names (default: the folders above base2new, from the folder they share: e.g. draw2)")
+    t.add_argument("--docs", help="Markdown page whose block toy-table-<dataset> gets the table")
+    t.add_argument("--measured-by", help="the command named under the table in --docs (default: this one)")
     t.set_defaults(func=_table)
     args = parser.parse_args(argv)
     from clipfit.training.cli import run_user_command

@@ -40,11 +40,11 @@ class PretrainConfig:
     """Architecture and optimisation of the toy CLIP (the shipped weights use the defaults)."""
 
     seed: int = 0
-    steps: int = 300
+    steps: int = 1500
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.1
-    warmup: int = 30
+    warmup: int = 100
     embed_dim: int = 64
     vision_width: int = 96
     vision_layers: int = 4

@@ -21,7 +21,7 @@ from clipfit.errors import UserError
 
 TOY_NAME = "toy"  # MODEL.BACKBONE.NAME that loads the shipped weights
 SHIPPED_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "toy_clip.pt.xz")
-SHIPPED_SHA256 = "da4f749bf2fb4d72424100bfb94ed36ce20e64e0fe36b6a8f1442d5423ca53e7"
+SHIPPED_SHA256 = "9711cabdcb84e450a7832f03c1be52af20e66614f9e6614eac9e36a263861bf2"
 MAGIC = b"\xfd7zXZ\x00"  # lzma (xz) container
 _ROWS = "token_embedding.rows"
 _IDS = "token_embedding.ids"
