@@ -39,6 +39,11 @@ if [[ -n "${OUT:-}" ]]; then OUT="$(from_caller "$OUT")"; else OUT="output"; fi
 export PYTHON DATA OUT
 export PYTHONUNBUFFERED=1  # progress reaches logs and the sweep's status lines at once
 
+die() {  # MESSAGE...: print it as an error and stop the script
+    echo "ERROR: $*" >&2
+    exit 1
+}
+
 # run_script NAME ARGS...: the runs of scripts/NAME.sh, in one python (replaces this shell)
 run_script() {
     local name="$1"; shift

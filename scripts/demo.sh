@@ -31,7 +31,9 @@ of this project, delete it and run the demo again."
 echo
 echo "== bash scripts/sweep.sh base2new --datasets $DATASET --seeds 1 2 3 --jobs $JOBS --methods ZeroshotCLIP CLIPFit CoOp"
 "$PYTHON" -m clipfit.experiments.sweep base2new --datasets "$DATASET" --seeds 1 2 3 --jobs "$JOBS" \
-    --methods ZeroshotCLIP CLIPFit CoOp --status-every 15 | grep --line-buffered -v '^  run  ' || exit 1
+    --methods ZeroshotCLIP CLIPFit CoOp --status-every 15 | grep --line-buffered -v '^  run  ' \
+    || die "some demo runs failed (above). If $DEMO holds runs made by another version of this \
+project or of its toy CLIP, delete it (rm -rf $DEMO) and run the demo again."
 
 echo
 "$PYTHON" parse_test_res.py --base2new "$OUT/base2new"

@@ -291,3 +291,32 @@ def test_table_command_puts_the_draws_side_by_side_with_the_findings_of_each(tmp
     capsys.readouterr()
     assert main(["table", *roots, "--labels", "a", "a", "b"]) == 2
     assert "one distinct label per folder" in capsys.readouterr().err
+
+
+def test_the_shipped_toy_clip_is_part_of_a_toy_runs_identity(tmp_path):
+    """Runs made with other toy weights (an earlier shipped CLIP, a remade one) are other runs."""
+    from clipfit.training import run_spec
+
+    cfg = get_cfg()
+    cfg.MODEL.BACKBONE.NAME = weights.TOY_NAME
+    assert run_spec.identity(cfg)[run_spec.WEIGHTS] == weights.SHIPPED_SHA256
+    remade = tmp_path / "remade.pt.xz"
+    remade.write_bytes(b"other weights")
+    cfg.MODEL.BACKBONE.PATH = str(remade)
+    assert run_spec.identity(cfg)[run_spec.WEIGHTS] not in (None, weights.SHIPPED_SHA256)
+
+
+def test_the_demo_on_a_folder_drawn_otherwise_says_to_delete_it(tmp_path):
+    """scripts/demo.sh stops before training, naming the folder to delete."""
+    import subprocess
+
+    stale = tmp_path / "demo" / "data" / "toy_shapes"
+    stale.mkdir(parents=True)
+    (stale / "toyworld.json").write_text('{"format": 0, "seed": 1}')
+    env = {**os.environ, "DEMO": str(tmp_path / "demo"), "PYTHONPATH": REPO}
+    proc = subprocess.run(["bash", os.path.join(REPO, "scripts", "demo.sh")], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"ERROR: the demo could not draw its dataset (above). If {tmp_path / 'demo'} was made by another " \
+           "version" in proc.stderr
+    assert not (tmp_path / "demo" / "base2new").exists()

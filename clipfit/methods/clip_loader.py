@@ -71,7 +71,9 @@ def download_url(name: str) -> str:
 def cached_weights_path(name: str) -> str:
     """Where the ``clip`` package stores (and we look for) the weights of ``name``; for
     ``open_clip:<arch>:<tag>``, the tag's file in open_clip's caches (the first place looked at
-    when it is in none)."""
+    when it is in none); for the toy CLIP, the file shipped in the package."""
+    if name == toy_weights.TOY_NAME:
+        return toy_weights.SHIPPED_FILE
     if open_clip_loader.is_open_clip(name):
         arch, tag = open_clip_loader.parse_name(name)
         paths = open_clip_loader.tag_cache_paths(arch, tag) if tag else []
