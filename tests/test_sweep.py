@@ -370,6 +370,8 @@ def test_slurm_array_runs_each_job_from_a_checked_tasks_file_without_eval(env):
     out = subprocess.run([sys.executable, "-m", "clipfit.experiments.paper", "task", str(tasks_file), "2"], env=env,
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "has 2 tasks; there is no task 2" in out.stderr
+    refused = sweep({**env, "OVERWRITE": "1"}, "base2new", "--datasets", "dtd", "--seeds", "1", "--slurm", check=2)
+    assert "OVERWRITE=1 is not passed to SLURM array tasks" in refused.stderr  # a requeued task would restart
 
 
 def test_the_real_trainer_in_a_forked_worker_gives_train_pys_numbers(tmp_path):

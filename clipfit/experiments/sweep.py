@@ -169,6 +169,10 @@ def main(argv: Optional[Sequence[str]] = None, train: Optional[Callable[..., Non
         print("Nothing launched: prepare what is missing above, or leave those datasets out.",
               file=sys.stderr)
         return 2
+    if args.slurm and env.get("OVERWRITE") == "1":
+        print("OVERWRITE=1 is not passed to SLURM array tasks: a task requeued after preemption would delete "
+              "its own checkpoint. Delete the run folders to redo them, or run without --slurm.", file=sys.stderr)
+        return 2
     if args.slurm:
         return submit_array(todo, args, env) if todo else 0
     if args.dry_run or not todo:

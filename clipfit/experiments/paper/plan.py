@@ -180,7 +180,8 @@ def read_tasks(path: str) -> List[Task]:
     data = read_json(path, "Paper tasks file")
     if not isinstance(data, dict) or data.get("format") != TASKS_FORMAT or not isinstance(data.get("tasks"), list):
         raise FileContentError(f"{path} is not a paper tasks file (format {TASKS_FORMAT}); "
-                               "submit again with 'python -m clipfit.experiments.paper run --slurm'.")
+                               "submit again (python -m clipfit.experiments.paper run --slurm, or scripts/sweep.sh "
+                               "SETTING --slurm).")
     tasks = []
     for i, item in enumerate(data["tasks"]):
         try:
@@ -189,7 +190,7 @@ def read_tasks(path: str) -> List[Task]:
                 raise ValueError("a task needs a name, a log and a list of runs")
             tasks.append(Task(item["name"], [spec_from_dict(s) for s in item["specs"]], item["log"]))
         except (ValueError, TypeError) as err:
-            raise FileContentError(f"{path}: task {i} is damaged ({err}); submit again with "
-                                   "'python -m clipfit.experiments.paper run --slurm'.") from None
+            raise FileContentError(f"{path}: task {i} is damaged ({err}); submit again (python -m "
+                                   "clipfit.experiments.paper run --slurm, or scripts/sweep.sh SETTING --slurm).") from None
     return tasks
 
