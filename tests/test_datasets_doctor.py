@@ -9,6 +9,7 @@ import datasets  # noqa: F401  (registers the loaders)
 from clipfit.training.config import get_cfg
 from clipfit.data.doctor import main
 from clipfit.engine import build_dataset, set_random_seed
+from clipfit.errors import UnknownNameError
 from clipfit.testing.fake_datasets import make_dataset
 
 
@@ -167,5 +168,8 @@ def test_a_root_of_toy_datasets_is_checked(tmp_path, capsys):
 
 @pytest.mark.parametrize("typo, suggestion", [("dtdd", "dtd"), ("toy_shapez", "toy_shapes"), ("EuroSat", "eurosat")])
 def test_unknown_dataset_name_is_rejected_with_the_closest_one(typo, suggestion, tmp_path):
-    with pytest.raises(SystemExit, match=f"Unknown dataset '{typo}'. Did you mean {suggestion}\\?"):
+    with pytest.raises(UnknownNameError, match=f"Unknown dataset '{typo}'. Did you mean {suggestion}\\?"):
         main(["--root", str(tmp_path), "--dataset", typo])
+    from clipfit.data.__main__ import main as data_command
+
+    assert data_command(["doctor", "--root", str(tmp_path), "--dataset", typo]) == 2  # a user error: exit 2

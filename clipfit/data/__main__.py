@@ -8,8 +8,9 @@ from typing import Callable, Dict, Optional, Sequence
 
 def _doctor(argv: Sequence[str]) -> int:
     from clipfit.data.doctor import main
+    from clipfit.training.cli import run_user_command
 
-    return main(argv)
+    return run_user_command(lambda: main(argv))
 
 
 def _prepare(argv: Sequence[str]) -> int:

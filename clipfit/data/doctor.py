@@ -30,6 +30,7 @@ from clipfit import REPO_ROOT
 from clipfit.data.fewshot import FEWSHOT_FOLDER, cache_problem, fewshot_sources
 from clipfit.data.folders import CoOpDataset, FolderDataset
 from clipfit.data.splits import DOCS, DatasetLayoutError
+from clipfit.errors import UnknownNameError
 from clipfit.fileio import FileContentError, leftover_temps, read_json
 from clipfit.training.config import closest_key
 
@@ -114,7 +115,7 @@ def resolve_name(name: str) -> str:
             return yaml.safe_load(f)["DATASET"]["NAME"]
     close = closest_key(name, config_names() + known_datasets())
     hint = f" Did you mean {close}?" if close else ""
-    raise SystemExit(
+    raise UnknownNameError(
         f"Unknown dataset {name!r}.{hint} Use a config name (dtd, oxford_pets, toy_shapes, ...) "
         f"or one of {', '.join(known_datasets())}."
     )
