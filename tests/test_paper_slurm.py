@@ -134,9 +134,15 @@ def test_the_time_limit_signal_checkpoints_requeues_and_ends_as_an_uninterrupted
     slurm_cluster.run("scancel", "--signal=USR1", "--batch", task)
     wait_for(lambda: "PENDING" in slurm_cluster.run("squeue", "-h", "-r", "-o", "%T", "-j", job).stdout,
              "the task to be requeued", timeout=60)
-    slurm_cluster.run("scontrol", "update", f"JobId={task}", "StartTime=now")  # SLURM delays requeued jobs
     log = out / "paper" / "logs" / "base2new-CLIPFit-toy_shapes-16shot-seed2.log"
-    wait_for(lambda: "(restart 1)" in log.read_text(), "the requeued task to start", timeout=120)
+    deadline = time.time() + 240
+    while "(restart 1)" not in log.read_text():
+        # SLURM holds a requeued job back for a while (its BeginTime); a requeue still settling can set
+        # that after our update, so release the task again until it runs
+        slurm_cluster.run("scontrol", "update", f"JobId={task}", "StartTime=now", check=False)
+        queue = slurm_cluster.run("squeue", "-h", "-r", "-o", "%T %r %S", "-j", job, check=False).stdout
+        assert time.time() < deadline, f"the requeued task did not start; squeue: {queue!r}"
+        time.sleep(2)
     wait_for_queue(slurm_cluster)
     assert "Stopped by SIGUSR1: requeued job" in log.read_text()
     folder = train_folder(out, "CLIPFit", 2)
