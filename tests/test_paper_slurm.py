@@ -135,10 +135,12 @@ def test_the_time_limit_signal_checkpoints_requeues_and_ends_as_an_uninterrupted
     wait_for(lambda: "PENDING" in slurm_cluster.run("squeue", "-h", "-r", "-o", "%T", "-j", job).stdout,
              "the task to be requeued", timeout=60)
     log = out / "paper" / "logs" / "base2new-CLIPFit-toy_shapes-16shot-seed2.log"
+    # SLURM holds a requeued job back (its BeginTime) so that it does not start in the second its old
+    # credential was revoked: released at once, slurmctld logged "Killing non-startable batch JobId=1:
+    # Job credential revoked" and the task ended. Wait past that second, then release it.
+    time.sleep(5)
     deadline = time.time() + 240
     while "(restart 1)" not in log.read_text():
-        # SLURM holds a requeued job back for a while (its BeginTime); a requeue still settling can set
-        # that after our update, so release the task again until it runs
         slurm_cluster.run("scontrol", "update", f"JobId={task}", "StartTime=now", check=False)
         queue = slurm_cluster.run("squeue", "-h", "-r", "-o", "%T %r %S", "-j", job, check=False).stdout
         assert time.time() < deadline, f"the requeued task did not start; squeue: {queue!r}"
