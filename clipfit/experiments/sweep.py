@@ -31,7 +31,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from clipfit.experiments.jobs import Job, display_path, job_datasets, missing_inputs, plan, sweep_dir
 from clipfit.experiments.paper.plan import Task
-from clipfit.experiments.paper.runner import SlurmOptions, submit_slurm
+from clipfit.experiments.paper.runner import add_slurm_arguments, slurm_options, submit_slurm
 from clipfit.experiments.protocol import FEWSHOT_SHOTS, SEEDS, SETTINGS
 from clipfit.errors import UserError
 from clipfit.experiments.run import check_names
@@ -70,8 +70,7 @@ def submit_array(jobs: Sequence[Job], args: argparse.Namespace, env: Dict[str, s
     for i, job in enumerate(jobs):
         print(f"  task {i}: {job.name} (log: {display_path(job.log)})")
     tasks = [Task(re.sub(r"[^\w.+-]+", "-", job.name), list(job.specs), job.log) for job in jobs]
-    options = SlurmOptions(args.partition, args.time, args.gres, args.cpus_per_task, args.max_parallel,
-                           args.signal_before, args.sbatch_args, job_name=f"clipfit-sweep-{args.setting}")
+    options = slurm_options(args, job_name=f"clipfit-sweep-{args.setting}")
     return submit_slurm(tasks, sweep_dir(args.setting, env), options, args.dry_run)
 
 
@@ -94,17 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="parallel jobs when CUDA_VISIBLE_DEVICES is not set")
     parser.add_argument("--dry-run", action="store_true", help="list the jobs, run nothing")
     slurm = parser.add_argument_group("SLURM (the paper runner's backend: docs/paper-on-a-cluster.md)")
-    slurm.add_argument("--slurm", action="store_true", help="submit a SLURM job array, one job per array task")
-    slurm.add_argument("--partition", default="")
-    slurm.add_argument("--time", default="", help="time limit of each array task (sbatch --time)")
-    slurm.add_argument("--gres", default="gpu:1", help="per task (default gpu:1; 'none' for CPU partitions)")
-    slurm.add_argument("--cpus-per-task", type=int, default=0)
-    slurm.add_argument("--max-parallel", type=int, default=0,
-                       help="at most this many array tasks at once (0: no limit)")
-    slurm.add_argument("--signal-before", type=int, default=300,
-                       help="seconds before the time limit that SLURM sends SIGUSR1 (checkpoint, requeue)")
-    slurm.add_argument("--sbatch-args", default="",
-                       help="more sbatch options, given with '=': --sbatch-args='--mem=32G --qos=long'")
+    add_slurm_arguments(slurm)
     parser.add_argument("--methods", nargs="+", metavar="TRAINER[:CFG]",
                         help="several trainers (and configs) in one sweep, their jobs sharing the "
                              "workers (default: $TRAINER and $CFG)")

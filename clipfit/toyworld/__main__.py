@@ -81,7 +81,7 @@ def _table(args: argparse.Namespace) -> None:
 
         command = args.measured_by or "python -m clipfit.toyworld " + " ".join(sys.argv[1:])
         write_block(args.docs, f"toy-table-{args.dataset}", "\n".join(
-            table + ["", "Base / New / HM in %, means over run seeds 1-3. " + measured_line(command)]))
+            table + ["", "Base / New / HM in %, means over the finished run seeds. " + measured_line(command)]))
     for label, means in tables.items():
         print(f"\nThe findings on {label}:")
         print("\n".join(finding_lines(means, *counts)))

@@ -101,9 +101,12 @@ def check_findings(means: Means, n_base: int, n_new: int) -> List[Finding]:
 def finding_lines(means: Means, n_base: int, n_new: int) -> List[str]:
     """The check lines of :func:`check_findings`, then how many of the five hold."""
     findings = check_findings(means, n_base, n_new)
-    held = sum(f.holds is True for f in findings)
-    checked = sum(f.holds is not None for f in findings)
-    return [f.line for f in findings] + [f"{held} of {checked} checked findings hold (of 5)."]
+    return [f.line for f in findings] + [f"{held_of_checked(findings)} checked findings hold (of 5)."]
+
+
+def held_of_checked(findings: List[Finding]) -> str:
+    """``"H of C"``: how many of the findings hold, of those whose runs were there."""
+    return f"{sum(f.holds is True for f in findings)} of {sum(f.holds is not None for f in findings)}"
 
 
 METHOD_ORDER = (ZERO_SHOT, COOP, CLIPFIT, CLIPFIT_NO_REG)  # first in the side-by-side table; others follow sorted
@@ -134,6 +137,5 @@ def side_by_side(tables: Mapping[str, Means], n_base: int, n_new: int) -> List[s
     lines += [f"| {m} | " + " | ".join(_cell(tables[label].get(m)) for label in labels) + " |" for m in methods]
     lines += [f"| {name} | " + " | ".join(_verdict(checks[label][i]) for label in labels) + " |"
               for i, name in enumerate(FINDING_NAMES)]
-    held = [f"{sum(f.holds is True for f in checks[label])} of {sum(f.holds is not None for f in checks[label])}"
-            for label in labels]
+    held = [held_of_checked(checks[label]) for label in labels]
     return lines + ["| findings that hold (of those checked) | " + " | ".join(held) + " |"]

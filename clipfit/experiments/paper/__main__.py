@@ -18,6 +18,7 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
+from clipfit.experiments.paper.runner import add_slurm_arguments
 from clipfit.experiments.protocol import SETTINGS
 
 DEFAULT_MAX_ATTEMPTS = 3
@@ -36,15 +37,7 @@ def _selection_args(p: argparse.ArgumentParser) -> None:
 
 def _backend_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where the runs go")
-    g.add_argument("--slurm", action="store_true", help="submit SLURM job arrays")
-    g.add_argument("--partition", default="")
-    g.add_argument("--time", default="", help="time limit of each array task (sbatch --time)")
-    g.add_argument("--gres", default="gpu:1", help="per task (default gpu:1; 'none' for CPU partitions)")
-    g.add_argument("--cpus-per-task", type=int, default=0)
-    g.add_argument("--max-parallel", type=int, default=0, help="at most this many array tasks at once")
-    g.add_argument("--signal-before", type=int, default=300,
-                   help="seconds before the time limit that SLURM sends SIGUSR1 (checkpoint, requeue)")
-    g.add_argument("--sbatch-args", default="", help="more sbatch options, given with '=': --sbatch-args='--mem=32G'")
+    add_slurm_arguments(g)
     g.add_argument("--jobs", type=int, default=1, help="tasks at a time here when no GPU is visible")
     g.add_argument("--max-attempts", type=int, default=DEFAULT_MAX_ATTEMPTS,
                    help="a task that crashed this many times is not started again")
@@ -112,9 +105,7 @@ def _start(args: argparse.Namespace, tasks, states, paper_dir: str, selection) -
             print(f"  would start {task.name}")
         return 0
     if args.slurm:
-        options = runner.SlurmOptions(args.partition, args.time, args.gres, args.cpus_per_task, args.max_parallel,
-                                      args.signal_before, args.sbatch_args)
-        return runner.submit_slurm(start, paper_dir, options, args.dry_run)
+        return runner.submit_slurm(start, paper_dir, runner.slurm_options(args), args.dry_run)
     return runner.run_local(start, paper_dir, args.jobs, args.status_every)
 
 

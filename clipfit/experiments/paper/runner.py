@@ -144,6 +144,28 @@ class SlurmOptions:
     job_name: str = JOB_NAME
 
 
+def add_slurm_arguments(group) -> None:
+    """The SLURM options of ``paper run`` and ``sweep`` (an argparse group); defaults are :class:`SlurmOptions`'."""
+    d = SlurmOptions()
+    group.add_argument("--slurm", action="store_true", help="submit SLURM job arrays, one run or job per array task")
+    group.add_argument("--partition", default=d.partition)
+    group.add_argument("--time", default=d.time, help="time limit of each array task (sbatch --time)")
+    group.add_argument("--gres", default=d.gres, help=f"per task (default {d.gres}; 'none' for CPU partitions)")
+    group.add_argument("--cpus-per-task", type=int, default=d.cpus_per_task)
+    group.add_argument("--max-parallel", type=int, default=d.max_parallel,
+                       help="at most this many array tasks at once (0: no limit)")
+    group.add_argument("--signal-before", type=int, default=d.signal_before,
+                       help="seconds before the time limit that SLURM sends SIGUSR1 (checkpoint, requeue)")
+    group.add_argument("--sbatch-args", default=d.sbatch_args,
+                       help="more sbatch options, given with '=': --sbatch-args='--mem=32G --qos=long'")
+
+
+def slurm_options(args, job_name: str = JOB_NAME) -> SlurmOptions:
+    """The :class:`SlurmOptions` of arguments parsed with :func:`add_slurm_arguments`."""
+    return SlurmOptions(args.partition, args.time, args.gres, args.cpus_per_task, args.max_parallel,
+                        args.signal_before, args.sbatch_args, job_name)
+
+
 def sbatch_script(tasks_file: str, n: int, paper_dir: str, options: SlurmOptions) -> str:
     """The array script: task ``i`` execs the paper's ``task`` command on entry ``i``."""
     limit = f"%{options.max_parallel}" if options.max_parallel else ""
