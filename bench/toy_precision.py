@@ -37,10 +37,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 from clipfit.docs_blocks import measured_line, write_block  # noqa: E402
 from clipfit.experiments.results import read_run  # noqa: E402
+from clipfit.training.config import get_cfg, merge_from_file  # noqa: E402
 from speed_modes import machine  # noqa: E402
 
 TRAINERS = {  # trainer -> (toy config, precision key)
@@ -84,9 +84,10 @@ def _run(argv: List[str], out: str) -> float:
 
 
 def _config_lr(config: str) -> float:
-    """The ``OPTIM.LR`` of a toy config file."""
-    with open(os.path.join(REPO, config)) as f:
-        return float(yaml.safe_load(f)["OPTIM"]["LR"])
+    """The ``OPTIM.LR`` a config file gives, read by the project's config loader."""
+    cfg = get_cfg()
+    merge_from_file(cfg, os.path.join(REPO, config))
+    return float(cfg.OPTIM.LR)
 
 
 def base_to_new(args: argparse.Namespace, trainer: str, variant: Variant, seed: int) -> Tuple[float, float]:

@@ -1,8 +1,10 @@
 """Fixtures shared by the test modules."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +34,21 @@ def run_main(monkeypatch):
     returns; stdout is restored after the test in any case)."""
     monkeypatch.setattr(sys, "stdout", sys.stdout)
     return main
+
+
+@pytest.fixture
+def load_bench(monkeypatch):
+    """``load_bench(name)``: the script ``bench/<name>.py`` loaded as a module."""
+    bench_dir = Path(__file__).resolve().parents[1] / "bench"
+    monkeypatch.syspath_prepend(str(bench_dir))  # the benches import their siblings (speed_modes)
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", bench_dir / f"{name}.py")
+        bench = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look their module up there
+        spec.loader.exec_module(bench)
+        return bench
+    return load
 
 
 @pytest.fixture(scope="session")

@@ -305,14 +305,10 @@ def test_fp16_storage_is_refused_for_open_clip_with_advice():
         backbone(make_tiny_open_clip("convnext")).to_half()
 
 
-def test_the_published_support_table_is_current():
-    import importlib.util
+def test_the_published_support_table_is_current(load_bench):
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "backbones.py"
-    spec = importlib.util.spec_from_file_location("bench_backbones", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("backbones")
     doc = Path(bench.DOC).read_text()
     assert bench.support_table() in doc, "run: python bench/backbones.py --table support"
 

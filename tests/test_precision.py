@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import sys
 
 import pytest
 import torch
@@ -294,24 +293,10 @@ def test_inductor_fp32_equals_eager_fp32_within_reordering():
         torch.testing.assert_close(grads[n], eager_grads[n], rtol=1e-4, atol=1e-6 * eager_grads[n].abs().max().item())
 
 
-def _bench(monkeypatch, name: str):
-    """The script ``bench/<name>.py`` loaded as a module."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
-    monkeypatch.syspath_prepend(str(path.parent))  # the benches import their siblings (speed_modes)
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
-    bench = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look their module up there
-    spec.loader.exec_module(bench)
-    return bench
-
-
-def test_toy_precision_verdict_names_the_cells_a_roundoff_sized_control_also_leaves(monkeypatch):
+def test_toy_precision_verdict_names_the_cells_a_roundoff_sized_control_also_leaves(load_bench):
     """bf16's mean is judged against the fp32 seeds' min-max range; a cell is listed as shared
     only when bf16 and one of the lr controls are both outside it."""
-    bench = _bench(monkeypatch, "toy_precision")
+    bench = load_bench("toy_precision")
     fp32 = [(40.0, 40.0), (42.0, 41.0), (44.0, 42.0)]  # Base 40-44, New 40-42
     results = {}
     for trainer in bench.TRAINERS:
@@ -333,9 +318,9 @@ def test_toy_precision_verdict_names_the_cells_a_roundoff_sized_control_also_lea
     assert bench.CONTROLS[0].lr_factor == 1 + 2.0 ** -8 and bench.CONTROLS[1].lr_factor == 1 - 2.0 ** -8
 
 
-def test_gpu_speed_dry_run_measures_every_requested_mode_and_refuses_to_write_cpu_figures(monkeypatch, capsys):
+def test_gpu_speed_dry_run_measures_every_requested_mode_and_refuses_to_write_cpu_figures(load_bench, monkeypatch, capsys):
     """``bench/gpu_speed.py --tiny --device cpu`` walks the GPU script's whole path on the tiny CLIP."""
-    bench = _bench(monkeypatch, "gpu_speed")
+    bench = load_bench("gpu_speed")
     monkeypatch.chdir(bench.os.path.dirname(bench.os.path.dirname(bench.__file__)))  # configs/ are read from the repo
     assert bench.main(["--tiny", "--device", "cpu", "--methods", "CoOp", "--modes", "fp32", "bf16"]) == 0
     rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| CoOp")]
